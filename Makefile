@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= etc/sip.yaml
+
+.PHONY: venv run test lint check bench clean deb
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,tls,bench]' psycopg2-binary
+	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/twistd -n --pidfile= sip -c $(CONFIG)
+
+check: $(STAMP)
+	$(VENV)/bin/twistd -n --pidfile= sip -c $(CONFIG) --check
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sipserver tests bench twisted
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check sipserver tests bench twisted
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) bench/codec.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis twisted/plugins/dropin.cache var

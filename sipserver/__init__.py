@@ -1,0 +1,3 @@
+"""sipserver: a SIP2 server for libraries on Twisted."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""ILS backends: the interface the ACS calls, and its implementations."""
