@@ -1,0 +1,170 @@
+"""Accounts and institutions as the running server sees them: who may log in, from where.
+
+A :class:`Registry` is built from one :class:`~sipserver.config.Config` and never changes; a reload
+builds a new one and the service swaps the reference, so a session sees either the old accounts or
+the new ones, never a mix. The :class:`~sipserver.lockout.Lockout` is the one mutable part and is
+shared across registries, so a reload neither forgets failed attempts nor frees a locked address.
+``Registry.from_config`` does not touch the lockout's limits: the reload code calls
+``lockout.reconfigure(...)`` once the new config is accepted.
+
+One allow-list per account is checked the same way whichever listener (raw, telnet, TLS) the login
+arrives on: the common field mistake is an allow-list updated for one port and not the other.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import attrs
+
+from sipserver import passwords
+from sipserver.config import AccountConfig, Config, InstitutionConfig
+from sipserver.lockout import Lockout
+
+__all__ = [
+    "ADDRESS_NOT_ALLOWED",
+    "DISABLED",
+    "EXPIRED",
+    "LOCKED_OUT",
+    "REASONS",
+    "UNKNOWN_LOGIN",
+    "WRONG_PASSWORD",
+    "AuthResult",
+    "Registry",
+    "allowed_from",
+]
+
+# Stable refusal reasons: used verbatim in logs and metric labels.
+LOCKED_OUT = "locked_out"
+UNKNOWN_LOGIN = "unknown_login"
+WRONG_PASSWORD = "wrong_password"
+DISABLED = "disabled"
+EXPIRED = "expired"
+ADDRESS_NOT_ALLOWED = "address_not_allowed"
+REASONS = (LOCKED_OUT, UNKNOWN_LOGIN, WRONG_PASSWORD, DISABLED, EXPIRED, ADDRESS_NOT_ALLOWED)
+
+_LOOPBACKS = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@attrs.frozen
+class AuthResult:
+    """The outcome of a login. ``account`` is set only on success, so a caller that tests
+    ``result.account`` instead of ``result.ok`` still cannot let a refused login through."""
+
+    account: AccountConfig | None
+    reason: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None and self.account is not None
+
+
+def _peer_addresses(peer: str | None) -> tuple[Address, ...] | None:
+    """The forms of *peer* to test against networks, or None for a unix-socket (local) peer.
+
+    IPv4-mapped IPv6 (``::ffff:10.1.2.3``, what a dual-stack socket reports) is tested as IPv4 and
+    plain IPv4 is also tested in its mapped form, so either way of writing a network matches. A peer
+    that is neither an IP address nor a socket path yields an empty tuple: it matches nothing.
+    """
+    if not peer or peer.startswith(("/", "@")):
+        return None
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return ()
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped
+        return (address,) if mapped is None else (mapped, address)
+    return (address, ipaddress.IPv6Address(f"::ffff:{address}"))
+
+
+def allowed_from(account: AccountConfig, peer: str) -> bool:
+    """True when *account* may log in from *peer* (an IP string; "" or a path for a unix socket).
+
+    An empty ``allow_from`` allows every address. A unix-socket peer is local: allowed when the list
+    is empty or covers 127.0.0.1 or ::1.
+    """
+    if not account.allow_from:
+        return True
+    candidates = _peer_addresses(peer)
+    if candidates is None:
+        candidates = _LOOPBACKS
+    return any(address in network for network in account.allow_from for address in candidates)
+
+
+@attrs.frozen
+class Registry:
+    """Immutable lookup and authentication over one config; see the module docstring."""
+
+    config: Config = attrs.field(repr=False)
+    lockout: Lockout = attrs.field(eq=False, repr=False)
+    _accounts: Mapping[str, AccountConfig] = attrs.field(repr=False)
+
+    @classmethod
+    def from_config(cls, config: Config, lockout: Lockout) -> Registry:
+        accounts = MappingProxyType({account.login: account for account in config.accounts})
+        return cls(config=config, lockout=lockout, accounts=accounts)
+
+    def account(self, login: str) -> AccountConfig | None:
+        return self._accounts.get(login)
+
+    def institution(self, id: str) -> InstitutionConfig | None:
+        return self.config.institutions.get(id)
+
+    def listener_institution(self, listener_name: str) -> InstitutionConfig:
+        """The institution served by the listener *listener_name* (KeyError for an unknown listener)."""
+        return self.config.listener_institution(listener_name)
+
+    def allowed_from(self, account: AccountConfig, peer: str) -> bool:
+        return allowed_from(account, peer)
+
+    def authenticate(
+        self,
+        login: str,
+        password: str,
+        peer: str,
+        listener: str,
+        today: datetime.date | None = None,
+    ) -> AuthResult:
+        """Check a 93 login (or a telnet login prompt) from *peer*.
+
+        The order matters: a locked address is refused before any password work, so a lockout also
+        sheds the scrypt cost of a guessing attack; an unknown login is verified against a dummy hash
+        so that it costs as much as a wrong password and timing does not reveal which logins exist;
+        the account's state and allow-list come after the password. *listener* names the listener the
+        login arrived on; the outcome does not depend on it (one allow-list for every listener) and it
+        is taken so that callers pass the full context for future per-listener rules.
+
+        Every refusal counts as a failure for *peer*'s address in the lockout.
+        """
+        del listener  # see the docstring: deliberately not part of the decision
+        login = login or ""  # a 93 without CN or CO: refused like any other, at the same cost
+        password = password or ""
+        if self.lockout.is_locked(peer):
+            self.lockout.record_failure(peer)
+            return AuthResult(None, LOCKED_OUT)
+        account = self._accounts.get(login)
+        if account is None:
+            passwords.verify_password(password, passwords.dummy_hash())
+            return self._refuse(peer, UNKNOWN_LOGIN)
+        if not passwords.verify_password(password, account.password_hash):
+            return self._refuse(peer, WRONG_PASSWORD)
+        if not account.enabled:
+            return self._refuse(peer, DISABLED)
+        if today is None:
+            today = datetime.date.today()
+        if account.expires is not None and today > account.expires:
+            return self._refuse(peer, EXPIRED)
+        if not allowed_from(account, peer):
+            return self._refuse(peer, ADDRESS_NOT_ALLOWED)
+        self.lockout.record_success(peer)
+        return AuthResult(account, None)
+
+    def _refuse(self, peer: str, reason: str) -> AuthResult:
+        self.lockout.record_failure(peer)
+        return AuthResult(None, reason)
