@@ -1,0 +1,66 @@
+"""What a handler knows about the request beyond the message itself, and what it hands back."""
+
+from __future__ import annotations
+
+import datetime
+
+import attrs
+
+from sipserver.config import AccountConfig, InstitutionConfig
+from sipserver.sip2 import Message
+
+#: The permission each request needs. 17 (item information) is a read that every account allowed to
+#: circulate or update items may make; 99, 93 and 97 need none.
+PERMISSION_FOR: dict[str, tuple[str, ...]] = {
+    "23": ("patron",),
+    "63": ("patron",),
+    "11": ("checkout",),
+    "09": ("checkin",),
+    "29": ("renew",),
+    "65": ("renew",),
+    "15": ("hold",),
+    "37": ("fee",),
+    "01": ("block",),
+    "25": ("enable",),
+    "19": ("item_status",),
+    "17": ("checkout", "checkin", "renew", "hold", "item_status"),
+    "35": ("end_session", "patron"),
+}
+
+
+def permitted(account: AccountConfig | None, code: str) -> bool:
+    """True when the account may send this request (a login-free request is always permitted)."""
+    needed = PERMISSION_FOR.get(code)
+    if needed is None:
+        return True
+    if account is None:
+        return False
+    return not account.permissions.isdisjoint(needed)
+
+
+@attrs.frozen
+class RequestContext:
+    """One request's circumstances: the terminal's account, its institution, where it connects from."""
+
+    institution: InstitutionConfig
+    account: AccountConfig | None
+    listener: str
+    peer: str
+    now: datetime.datetime = attrs.field(factory=datetime.datetime.now)
+
+    @property
+    def login(self) -> str:
+        return self.account.login if self.account else ""
+
+    @property
+    def location(self) -> str:
+        return self.account.location if self.account else ""
+
+
+@attrs.frozen
+class Reply:
+    """A response and a one-word outcome for the exchange log and metrics (``ok``, a refusal name,
+    ``denied``, ``unavailable``, ``error``)."""
+
+    message: Message
+    outcome: str = "ok"

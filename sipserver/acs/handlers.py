@@ -1,0 +1,769 @@
+"""One handler per SIP2 request: decoded request -> backend calls -> response message.
+
+Handlers read fields by id (any order, missing means empty), apply the institution's policy, and
+build replies with :func:`sipserver.sip2.make` by field name. Each request code also has a negative
+reply (:func:`refuse`) used for permission refusals, outages and unexpected faults, so a terminal
+always gets the message it waits for, with AJ/AH/AE present where clients require them.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+
+from sipserver.backend.base import (
+    CheckinResult,
+    CheckoutResult,
+    FeePaidResult,
+    HoldMode,
+    HoldResult,
+    Item,
+    ItemStatusResult,
+    Patron,
+    Refusal,
+    RenewAllResult,
+    RenewResult,
+    TxContext,
+)
+from sipserver.sip2 import Message, make, supported_messages
+from sipserver.sip2.codes import SUMMARY_FIELD, AlertType, CirculationStatus, Summary, flag, format_date, parse_date
+from sipserver.sip2.codes import summary_requested as _summary_requested
+
+from . import describe, screen
+from .context import PERMISSION_FOR, Reply, RequestContext, permitted
+
+if TYPE_CHECKING:
+    from .core import ACS
+
+Handler = Callable[["ACS", Message, RequestContext], Any]
+HANDLERS: dict[str, Handler] = {}
+
+#: Most items one 64 list carries when the terminal gives no BP/BQ range.
+MAX_LIST_ITEMS = 50
+
+
+def handles(code: str) -> Callable[[Handler], Handler]:
+    def register(func: Handler) -> Handler:
+        HANDLERS[code] = func
+        return func
+
+    return register
+
+
+def tx(ctx: RequestContext, request: Message) -> TxContext:
+    """The backend's view of the request: who, where, when; never a PIN."""
+    return TxContext(
+        institution=ctx.institution.id,
+        login=ctx.login,
+        location=ctx.location,
+        peer=ctx.peer,
+        request=request.name,
+        now=ctx.now,
+    )
+
+
+def pin_of(request: Message) -> str | None:
+    """The patron PIN to check: None when AD is absent or empty (clients send ``AD|`` for none)."""
+    value = request.get("AD")
+    return value or None
+
+
+def due_text(when: datetime.datetime | None) -> str:
+    return format_date(when) if when else ""
+
+
+# --------------------------------------------------------------------------------------------------
+# 99 -> 98
+
+
+def supported_for(ctx: RequestContext) -> str:
+    """BX: the requests this server answers that this account may send and the policy allows."""
+    policy = ctx.institution.policy
+    codes = {"99", "97", "93"}
+    for code in PERMISSION_FOR:
+        if ctx.account is None or permitted(ctx.account, code):
+            codes.add(code)
+    if not policy.checkout:
+        codes.discard("11")
+    if not policy.checkin:
+        codes.discard("09")
+    if not policy.renewal:
+        codes -= {"29", "65"}
+    if not policy.status_update:
+        codes.discard("19")
+    return supported_messages(codes)
+
+
+@handles("99")
+def sc_status(acs: ACS, request: Message, ctx: RequestContext) -> Reply:
+    policy = ctx.institution.policy
+    online = acs.online(ctx)
+    version = request.fixed.get("protocol_version", "").strip()
+    too_old = _version_below(version, 1.0)
+    messages = []
+    if too_old:
+        online = False
+        messages.append(f"Protocol version {version} is not supported; 2.00 is.")
+    elif not online:
+        messages.append(screen.UNAVAILABLE)
+    account = ctx.account
+    reply = make(
+        "98",
+        online_status=online,
+        checkin_ok=policy.checkin and permitted(account, "09") if account else policy.checkin,
+        checkout_ok=policy.checkout and permitted(account, "11") if account else policy.checkout,
+        acs_renewal_policy=policy.renewal,
+        status_update_ok=policy.status_update,
+        offline_ok=policy.offline,
+        timeout_period=min(999, round(policy.timeout * 10)) if online else 0,
+        retries_allowed=min(999, policy.retries),
+        date_time_sync=ctx.now,
+        protocol_version="2.00",
+        AO=ctx.institution.id,
+        AM=ctx.institution.library_name,
+        BX=supported_for(ctx),
+        AN=ctx.location or None,
+        AF=messages,
+    )
+    return Reply(reply, "ok" if online else "offline")
+
+
+def _version_below(version: str, minimum: float) -> bool:
+    try:
+        return float(version) < minimum
+    except ValueError:
+        return False  # blank or odd versions are common; treat as current
+
+
+# --------------------------------------------------------------------------------------------------
+# Patron status (23 -> 24), patron information (63 -> 64), block (01 -> 24), enable (25 -> 26)
+
+
+def _patron_fields(ctx: RequestContext, request: Message, patron: Patron | None) -> dict[str, Any]:
+    """The fields 24, 26 and 64 share: AO, AA, AE, BL, CQ (whenever AD came in), BH, BV."""
+    fields: dict[str, Any] = {"AO": ctx.institution.id, "AA": request.get("AA")}
+    if patron is None:
+        fields.update(AE="", BL=False)
+        if "AD" in request:
+            fields["CQ"] = False
+        return fields
+    fields.update(AE=patron.name, BL=True)
+    if "AD" in request:
+        fields["CQ"] = bool(patron.pin_ok)
+    fields["BH"] = ctx.institution.currency
+    if describe.nonzero(patron.fee_balance):
+        fields["BV"] = describe.money(patron.fee_balance)
+    return fields
+
+
+def patron_messages(patron: Patron | None, request: Message) -> list[str]:
+    """What the patron should read: why they are restricted, or a greeting."""
+    if patron is None:
+        return [screen.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]]
+    out = []
+    if "AD" in request and patron.pin_ok is False:
+        out.append(screen.REFUSAL_TEXT[Refusal.WRONG_PIN])
+    if patron.blocked:
+        out.append(screen.REFUSAL_TEXT[Refusal.PATRON_BLOCKED])
+    if patron.expired:
+        out.append(screen.REFUSAL_TEXT[Refusal.PATRON_EXPIRED])
+    if patron.status.card_lost:
+        out.append(screen.REFUSAL_TEXT[Refusal.CARD_LOST])
+    if patron.status.excessive_fines or patron.status.excessive_fees:
+        out.append(screen.REFUSAL_TEXT[Refusal.FINES_OVER_LIMIT])
+    if not out:
+        first = patron.name.split()[0] if patron.name.split() else patron.name
+        out.append(f"Welcome, {first}" if first else "Welcome")
+    return out
+
+
+def _status_string(patron: Patron | None) -> str:
+    return describe.patron_status(patron.status) if patron else describe.UNKNOWN_PATRON_STATUS
+
+
+def _language(ctx: RequestContext, request: Message) -> str:
+    language = request.fixed.get("language", "")
+    return language if len(language) == 3 and language.isdigit() else ctx.institution.language
+
+
+@handles("23")
+@defer.inlineCallbacks
+def patron_status(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    patron = yield acs.call(ctx, "patron", ctx.institution.id, request.get("AA"), _pin_for_lookup(request))
+    reply = make(
+        "24",
+        _patron_fields(ctx, request, patron),
+        patron_status=_status_string(patron),
+        language=_language(ctx, request),
+        transaction_date=ctx.now,
+        AF=patron_messages(patron, request),
+    )
+    return Reply(reply, _patron_outcome(patron, request))
+
+
+def _pin_for_lookup(request: Message) -> str | None:
+    """For 23 and 63 an empty AD is a PIN to check (so CQ says N), not the absence of one."""
+    return request.get("AD") if "AD" in request else None
+
+
+def _patron_outcome(patron: Patron | None, request: Message) -> str:
+    if patron is None:
+        return Refusal.UNKNOWN_PATRON.value
+    if "AD" in request and not patron.pin_ok:
+        return Refusal.WRONG_PIN.value
+    return "ok"
+
+
+def _range(request: Message, length: int) -> tuple[int, int]:
+    """BP/BQ (1-based, inclusive) as a slice; without them the whole list up to the cap."""
+    try:
+        start = int(request.get("BP") or 1)
+    except ValueError:
+        start = 1
+    try:
+        end = int(request.get("BQ") or (start + MAX_LIST_ITEMS - 1))
+    except ValueError:
+        end = start + MAX_LIST_ITEMS - 1
+    start = max(start, 1)
+    end = min(end, start + MAX_LIST_ITEMS - 1, length)
+    return start - 1, max(end, start - 1)
+
+
+def _summary_values(patron: Patron, which: Summary) -> list[str]:
+    if which is Summary.HOLD_ITEMS:
+        return [ref.barcode or ref.title for ref in patron.hold_items]
+    if which is Summary.OVERDUE_ITEMS:
+        return [ref.barcode for ref in patron.overdue_items]
+    if which is Summary.CHARGED_ITEMS:
+        return [ref.barcode for ref in patron.charged_items]
+    if which is Summary.FINE_ITEMS:
+        return [
+            " ".join(p for p in (describe.money(fee.balance), fee.fee_type, fee.item_barcode or fee.title) if p)
+            for fee in patron.fine_items
+        ]
+    if which is Summary.RECALL_ITEMS:
+        return [ref.barcode for ref in patron.recall_items]
+    if which is Summary.UNAVAILABLE_HOLDS:
+        return [ref.barcode or ref.title for ref in patron.unavailable_holds]
+    return []
+
+
+@handles("63")
+@defer.inlineCallbacks
+def patron_information(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    patron = yield acs.call(
+        ctx, "patron", ctx.institution.id, request.get("AA"), _pin_for_lookup(request), with_lists=True
+    )
+    fields = _patron_fields(ctx, request, patron)
+    counts: dict[str, Any] = {}
+    if patron is not None:
+        counts = {
+            "hold_items_count": len(patron.hold_items),
+            "overdue_items_count": len(patron.overdue_items),
+            "charged_items_count": len(patron.charged_items),
+            "fine_items_count": len(patron.fine_items),
+            "recall_items_count": len(patron.recall_items),
+            "unavailable_holds_count": len(patron.unavailable_holds),
+        }
+        fields.update(
+            BZ=_limit(patron.hold_limit),
+            CA=_limit(patron.overdue_limit),
+            CB=_limit(patron.charged_limit),
+            CC=describe.money(patron.fee_limit) or None,
+        )
+        which = _summary_requested(request.fixed.get("summary", ""))
+        field_id = SUMMARY_FIELD.get(which) if which is not None else None
+        if field_id:
+            values = _summary_values(patron, which)
+            begin, end = _range(request, len(values))
+            fields[field_id] = values[begin:end]
+        fields.update(BD=patron.address or None, BE=patron.email or None, BF=patron.phone or None)
+    reply = make(
+        "64",
+        fields,
+        patron_status=_status_string(patron),
+        language=_language(ctx, request),
+        transaction_date=ctx.now,
+        AF=patron_messages(patron, request),
+        **counts,
+    )
+    return Reply(reply, _patron_outcome(patron, request))
+
+
+def _limit(value: int | None) -> str | None:
+    return None if value is None else str(max(0, min(value, 9999))).zfill(4)
+
+
+@handles("01")
+@defer.inlineCallbacks
+def block_patron(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    patron = yield acs.call(
+        ctx,
+        "block_patron",
+        tx(ctx, request),
+        request.get("AA"),
+        card_retained=flag(request.fixed.get("card_retained", "")),
+        message=request.get("AL"),
+    )
+    fields = _patron_fields(ctx, request, patron)
+    messages = [screen.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]] if patron is None else ["Card blocked."]
+    reply = make(
+        "24",
+        fields,
+        patron_status=_status_string(patron),
+        language=_language(ctx, request),
+        transaction_date=ctx.now,
+        AF=messages,
+    )
+    return Reply(reply, "ok" if patron else Refusal.UNKNOWN_PATRON.value)
+
+
+@handles("25")
+@defer.inlineCallbacks
+def patron_enable(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    pin = pin_of(request)
+    patron = yield acs.call(ctx, "enable_patron", tx(ctx, request), request.get("AA"), pin)
+    fields = _patron_fields(ctx, request, patron)
+    fields.pop("BH", None)
+    fields.pop("BV", None)
+    if patron is None:
+        messages, outcome = [screen.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]], Refusal.UNKNOWN_PATRON.value
+    elif pin is not None and patron.pin_ok is False:
+        messages, outcome = [screen.REFUSAL_TEXT[Refusal.WRONG_PIN]], Refusal.WRONG_PIN.value
+    else:
+        messages, outcome = ["Your account is enabled."], "ok"
+    reply = make(
+        "26",
+        fields,
+        patron_status=_status_string(patron),
+        language=_language(ctx, request),
+        transaction_date=ctx.now,
+        AF=messages,
+    )
+    return Reply(reply, outcome)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkout (11 -> 12) and renew (29 -> 30)
+
+
+def _circulation_reply(
+    code: str,
+    ctx: RequestContext,
+    request: Message,
+    result: CheckoutResult | RenewResult,
+    renewal: bool,
+    desensitize: bool,
+    success_text: str,
+) -> Reply:
+    item = result.item
+    fields: dict[str, Any] = {
+        "AO": ctx.institution.id,
+        "AA": request.get("AA"),
+        "AB": request.get("AB") or (item.barcode if item else ""),
+        "AJ": item.title if item else "",
+        "AH": due_text(result.due) if result.ok else "",
+    }
+    if result.fee_amount and describe.nonzero(result.fee_amount):
+        fields.update(
+            BT=describe.fee_code(result.fee_type),
+            BH=ctx.institution.currency,
+            BV=describe.money(result.fee_amount),
+        )
+    if item is not None:
+        fields["CK"] = describe.media_code(item)
+    if result.transaction_id:
+        fields["BK"] = result.transaction_id
+    if result.ok:
+        due = f" Due {result.due:%d %b %Y}." if result.due else ""
+        fields["AF"] = [f"{success_text}{due}"]
+        outcome = "ok"
+    else:
+        fields["AF"] = [screen.refusal_text(result.refusal, result.message)]
+        outcome = result.refusal.value if result.refusal else "refused"
+    reply = make(
+        code,
+        fields,
+        ok=result.ok,
+        renewal_ok=renewal if result.ok else False,
+        magnetic_media=describe.magnetic(item) if result.ok else "U",
+        desensitize=desensitize if result.ok else False,
+        transaction_date=ctx.now,
+    )
+    return Reply(reply, outcome)
+
+
+@handles("11")
+@defer.inlineCallbacks
+def checkout(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    if not ctx.institution.policy.checkout:
+        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
+    no_block = flag(request.fixed.get("no_block", ""))
+    result: CheckoutResult = yield acs.call(
+        ctx,
+        "checkout",
+        tx(ctx, request),
+        request.get("AA"),
+        request.get("AB"),
+        pin_of(request),
+        fee_acknowledged=flag(request.get("BO")),
+        no_block=no_block,
+        nb_due=parse_date(request.fixed.get("nb_due_date", "")) if no_block else None,
+        renewal_allowed=flag(request.fixed.get("sc_renewal_policy", "Y")),
+        cancel=flag(request.get("BI")),
+    )
+    text = "Renewed." if result.renewal else "Checked out."
+    return _circulation_reply("12", ctx, request, result, result.renewal, result.desensitize, text)
+
+
+@handles("29")
+@defer.inlineCallbacks
+def renew(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    if not ctx.institution.policy.renewal:
+        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
+    no_block = flag(request.fixed.get("no_block", ""))
+    result: RenewResult = yield acs.call(
+        ctx,
+        "renew",
+        tx(ctx, request),
+        request.get("AA"),
+        request.get("AB"),
+        pin_of(request),
+        title=request.get("AJ"),
+        fee_acknowledged=flag(request.get("BO")),
+        no_block=no_block,
+        nb_due=parse_date(request.fixed.get("nb_due_date", "")) if no_block else None,
+    )
+    return _circulation_reply("30", ctx, request, result, True, False, "Renewed.")
+
+
+@handles("65")
+@defer.inlineCallbacks
+def renew_all(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    if not ctx.institution.policy.renewal:
+        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
+    result: RenewAllResult = yield acs.call(
+        ctx,
+        "renew_all",
+        tx(ctx, request),
+        request.get("AA"),
+        pin_of(request),
+        fee_acknowledged=flag(request.get("BO")),
+    )
+    unrenewed = [f"{barcode} {reason}".strip() for barcode, reason in result.unrenewed]
+    if result.ok:
+        messages = [f"{len(result.renewed)} renewed, {len(result.unrenewed)} not renewed."]
+    else:
+        messages = [screen.refusal_text(result.refusal, result.message)]
+    reply = make(
+        "66",
+        ok=result.ok,
+        renewed_count=len(result.renewed),
+        unrenewed_count=len(result.unrenewed),
+        transaction_date=ctx.now,
+        AO=ctx.institution.id,
+        BM=list(result.renewed),
+        BN=[barcode for barcode, _ in result.unrenewed],
+        AF=messages + unrenewed[:10],
+    )
+    return Reply(reply, "ok" if result.ok else (result.refusal.value if result.refusal else "refused"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkin (09 -> 10)
+
+_ALERT_TYPE = {
+    "hold_here": AlertType.HOLD_LOCAL,
+    "hold_other_branch": AlertType.HOLD_OTHER_BRANCH,
+    "transit": AlertType.TRANSIT,
+}
+
+
+@handles("09")
+@defer.inlineCallbacks
+def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    if not ctx.institution.policy.checkin:
+        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
+    result: CheckinResult = yield acs.call(
+        ctx,
+        "checkin",
+        tx(ctx, request),
+        request.get("AB"),
+        request.get("AP") or ctx.location,
+        return_date=parse_date(request.fixed.get("return_date", "")),
+        no_block=flag(request.fixed.get("no_block", "")),
+        cancel=flag(request.get("BI")),
+    )
+    item = result.item
+    fields: dict[str, Any] = {
+        "AO": ctx.institution.id,
+        "AB": request.get("AB"),
+        "AQ": item.permanent_location if item else "",
+        "AJ": item.title if item else None,
+        "AA": result.patron_barcode or None,
+        "CK": describe.media_code(item) if item else None,
+        "CS": item.call_number if item and item.call_number else None,
+    }
+    messages: list[str] = []
+    if result.ok:
+        messages.append("Checked in.")
+        if result.fine_amount and describe.nonzero(result.fine_amount):
+            messages.append(f"An overdue fine of {describe.money(result.fine_amount)} was charged.")
+        if result.hold_patron_barcode:
+            fields.update(CY=result.hold_patron_barcode, DA=result.hold_patron_name or None)
+            if item and item.hold_pickup_date:
+                fields["CM"] = format_date(item.hold_pickup_date)
+            messages.append(
+                "Place on the hold shelf." if result.alert_kind == "hold_here" else "Hold for another branch."
+            )
+        if result.transit_to:
+            fields["CT"] = result.transit_to
+            if not result.hold_patron_barcode:
+                messages.append(f"Send to {result.transit_to}.")
+        alert_type = _ALERT_TYPE.get(result.alert_kind)
+        if result.alert and alert_type:
+            fields["CV"] = alert_type.value
+        outcome = "ok"
+    else:
+        messages.append(screen.refusal_text(result.refusal, result.message))
+        outcome = result.refusal.value if result.refusal else "refused"
+    fields["AF"] = messages
+    reply = make(
+        "10",
+        fields,
+        ok=result.ok,
+        resensitize=result.resensitize if result.ok else False,
+        magnetic_media=describe.magnetic(item),
+        alert=result.alert or not result.ok,
+        transaction_date=ctx.now,
+    )
+    return Reply(reply, outcome)
+
+
+# --------------------------------------------------------------------------------------------------
+# Item information (17 -> 18) and item status update (19 -> 20)
+
+
+@handles("17")
+@defer.inlineCallbacks
+def item_information(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    item: Item | None = yield acs.call(ctx, "item", ctx.institution.id, request.get("AB"))
+    if item is None:
+        reply = make(
+            "18",
+            circulation_status=CirculationStatus.OTHER.value,
+            security_marker="01",
+            fee_type="01",
+            transaction_date=ctx.now,
+            AB=request.get("AB"),
+            AJ="",
+            AF=[screen.REFUSAL_TEXT[Refusal.UNKNOWN_ITEM]],
+        )
+        return Reply(reply, Refusal.UNKNOWN_ITEM.value)
+    fee = describe.nonzero(item.fee_amount)
+    reply = make(
+        "18",
+        circulation_status=describe.CIRCULATION_CODE[item.status].value,
+        security_marker=describe.SECURITY_CODE.get(item.security_marker, describe.SECURITY_CODE["none"]).value,
+        fee_type=describe.fee_code(item.fee_type) if fee else "01",
+        transaction_date=ctx.now,
+        AB=item.barcode,
+        AJ=item.title,
+        CF=str(item.hold_queue_length) if item.hold_queue_length else None,
+        AH=due_text(item.due) or None,
+        CJ=format_date(item.recall_date) if item.recall_date else None,
+        CM=format_date(item.hold_pickup_date) if item.hold_pickup_date else None,
+        BG=item.owner or None,
+        BH=ctx.institution.currency if fee else None,
+        BV=describe.money(item.fee_amount) if fee else None,
+        CK=describe.media_code(item),
+        AQ=item.permanent_location or None,
+        AP=item.current_location or None,
+        CH=item.properties or None,
+        CS=item.call_number or None,
+    )
+    return Reply(reply)
+
+
+@handles("19")
+@defer.inlineCallbacks
+def item_status_update(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    if not ctx.institution.policy.status_update:
+        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
+    result: ItemStatusResult = yield acs.call(
+        ctx, "item_status_update", tx(ctx, request), request.get("AB"), request.get("CH")
+    )
+    item = result.item
+    reply = make(
+        "20",
+        item_properties_ok=result.ok,
+        transaction_date=ctx.now,
+        AB=request.get("AB"),
+        AJ=item.title if item else None,
+        CH=item.properties if item and item.properties else None,
+        AF=["Item updated."] if result.ok else [screen.refusal_text(result.refusal, result.message)],
+    )
+    return Reply(reply, "ok" if result.ok else (result.refusal.value if result.refusal else "refused"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Hold (15 -> 16), fee paid (37 -> 38), end session (35 -> 36)
+
+_HOLD_MODES = {"+": HoldMode.ADD, "-": HoldMode.CANCEL, "*": HoldMode.CHANGE}
+
+
+@handles("15")
+@defer.inlineCallbacks
+def hold(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    mode = _HOLD_MODES.get(request.fixed.get("hold_mode", "").strip() or "+")
+    if mode is None:
+        reply = make(
+            "16",
+            ok=False,
+            available=False,
+            transaction_date=ctx.now,
+            AO=ctx.institution.id,
+            AA=request.get("AA"),
+            AF=["Unknown hold mode."],
+        )
+        return Reply(reply, "bad_request")
+    result: HoldResult = yield acs.call(
+        ctx,
+        "hold",
+        tx(ctx, request),
+        mode,
+        request.get("AA"),
+        pin_of(request),
+        item=request.get("AB"),
+        title=request.get("AJ"),
+        pickup_location=request.get("BS"),
+        expires=parse_date(request.get("BW")),
+        hold_type=request.get("BY"),
+        fee_acknowledged=flag(request.get("BO")),
+    )
+    if result.ok:
+        text = {HoldMode.ADD: "Hold placed.", HoldMode.CANCEL: "Hold cancelled.", HoldMode.CHANGE: "Hold changed."}
+        messages = [text[mode]]
+    else:
+        messages = [screen.refusal_text(result.refusal, result.message)]
+    reply = make(
+        "16",
+        ok=result.ok,
+        available=result.available,
+        transaction_date=ctx.now,
+        AO=ctx.institution.id,
+        AA=request.get("AA"),
+        BW=format_date(result.expires) if result.expires else None,
+        BR=str(result.queue_position) if result.queue_position else None,
+        BS=result.pickup_location or None,
+        AB=result.item_barcode or request.get("AB") or None,
+        AJ=result.title or request.get("AJ") or None,
+        AF=messages,
+    )
+    return Reply(reply, "ok" if result.ok else (result.refusal.value if result.refusal else "refused"))
+
+
+@handles("37")
+@defer.inlineCallbacks
+def fee_paid(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    fee_type = request.fixed.get("fee_type", "")
+    result: FeePaidResult = yield acs.call(
+        ctx,
+        "fee_paid",
+        tx(ctx, request),
+        request.get("AA"),
+        pin_of(request),
+        request.get("BV"),
+        currency=request.fixed.get("currency_type", "").strip() or ctx.institution.currency,
+        fee_type=describe.FEE_NAME.get(fee_type, ""),
+        payment_type=describe.PAYMENT_NAME.get(request.fixed.get("payment_type", ""), "other"),
+        fee_id=request.get("CG"),
+        transaction_id=request.get("BK"),
+    )
+    if result.ok:
+        messages = [f"Payment received. Balance {describe.money(result.balance)} {ctx.institution.currency}."]
+    else:
+        messages = [screen.refusal_text(result.refusal, result.message)]
+    reply = make(
+        "38",
+        payment_accepted=result.ok,
+        transaction_date=ctx.now,
+        AO=ctx.institution.id,
+        AA=request.get("AA"),
+        BK=result.transaction_id or request.get("BK") or None,
+        AF=messages,
+    )
+    return Reply(reply, "ok" if result.ok else (result.refusal.value if result.refusal else "refused"))
+
+
+@handles("35")
+@defer.inlineCallbacks
+def end_session(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    ended = yield acs.call(ctx, "end_session", tx(ctx, request), request.get("AA"), pin_of(request))
+    reply = make(
+        "36",
+        end_session=bool(ended),
+        transaction_date=ctx.now,
+        AO=ctx.institution.id,
+        AA=request.get("AA"),
+        AF=["Thank you. Goodbye."] if ended else [screen.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]],
+    )
+    return Reply(reply, "ok" if ended else Refusal.UNKNOWN_PATRON.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# The negative reply of every request
+
+
+def refuse(request: Message, ctx: RequestContext, text: str) -> Message:
+    """The proper negative response to ``request`` with ``text`` as its screen message."""
+    base: dict[str, Any] = {"AO": ctx.institution.id, "AF": [text]}
+    now = ctx.now
+    code = request.code
+    if code in ("23", "01"):
+        return make("24", base, patron_status="YYYY" + " " * 10, transaction_date=now, AA=request.get("AA"), AE="")
+    if code == "63":
+        return make("64", base, patron_status="YYYY" + " " * 10, transaction_date=now, AA=request.get("AA"), AE="")
+    if code == "25":
+        return make("26", base, patron_status="YYYY" + " " * 10, transaction_date=now, AA=request.get("AA"), AE="")
+    if code in ("11", "29"):
+        return make(
+            "12" if code == "11" else "30",
+            base,
+            ok=False,
+            renewal_ok=False,
+            magnetic_media="U",
+            desensitize=False,
+            transaction_date=now,
+            AA=request.get("AA"),
+            AB=request.get("AB"),
+            AJ="",
+            AH="",
+        )
+    if code == "09":
+        return make(
+            "10", base, ok=False, resensitize=False, magnetic_media="U", alert=True, transaction_date=now,
+            AB=request.get("AB"), AQ="",
+        )  # fmt: skip
+    if code == "17":
+        return make("18", transaction_date=now, AB=request.get("AB"), AJ="", AF=[text])
+    if code == "19":
+        return make("20", item_properties_ok=False, transaction_date=now, AB=request.get("AB"), AF=[text])
+    if code == "15":
+        return make("16", base, ok=False, available=False, transaction_date=now, AA=request.get("AA"))
+    if code == "65":
+        return make("66", base, ok=False, transaction_date=now)
+    if code == "37":
+        return make("38", base, payment_accepted=False, transaction_date=now, AA=request.get("AA"))
+    if code == "35":
+        return make("36", base, end_session=False, transaction_date=now, AA=request.get("AA"))
+    if code == "99":
+        return make(
+            "98", online_status=False, timeout_period=0, retries_allowed=ctx.institution.policy.retries,
+            date_time_sync=now, AO=ctx.institution.id, AM=ctx.institution.library_name,
+            BX=supported_for(ctx), AF=[text],
+        )  # fmt: skip
+    return make("96")

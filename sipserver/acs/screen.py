@@ -1,0 +1,49 @@
+"""Screen messages (AF) a patron standing at a self-check can understand.
+
+The backend says *why* (a :class:`Refusal`); this module says it in words. Kept in one place so a
+site can read, and later translate, every sentence the server shows.
+"""
+
+from __future__ import annotations
+
+from sipserver.backend.base import Refusal
+
+REFUSAL_TEXT: dict[Refusal, str] = {
+    Refusal.UNKNOWN_PATRON: "Your library card was not recognised. Please see staff.",
+    Refusal.PATRON_EXPIRED: "Your library card has expired. Please see staff to renew it.",
+    Refusal.WRONG_PIN: "The PIN you entered is not correct.",
+    Refusal.PATRON_BLOCKED: "Your account is blocked. Please see staff.",
+    Refusal.CARD_LOST: "This card has been reported lost. Please see staff.",
+    Refusal.TOO_MANY_ITEMS: "You have reached the limit of items you may borrow.",
+    Refusal.TOO_MANY_OVERDUE: "You have too many overdue items. Please return them first.",
+    Refusal.FINES_OVER_LIMIT: "Your fines are over the limit. Please pay them to borrow more.",
+    Refusal.UNKNOWN_ITEM: "This item was not recognised. Please see staff.",
+    Refusal.ITEM_CHECKED_OUT_TO_OTHER: "This item is checked out to someone else. Please see staff.",
+    Refusal.ITEM_ON_HOLD_FOR_OTHER: "This item is on hold for another patron.",
+    Refusal.ITEM_NOT_CIRCULATING: "This item cannot be borrowed. Please see staff.",
+    Refusal.FEE_NOT_ACKNOWLEDGED: "This item has a fee. Please confirm to borrow it.",
+    Refusal.NOT_CHECKED_OUT: "This item is not checked out to you.",
+    Refusal.TOO_MANY_RENEWALS: "This item cannot be renewed again.",
+    Refusal.RENEWAL_BLOCKED_BY_HOLD: "This item cannot be renewed: another patron is waiting for it.",
+    Refusal.HOLD_EXISTS: "You already have a hold on this.",
+    Refusal.HOLD_NOT_FOUND: "No matching hold was found.",
+    Refusal.HOLD_NOT_ALLOWED: "A hold cannot be placed on your account. Please see staff.",
+    Refusal.UNKNOWN_TITLE: "This title was not recognised.",
+    Refusal.UNKNOWN_FEE: "That fee was not found.",
+    Refusal.NO_BALANCE: "There is nothing to pay.",
+    Refusal.AMOUNT_INVALID: "The payment amount is not valid.",
+    Refusal.NOT_PERMITTED: "This terminal may not do that. Please see staff.",
+}
+
+UNAVAILABLE = "The library system is not available right now. Please try again later or see staff."
+NOT_PERMITTED = "This terminal may not do that. Please see staff."
+DISABLED_BY_POLICY = "This service is not available right now. Please see staff."
+SYSTEM_ERROR = "Something went wrong. Please see staff."
+
+
+def refusal_text(refusal: Refusal | None, detail: str = "") -> str:
+    """The sentence for a refusal, with the backend's detail appended when it adds something."""
+    text = REFUSAL_TEXT.get(refusal, SYSTEM_ERROR) if refusal else SYSTEM_ERROR
+    if detail and detail not in text:
+        return f"{text} {detail}"
+    return text

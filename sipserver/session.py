@@ -1,0 +1,289 @@
+"""One terminal's SIP2 session, independent of the transport ("sans-IO").
+
+The transport hands in frames (bytes, terminator removed) and gets bytes to write through ``send``
+and a reason through ``close``. Everything the protocol says about a connection lives here: login
+state, which requests are allowed before login, error detection mirrored per terminal, 96 for a bad
+checksum, 97 answered with the last reply, a retransmitted request (same AY and AZ) answered again
+*without running the transaction twice*, unknown codes ignored, per-account encoding, delimiter and
+terminator. Requests are answered strictly in order: a frame that arrives while another is being
+answered waits its turn.
+
+No Twisted here: the ACS returns Deferreds, which this module only chains with ``addCallback``, so
+the session is tested with bytes in and bytes out.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from sipserver.acs import ACS, Reply, RequestContext
+from sipserver.config import AccountConfig, InstitutionConfig, ListenerConfig
+from sipserver.registry import Registry
+from sipserver.sip2 import ChecksumError, MalformedFrame, Message, UnknownCommand, decode, encode, make
+
+#: Frames a terminal may send ahead of our replies before we call it abuse and hang up.
+MAX_PIPELINED = 64
+#: Login failures one connection may make before it is closed (the lockout counts across connections).
+MAX_LOGIN_FAILURES = 3
+
+_RESEND_96 = make("96")
+
+
+class SessionEvents(Protocol):
+    """Where a session reports what happens: the log and the metrics (see ``sipserver.events``)."""
+
+    def exchange(self, session: Session, request: str, outcome: str, elapsed: float) -> None: ...
+
+    def login(self, session: Session, login: str, ok: bool, reason: str | None) -> None: ...
+
+    def protocol_error(self, session: Session, what: str) -> None: ...
+
+
+class Hub(Protocol):
+    """What a session needs from the running server; the registry may be swapped on reload."""
+
+    registry: Registry
+    acs: ACS
+    events: SessionEvents
+
+
+class Session:
+    """The state of one connection; see the module docstring."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        listener: ListenerConfig,
+        peer: str,
+        send: Callable[[bytes], None],
+        close: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.hub = hub
+        self.listener = listener
+        self.peer = peer
+        self._send = send
+        self._close = close
+        self._clock = clock
+        self.account: AccountConfig | None = None
+        self.login_failures = 0
+        self.closed = False
+        self._last_reply: bytes | None = None
+        self._last_request_key: tuple[str | None, str] | None = None
+        self._ed_seen = False  # the terminal has used error detection on this connection
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._busy = False
+
+    # ---------------------------------------------------------------------------------------------
+    # What the transport calls
+
+    @property
+    def logged_in(self) -> bool:
+        return self.account is not None
+
+    @property
+    def login(self) -> str:
+        return self.account.login if self.account else ""
+
+    def frame_received(self, frame: bytes) -> None:
+        """One frame from the terminal. Replies go out through ``send`` in request order."""
+        if self.closed:
+            return
+        if self._busy:
+            if len(self._queue) >= MAX_PIPELINED:
+                self.hub.events.protocol_error(self, f"more than {MAX_PIPELINED} requests waiting for replies")
+                self.shutdown("too many pipelined requests")
+                return
+            self._queue.append(frame)
+            return
+        self._process(frame)
+
+    def telnet_login(self, login: str, password: str) -> bool:
+        """The telnet listener's ``login:``/``password:`` exchange; True when the terminal is in."""
+        return self._authenticate(login, password)
+
+    def connection_lost(self) -> None:
+        self.closed = True
+        self._queue.clear()
+
+    def shutdown(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self._queue.clear()
+            self._close(reason)
+
+    # ---------------------------------------------------------------------------------------------
+    # One frame
+
+    def _process(self, frame: bytes) -> None:
+        started = self._clock()
+        account = self.account
+        encoding = account.encoding if account else "utf-8"
+        delimiter = account.delimiter if account else "|"
+        try:
+            request = decode(frame, encoding, delimiter)
+        except ChecksumError:
+            self._ed_seen = True
+            self.hub.events.protocol_error(self, "checksum error; answered 96")
+            self._reply_bytes(self._encode(_RESEND_96, None, checksum=True), remember=True)
+            self.hub.events.exchange(self, "checksum_error", "resend_requested", self._clock() - started)
+            self._next()
+            return
+        except UnknownCommand as exc:
+            self.hub.events.protocol_error(self, f"ignored unknown command code {exc.code!r}")
+            self._next()
+            return
+        except MalformedFrame as exc:
+            self.hub.events.protocol_error(self, f"malformed frame ({exc}); answered 96")
+            self._reply_bytes(self._encode(_RESEND_96, None, checksum=self._ed_seen), remember=False)
+            self._next()
+            return
+
+        if request.checksum is not None:
+            self._ed_seen = True
+        if request.code == "97":
+            self._resend_last(started)
+            return
+        key = (request.sequence, request.checksum) if request.checksum is not None else None
+        if key is not None and key == self._last_request_key and self._last_reply is not None:
+            # php-sip2 and others resend the identical request when a reply looked wrong: replay,
+            # never run a checkout twice.
+            self._reply_bytes(self._last_reply, remember=False)
+            self.hub.events.exchange(self, request.name, "retransmission_replayed", self._clock() - started)
+            self._next()
+            return
+        if not request.spec.request:
+            self.hub.events.protocol_error(self, f"ignored a {request.name} sent by the terminal")
+            self._next()
+            return
+        if request.code == "93":
+            self._handle_login(request, key, started)
+            return
+        if not self._refresh_account():
+            return
+        if self.account is None and not (request.code == "99" and self.listener.status_before_login):
+            self.hub.events.protocol_error(self, f"{request.name} before login; closing")
+            self.shutdown(f"{request.name} before login")
+            return
+        self._busy = True
+        d = self.hub.acs.handle(request, self._context())
+        d.addCallback(self._answer, request, key, started)
+        d.addErrback(self._internal_error, request, started)
+
+    def _answer(self, reply: Reply, request: Message, key: tuple[str | None, str] | None, started: float) -> None:
+        self._busy = False
+        if self.closed:
+            return
+        data = self._encode(reply.message, request)
+        self._reply_bytes(data, remember=True)
+        self._last_request_key = key
+        self.hub.events.exchange(self, request.name, reply.outcome, self._clock() - started)
+        self._next()
+
+    def _internal_error(self, failure: Any, request: Message, started: float) -> None:
+        """Only a bug reaches here (the ACS never errbacks): log it, close cleanly, no traceback out."""
+        self._busy = False
+        self.hub.events.protocol_error(self, f"internal error answering {request.name}: {failure.getErrorMessage()}")
+        self.shutdown("internal error")
+
+    def _next(self) -> None:
+        while self._queue and not self._busy and not self.closed:
+            self._process(self._queue.popleft())
+
+    # ---------------------------------------------------------------------------------------------
+    # Login
+
+    def _handle_login(self, request: Message, key: tuple[str | None, str] | None, started: float) -> None:
+        ok = self._authenticate(request.get("CN"), request.get("CO"))
+        data = self._encode(make("94", ok=ok), request)
+        self._reply_bytes(data, remember=True)
+        self._last_request_key = key
+        self.hub.events.exchange(self, request.name, "ok" if ok else "refused", self._clock() - started)
+        if not ok and self.login_failures >= MAX_LOGIN_FAILURES:
+            self.shutdown(f"{self.login_failures} failed logins")
+            return
+        self._next()
+
+    def _authenticate(self, login: str, password: str) -> bool:
+        result = self.hub.registry.authenticate(login, password, self.peer, self.listener.name)
+        self.hub.events.login(self, login, result.ok, result.reason)
+        if result.ok:
+            self.account = result.account
+            self.login_failures = 0
+            return True
+        self.account = None
+        self.login_failures += 1
+        return False
+
+    def _refresh_account(self) -> bool:
+        """After a reload the account may have changed or gone: pick up the new one, or hang up."""
+        if self.account is None:
+            return True
+        registry = self.hub.registry
+        current = registry.account(self.account.login)
+        if current is self.account:
+            return True
+        if current is None or not current.enabled or not registry.allowed_from(current, self.peer):
+            self.hub.events.protocol_error(self, f"account {self.account.login} no longer valid after reload")
+            self.account = None
+            self.shutdown("account no longer valid")
+            return False
+        self.account = current
+        return True
+
+    def _context(self) -> RequestContext:
+        registry = self.hub.registry
+        institution: InstitutionConfig | None = None
+        if self.account is not None:
+            institution = registry.institution(self.account.institution)
+        if institution is None:
+            institution = registry.listener_institution(self.listener.name)
+        return RequestContext(
+            institution=institution, account=self.account, listener=self.listener.name, peer=self.peer
+        )
+
+    # ---------------------------------------------------------------------------------------------
+    # Output
+
+    def _encode(self, message: Message, request: Message | None, checksum: bool = False) -> bytes:
+        """Encode with the account's options, error detection mirrored (or forced by the account)."""
+        account = self.account
+        mode = account.error_detection if account else "auto"
+        sequence = request.sequence if request is not None else None
+        if mode == "never":
+            sequence, checksum = None, False
+        elif mode == "always":
+            if message.code in ("96", "97"):
+                sequence, checksum = None, True
+            elif sequence is None:
+                sequence = "0"
+        elif request is not None and request.checksum is not None and sequence is None:
+            checksum = True  # AZ without AY came in: answer the same way
+        if message.code == "96":
+            sequence = None  # 96 and 97 never carry AY
+        return encode(
+            message,
+            encoding=account.encoding if account else "utf-8",
+            delimiter=account.delimiter if account else "|",
+            terminator=account.terminator if account else b"\r",
+            sequence=sequence,
+            checksum=checksum,
+        )
+
+    def _reply_bytes(self, data: bytes, remember: bool) -> None:
+        if remember:
+            self._last_reply = data
+        self._send(data)
+
+    def _resend_last(self, started: float) -> None:
+        if self._last_reply is None:
+            self._reply_bytes(self._encode(_RESEND_96, None, checksum=self._ed_seen), remember=False)
+            outcome = "nothing_to_resend"
+        else:
+            self._reply_bytes(self._last_reply, remember=False)
+            outcome = "resent"
+        self.hub.events.exchange(self, "request_acs_resend", outcome, self._clock() - started)
+        self._next()
