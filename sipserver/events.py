@@ -1,0 +1,150 @@
+"""What happened, told to the log and counted for the metrics.
+
+One line per SIP exchange (listener, peer, login, message, outcome, milliseconds), and one per
+connection opened, closed or refused with its reason: the first things an administrator needs when a
+self-check stops working. No line ever carries a terminal password or a patron PIN: the session
+reports message *names* and outcomes, never field values.
+
+The level check happens before a log event is built, so a busy server at ``warn`` pays nothing for
+exchange lines.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger, LogLevel
+
+if TYPE_CHECKING:
+    from sipserver.session import Session
+
+log = Logger(namespace="sipserver")
+
+LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
+
+#: Upper bounds (seconds) of the latency histogram buckets.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Counters kept in memory and rendered by the HTTP /metrics page."""
+
+    def __init__(self) -> None:
+        self.messages: collections.Counter[tuple[str, str]] = collections.Counter()  # (message, outcome)
+        self.latency_buckets = [0] * len(LATENCY_BUCKETS)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.logins: collections.Counter[tuple[str, str]] = collections.Counter()  # (result, reason)
+        self.connections_opened: collections.Counter[str] = collections.Counter()  # listener
+        self.connections_refused: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.protocol_errors = 0
+        self.open_by_login: collections.Counter[tuple[str, str]] = collections.Counter()  # (listener, login)
+
+    def observe(self, elapsed: float) -> None:
+        self.latency_sum += elapsed
+        self.latency_count += 1
+        for index, bound in enumerate(LATENCY_BUCKETS):
+            if elapsed <= bound:
+                self.latency_buckets[index] += 1
+                return
+
+
+class Events:
+    """The server's :class:`~sipserver.session.SessionEvents`: log lines and metrics."""
+
+    def __init__(self, level: str = "info") -> None:
+        self.metrics = Metrics()
+        self.set_level(level)
+
+    def set_level(self, level: str) -> None:
+        self.level = LEVELS.get(level, LogLevel.info)
+        self._debug = self.level <= LogLevel.debug
+        self._info = self.level <= LogLevel.info
+        self._warn = self.level <= LogLevel.warn
+
+    # Connections ------------------------------------------------------------------------------------
+
+    def connection_opened(self, session: Session) -> None:
+        self.metrics.connections_opened[session.listener.name] += 1
+        if self._info:
+            log.info(
+                "connection opened listener={listener} peer={peer}",
+                listener=session.listener.name,
+                peer=session.peer,
+            )
+
+    def connection_refused(self, listener: str, peer: str, reason: str) -> None:
+        self.metrics.connections_refused[(listener, reason.split(" ")[0])] += 1
+        if self._warn:
+            log.warn("connection refused listener={listener} peer={peer} reason={reason}",
+                     listener=listener, peer=peer, reason=reason)  # fmt: skip
+
+    def closing(self, session: Session, reason: str) -> None:
+        if self._info:
+            log.info(
+                "closing connection listener={listener} peer={peer} login={login} reason={reason}",
+                listener=session.listener.name,
+                peer=session.peer,
+                login=session.login or "-",
+                reason=reason,
+            )
+
+    def connection_closed(self, session: Session) -> None:
+        if session.login:
+            self.metrics.open_by_login[(session.listener.name, session.login)] -= 1
+        if self._info:
+            log.info(
+                "connection closed listener={listener} peer={peer} login={login}",
+                listener=session.listener.name,
+                peer=session.peer,
+                login=session.login or "-",
+            )
+
+    # Sessions ---------------------------------------------------------------------------------------
+
+    def login(self, session: Session, login: str, ok: bool, reason: str | None) -> None:
+        self.metrics.logins[("ok" if ok else "refused", reason or "")] += 1
+        if ok:
+            self.metrics.open_by_login[(session.listener.name, login)] += 1
+            if self._info:
+                log.info("login ok listener={listener} peer={peer} login={login}",
+                         listener=session.listener.name, peer=session.peer, login=login)  # fmt: skip
+        elif self._warn:
+            log.warn(
+                "login refused listener={listener} peer={peer} login={login} reason={reason}",
+                listener=session.listener.name,
+                peer=session.peer,
+                login=_printable(login),
+                reason=reason,
+            )
+
+    def exchange(self, session: Session, request: str, outcome: str, elapsed: float) -> None:
+        self.metrics.messages[(request, outcome)] += 1
+        self.metrics.observe(elapsed)
+        if self._info:
+            log.info(
+                "sip listener={listener} peer={peer} login={login} {request} {outcome} {ms:.1f}ms",
+                listener=session.listener.name,
+                peer=session.peer,
+                login=session.login or "-",
+                request=request,
+                outcome=outcome,
+                ms=elapsed * 1000,
+            )
+
+    def protocol_error(self, session: Session, what: str) -> None:
+        self.metrics.protocol_errors += 1
+        if self._warn:
+            log.warn(
+                "protocol listener={listener} peer={peer} login={login}: {what}",
+                listener=session.listener.name,
+                peer=session.peer,
+                login=session.login or "-",
+                what=what,
+            )
+
+
+def _printable(text: str) -> str:
+    """A login name as typed, made safe for one log line (a terminal may send anything)."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:64]

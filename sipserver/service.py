@@ -1,0 +1,211 @@
+"""The running server: listeners, backends, the registry, health probes and reload, as one MultiService.
+
+Built from a :class:`~sipserver.config.Config` by :func:`SIPServer.from_config_file`. The registry
+is the one piece that changes while running: SIGHUP parses the file again and, if it is good, swaps
+in a new registry (accounts, institutions, policies, allow-lists, lockout limits) and log level;
+sessions pick it up on their next message. A bad new file is logged and the old one keeps serving;
+changes that need new sockets or new backends are reported as needing a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from sipserver.acs import ACS
+from sipserver.backend.base import ILSBackend
+from sipserver.backend.factory import create_backend
+from sipserver.config import Config, ConfigError, load_config
+from sipserver.events import Events
+from sipserver.lockout import Lockout
+from sipserver.registry import Registry
+from sipserver.transport.base import ListenerFactory
+from sipserver.transport.raw import RawSIPProtocol
+from sipserver.transport.telnet import telnet_protocol
+
+log = Logger(namespace="sipserver.service")
+
+#: Seconds between backend health probes (98's on-line flag and /health read the result).
+HEALTH_INTERVAL = 10.0
+
+
+class SIPServer(MultiService):
+    """The whole daemon. Also the sessions' hub: ``registry``, ``acs``, ``events``, ``config``."""
+
+    def __init__(self, config: Config, reactor: Any, backends: dict[str, ILSBackend] | None = None) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.config = config
+        self.events = Events(config.logging.level)
+        self.lockout = Lockout(
+            config.server.lockout.failures,
+            config.server.lockout.window,
+            config.server.lockout.duration,
+            clock=reactor,
+        )
+        self.registry = Registry.from_config(config, self.lockout)
+        if backends is None:
+            backends = {
+                name: create_backend(name, {"type": backend.type, **backend.options}, reactor=reactor)
+                for name, backend in config.backends.items()
+            }
+        self.backends = backends
+        self.acs = ACS(backends, reactor, server_name=config.server.name)
+        self.connection_count = 0
+        self.factories: dict[str, ListenerFactory] = {}
+        for listener in config.listeners:
+            factory = self._factory_for(listener)
+            self.factories[listener.name] = factory
+            service = strports.service(listener.endpoint, factory, reactor=reactor)
+            service.setName(f"listener:{listener.name}")
+            service.setServiceParent(self)
+        if config.http is not None:
+            from sipserver.status import site
+
+            http = strports.service(config.http.endpoint, site(self), reactor=reactor)
+            http.setName("http")
+            http.setServiceParent(self)
+        timer = TimerService(HEALTH_INTERVAL, self._probe)
+        timer.clock = reactor
+        timer.setName("health-probe")
+        timer.setServiceParent(self)
+        for warning in config.warnings:
+            log.warn("{config}: {warning}", config=config.path, warning=warning)
+
+    @classmethod
+    def from_config_file(cls, path: str, reactor: Any) -> SIPServer:
+        return cls(load_config(path), reactor)
+
+    def _factory_for(self, listener: Any) -> ListenerFactory:
+        if listener.transport == "telnet":
+            factory = ListenerFactory(self, listener, lambda: telnet_protocol(factory))
+        else:
+            factory = ListenerFactory(self, listener, RawSIPProtocol)
+        return factory
+
+    # ---------------------------------------------------------------------------------------------
+    # Lifecycle
+
+    def privilegedStartService(self) -> None:
+        """Bind every listener; a port that cannot be bound ends start-up with one clear line.
+
+        ``strports.service`` raises CannotListenError here (rather than logging it and running on
+        without the port); twistd would print a traceback, so say it in one line and exit 1.
+        """
+        from twisted.internet.error import CannotListenError
+
+        try:
+            super().privilegedStartService()
+        except CannotListenError as exc:
+            message = f"sipserver: cannot listen on {exc.interface or '*'}:{exc.port}: {exc.socketError}"
+            print(message, file=sys.stderr)
+            raise SystemExit(1) from None
+
+    def startService(self) -> None:
+        self._install_sighup()
+        for name, backend in self.backends.items():
+            d = defer.maybeDeferred(backend.start)
+            d.addCallbacks(self._backend_started, self._backend_failed, callbackArgs=(name,), errbackArgs=(name,))
+        super().startService()
+        log.info(
+            "{name} serving {listeners} listener(s) for {institutions} institution(s), {accounts} account(s)",
+            name=self.config.server.name,
+            listeners=len(self.config.listeners),
+            institutions=len(self.config.institutions),
+            accounts=len(self.config.accounts),
+        )
+
+    def _backend_started(self, _: Any, name: str) -> None:
+        log.info("backend {backend} ready", backend=name)
+        self.acs.health.mark(name, True)
+
+    def _backend_failed(self, failure: Any, name: str) -> None:
+        # An unreachable backend must not stop the daemon: report it off-line and keep probing.
+        log.error(
+            "BACKEND {backend} FAILED TO START: {why}; serving with it off-line until it answers",
+            backend=name,
+            why=failure.getErrorMessage(),
+        )
+        self.acs.health.mark(name, False)
+
+    def _probe(self) -> defer.Deferred[Any]:
+        return self.acs.health.probe_all()
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        self._remove_sighup()
+        yield super().stopService()
+        for name, backend in self.backends.items():
+            try:
+                yield backend.stop()
+            except Exception as exc:  # stopping must go on for the other backends
+                log.warn("backend {backend} did not stop cleanly: {why}", backend=name, why=exc)
+
+    # ---------------------------------------------------------------------------------------------
+    # Reload
+
+    def _install_sighup(self) -> None:
+        if hasattr(signal, "SIGHUP"):
+            # ValueError off the main thread (tests): reload is still callable directly there.
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+
+    def _remove_sighup(self) -> None:
+        if hasattr(signal, "SIGHUP"):
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+    def reload(self) -> bool:
+        """Re-read the config file; swap in what can change live. False when the new file is refused."""
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("reload refused, still serving the previous configuration: {error}", error=str(exc))
+            return False
+        restart = []
+        if new.listeners != self.config.listeners:
+            restart.append("listeners")
+        if new.backends != self.config.backends:
+            restart.append("backends")
+        if new.http != self.config.http:
+            restart.append("http")
+        if new.server.workers != self.config.server.workers:
+            restart.append("server.workers")
+        unknown_backends = {inst.backend for inst in new.institutions.values()} - set(self.backends)
+        if unknown_backends:
+            log.error(
+                "reload refused: institutions use backends that are not running ({names}); restart to add them",
+                names=", ".join(sorted(unknown_backends)),
+            )
+            return False
+        lockout = new.server.lockout
+        self.lockout.reconfigure(lockout.failures, lockout.window, lockout.duration)
+        self.registry = Registry.from_config(new, self.lockout)
+        self.events.set_level(new.logging.level)
+        self.config = new if not restart else _merge_live(self.config, new)
+        for warning in new.warnings:
+            log.warn("{config}: {warning}", config=new.path, warning=warning)
+        log.info(
+            "configuration reloaded: {accounts} account(s), {institutions} institution(s)",
+            accounts=len(new.accounts),
+            institutions=len(new.institutions),
+        )
+        if restart:
+            log.warn("changes to {parts} need a restart to take effect", parts=", ".join(restart))
+        return True
+
+
+def _merge_live(old: Config, new: Config) -> Config:
+    """The new config for everything that changes live, the old one for what needs a restart."""
+    import attrs
+
+    server = attrs.evolve(new.server, workers=old.server.workers)
+    return attrs.evolve(new, listeners=old.listeners, backends=old.backends, http=old.http, server=server)

@@ -1,0 +1,133 @@
+"""The optional HTTP status listener: ``/health`` for monitors and ``/metrics`` for Prometheus.
+
+"Is the server up, and can it reach the ILS?" is the first question when a self-check stops
+working, so ``/health`` answers it in one request: 200 when every listener is bound and every
+backend answers, 503 otherwise, with a small JSON body saying which part is down.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from twisted.web import resource, server
+
+from sipserver.events import LATENCY_BUCKETS
+
+if TYPE_CHECKING:
+    from sipserver.service import SIPServer
+
+
+class Health(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, sip: SIPServer) -> None:
+        super().__init__()
+        self.sip = sip
+
+    def render_GET(self, request: Any) -> Any:
+        d = self.sip.acs.health.probe_all()
+
+        def answer(_: Any) -> None:
+            listeners = {name: _listening(self.sip, name) for name in self.sip.factories}
+            backends = self.sip.acs.health.snapshot()
+            healthy = all(listeners.values()) and all(backends.values())
+            body = {
+                "status": "ok" if healthy else "unavailable",
+                "listeners": {name: "up" if up else "down" for name, up in listeners.items()},
+                "backends": {name: "up" if up else "down" for name, up in backends.items()},
+                "connections": self.sip.connection_count,
+            }
+            request.setResponseCode(200 if healthy else 503)
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"cache-control", b"no-store")
+            request.write(json.dumps(body, sort_keys=True).encode() + b"\n")
+            request.finish()
+
+        d.addBoth(answer)
+        return server.NOT_DONE_YET
+
+
+def _listening(sip: SIPServer, name: str) -> bool:
+    """A listener service runs only once bound: a port that cannot be bound stops the daemon."""
+    return bool(sip.getServiceNamed(f"listener:{name}").running)
+
+
+class Metrics(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, sip: SIPServer) -> None:
+        super().__init__()
+        self.sip = sip
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        return render_metrics(self.sip).encode("utf-8")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_metrics(sip: SIPServer) -> str:
+    """The Prometheus text exposition format (0.0.4) of the server's counters."""
+    m = sip.events.metrics
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+
+    family("sip_connections_open", "gauge", "Open SIP connections by listener.")
+    for name, factory in sorted(sip.factories.items()):
+        out.append(f'sip_connections_open{{listener="{_label(name)}"}} {factory.connections}')
+    family("sip_connections_by_login", "gauge", "Open logged-in SIP connections by listener and login.")
+    for (listener, login), count in sorted(m.open_by_login.items()):
+        if count > 0:
+            out.append(f'sip_connections_by_login{{listener="{_label(listener)}",login="{_label(login)}"}} {count}')
+    family("sip_connections_opened_total", "counter", "Connections accepted by listener.")
+    for name, count in sorted(m.connections_opened.items()):
+        out.append(f'sip_connections_opened_total{{listener="{_label(name)}"}} {count}')
+    family("sip_connections_refused_total", "counter", "Connections refused by listener and reason.")
+    for (name, reason), count in sorted(m.connections_refused.items()):
+        out.append(f'sip_connections_refused_total{{listener="{_label(name)}",reason="{_label(reason)}"}} {count}')
+    family("sip_messages_total", "counter", "SIP requests answered, by message and outcome.")
+    for (message, outcome), count in sorted(m.messages.items()):
+        out.append(f'sip_messages_total{{message="{_label(message)}",outcome="{_label(outcome)}"}} {count}')
+    family("sip_request_duration_seconds", "histogram", "Time from request frame to reply.")
+    cumulative = 0
+    for bound, count in zip(LATENCY_BUCKETS, m.latency_buckets, strict=True):
+        cumulative += count
+        out.append(f'sip_request_duration_seconds_bucket{{le="{bound}"}} {cumulative}')
+    out.append(f'sip_request_duration_seconds_bucket{{le="+Inf"}} {m.latency_count}')
+    out.append(f"sip_request_duration_seconds_sum {m.latency_sum:.6f}")
+    out.append(f"sip_request_duration_seconds_count {m.latency_count}")
+    family("sip_logins_total", "counter", "Login attempts by result and refusal reason.")
+    for (result, reason), count in sorted(m.logins.items()):
+        out.append(f'sip_logins_total{{result="{result}",reason="{_label(reason)}"}} {count}')
+    family("sip_lockouts_active", "gauge", "Peer addresses locked out now after repeated failed logins.")
+    out.append(f"sip_lockouts_active {sip.lockout.locked_count()}")
+    family("sip_protocol_errors_total", "counter", "Frames refused or ignored (bad checksum, unknown code, ...).")
+    out.append(f"sip_protocol_errors_total {m.protocol_errors}")
+    health = sip.acs.health
+    family("sip_backend_up", "gauge", "1 when the backend answered its last call or probe.")
+    for name, up in sorted(health.snapshot().items()):
+        out.append(f'sip_backend_up{{backend="{_label(name)}"}} {int(up)}')
+    family("sip_backend_errors_total", "counter", "Backend calls that failed as unavailable.")
+    for name, count in sorted(health.errors.items()):
+        out.append(f'sip_backend_errors_total{{backend="{_label(name)}"}} {count}')
+    family("sip_backend_timeouts_total", "counter", "Backend calls that exceeded the institution's timeout.")
+    for name, count in sorted(health.timeouts.items()):
+        out.append(f'sip_backend_timeouts_total{{backend="{_label(name)}"}} {count}')
+    return "\n".join(out) + "\n"
+
+
+def site(sip: SIPServer) -> server.Site:
+    root = resource.Resource()
+    root.putChild(b"health", Health(sip))
+    root.putChild(b"metrics", Metrics(sip))
+    factory = server.Site(root)
+    factory.noisy = False
+    factory.displayTracebacks = False
+    return factory
+

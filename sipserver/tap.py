@@ -1,0 +1,70 @@
+"""``twistd sip``: command-line options and the service maker.
+
+``twistd -n sip -c /etc/sipserver/sip.yaml`` runs the server; ``--check`` validates the file and
+exits 0 or 1. A bad config stops start-up with one line naming the file, the key and what was
+expected; a listener that cannot bind stops it with one line too (see ``SIPServer``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.python import usage
+
+DEFAULT_CONFIG = "/etc/sipserver/sip.yaml"
+
+
+class Options(usage.Options):
+    synopsis = "[-c CONFIG] [--check]"
+    longdesc = "Run the SIP2 server described by a YAML configuration file."
+    optParameters = [["config", "c", DEFAULT_CONFIG, "YAML configuration file"]]
+    optFlags = [["check", None, "validate the configuration and exit (0: good, 1: bad)"]]
+
+    def postOptions(self) -> None:
+        from sipserver.config import ConfigError, load_config
+
+        try:
+            self.loaded = load_config(self["config"])
+        except ConfigError as exc:
+            _fail(str(exc))
+        if self["check"]:
+            from sipserver.backend.base import BackendConfigError
+            from sipserver.backend.factory import create_backend
+
+            for backend in self.loaded.backends.values():
+                try:  # constructing a backend checks its type and options; it connects only on start
+                    create_backend(backend.name, {"type": backend.type, **backend.options})
+                except BackendConfigError as exc:
+                    _fail(f"{self['config']}: backends.{backend.name}: {exc}")
+            for warning in self.loaded.warnings:
+                print(f"warning: {self['config']}: {warning}", file=sys.stderr)
+            print(f"{self['config']}: configuration OK")
+            raise SystemExit(0)
+
+
+def _fail(line: str) -> None:
+    print(f"sipserver: {line}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def makeService(options: Options, reactor: Any = None) -> Any:
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    from sipserver.backend.base import BackendConfigError
+    from sipserver.service import SIPServer
+
+    config = getattr(options, "loaded", None)
+    if config is None:
+        from sipserver.config import load_config
+
+        config = load_config(options["config"])
+    try:
+        server = SIPServer(config, reactor)
+    except BackendConfigError as exc:
+        _fail(f"{config.path}: backends: {exc}")
+    except ValueError as exc:  # an endpoint string Twisted cannot parse
+        _fail(f"{config.path}: listeners: {exc}")
+    return server

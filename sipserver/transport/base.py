@@ -1,0 +1,89 @@
+"""What the raw and telnet listeners share: connection accounting, framing and timeouts.
+
+Framing is the transport's job and parsing is not: a frame ends at CR (CRLF and a lone LF are
+accepted too, so php-sip2 and Cen-Tec kiosks work), empty frames are skipped, and a frame longer than
+``max_frame_bytes`` closes the connection instead of growing a buffer without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import address
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from sipserver.config import ListenerConfig
+
+if TYPE_CHECKING:
+    from sipserver.service import SIPServer
+
+log = Logger(namespace="sipserver.transport")
+
+TLS_CLIENT_HELLO = b"\x16\x03"
+
+
+def peer_host(transport: Any) -> str:
+    """The peer's IP address as a plain string (``""`` for a unix socket)."""
+    peer = transport.getPeer()
+    if isinstance(peer, address.IPv4Address | address.IPv6Address):
+        return peer.host
+    return ""
+
+
+class FrameSplitter:
+    """Cuts a byte stream into SIP frames at CR or LF; reports a frame that grows past the limit."""
+
+    __slots__ = ("_buffer", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bool]:
+        """(complete frames, overflowed). Whitespace-only pieces between terminators are dropped."""
+        buffer = self._buffer + data if self._buffer else data
+        if b"\r" not in buffer and b"\n" not in buffer:
+            self._buffer = buffer
+            return [], len(buffer) > self.limit
+        pieces = buffer.replace(b"\n", b"\r").split(b"\r")
+        self._buffer = pieces.pop()
+        frames = [piece for piece in pieces if piece.strip(b" \0\t")]
+        overflow = len(self._buffer) > self.limit or any(len(frame) > self.limit for frame in frames)
+        return frames, overflow
+
+
+class ListenerFactory(Factory):
+    """One per listener: builds protocols, counts connections against the listener's and the server's caps."""
+
+    noisy = False
+
+    def __init__(self, server: SIPServer, listener: ListenerConfig, protocol: Callable[[], Any]) -> None:
+        self.server = server
+        self.listener = listener
+        self._protocol = protocol
+        self.connections = 0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        proto = self._protocol()
+        proto.factory = self
+        return proto
+
+    def over_limit(self) -> str | None:
+        """Why a new connection must be refused now, or None."""
+        cap = self.listener.max_connections
+        if cap is not None and self.connections >= cap:
+            return f"listener limit of {cap} connections reached"
+        total = self.server.config.server.max_connections
+        if self.server.connection_count >= total:
+            return f"server limit of {total} connections reached"
+        return None
+
+    def opened(self) -> None:
+        self.connections += 1
+        self.server.connection_count += 1
+
+    def closed(self) -> None:
+        self.connections -= 1
+        self.server.connection_count -= 1

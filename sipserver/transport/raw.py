@@ -1,0 +1,86 @@
+"""The raw-socket listener: SIP2 frames straight over TCP (or TLS, or a unix socket)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.protocol import Protocol
+from twisted.protocols.policies import TimeoutMixin
+
+from sipserver.session import Session
+
+from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, peer_host
+
+
+class RawSIPProtocol(Protocol, TimeoutMixin):
+    """Frames in, one write per reply out; the login timeout until login, then the idle timeout."""
+
+    factory: ListenerFactory
+    session: Session | None = None
+    _counted = False
+    _first = True
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        server = factory.server
+        self.peer = peer_host(self.transport)
+        refusal = factory.over_limit()
+        if refusal:
+            server.events.connection_refused(factory.listener.name, self.peer, refusal)
+            self.transport.abortConnection()
+            return
+        factory.opened()
+        self._counted = True
+        self.splitter = FrameSplitter(server.config.server.max_frame_bytes)
+        self.session = Session(server, factory.listener, self.peer, self._write, self._close)
+        server.events.connection_opened(self.session)
+        self._logged_in = False
+        self.setTimeout(server.config.server.login_timeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        session = self.session
+        if session is None or session.closed:
+            return
+        if self._first:
+            self._first = False
+            if data.startswith(TLS_CLIENT_HELLO):
+                # tzeumer's client tries TLS first and falls back to plain TCP only when we hang up.
+                self._close("TLS handshake on a plain listener")
+                return
+        frames, overflow = self.splitter.feed(data)
+        if frames:
+            self.resetTimeout()
+        for frame in frames:
+            session.frame_received(frame)
+            if session.closed:
+                return
+        if overflow:
+            self._close(f"frame longer than {self.splitter.limit} bytes")
+            return
+        if not self._logged_in and session.logged_in:
+            self._logged_in = True
+            self.setTimeout(self.factory.server.config.server.idle_timeout)
+
+    def _write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def _close(self, reason: str) -> None:
+        if self.session is not None:
+            self.session.closed = True
+            self.factory.server.events.closing(self.session, reason)
+        self.setTimeout(None)
+        self.transport.loseConnection()
+
+    def timeoutConnection(self) -> None:
+        session = self.session
+        what = "idle timeout" if session is not None and session.logged_in else "login timeout"
+        self._close(what)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.setTimeout(None)
+        if self._counted:
+            self._counted = False
+            self.factory.closed()
+            if self.session is not None:
+                self.session.connection_lost()
+                self.factory.server.events.connection_closed(self.session)

@@ -1,0 +1,180 @@
+"""The telnet listener: ``login:`` and ``password:`` prompts, then SIP2 over the same connection.
+
+Legacy terminals connect here. Three things break naive telnet servers and are handled here:
+negotiation bytes must never reach the user name or a SIP frame (Twisted's TelnetTransport strips
+them); a client that never answers our WILL ECHO must still be able to log in (the WONT that follows
+is allowed to fail); and a bare CR at the end of a packet must end the line at once, because a SIP
+terminal sends ``...\\r`` and waits, while TelnetTransport holds a trailing CR to see whether LF or
+NUL follows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.conch.telnet import ECHO, SGA, TelnetProtocol, TelnetTransport
+from twisted.protocols.policies import TimeoutMixin
+
+from sipserver.session import MAX_LOGIN_FAILURES, Session
+
+from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, peer_host
+
+LOGIN_PROMPT = b"login: "
+PASSWORD_PROMPT = b"password: "
+MAX_PROMPT_LINE = 256
+
+
+class EagerCRTelnetTransport(TelnetTransport):
+    """TelnetTransport that delivers a CR ending a packet immediately (see the module docstring).
+
+    Relies on TelnetTransport's private ``state`` attribute, identical on Twisted 22.4 and current
+    releases; ``tests/test_transport_telnet.py`` pins the behaviour.
+    """
+
+    _drop_after_cr = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._drop_after_cr:
+            self._drop_after_cr = False
+            if data[:1] in (b"\n", b"\0"):
+                data = data[1:]
+                if not data:
+                    return
+        super().dataReceived(data)
+        if self.state == "newline":
+            self.state = "data"
+            self._drop_after_cr = True
+            self.applicationDataReceived(b"\r")
+
+
+class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
+    """The application inside the telnet transport: prompts, then frames to a :class:`Session`."""
+
+    factory: ListenerFactory
+    session: Session | None = None
+    _counted = False
+
+    def __init__(self, factory: ListenerFactory) -> None:
+        self.factory = factory
+        self.state = "login"
+        self._login = ""
+        self._line = b""
+
+    def connectionMade(self) -> None:
+        server = self.factory.server
+        self.peer = peer_host(self.transport)
+        refusal = self.factory.over_limit()
+        if refusal:
+            server.events.connection_refused(self.factory.listener.name, self.peer, refusal)
+            self.transport.loseConnection()
+            return
+        self.factory.opened()
+        self._counted = True
+        self.splitter = FrameSplitter(server.config.server.max_frame_bytes)
+        self.session = Session(server, self.factory.listener, self.peer, self._write_frame, self._close)
+        server.events.connection_opened(self.session)
+        self.setTimeout(server.config.server.login_timeout)
+        self.transport.write(LOGIN_PROMPT)
+
+    # Accept the client's own offers of SGA and ECHO handling; refuse everything else politely.
+    def enableLocal(self, option: bytes) -> bool:
+        return option in (ECHO, SGA)
+
+    def enableRemote(self, option: bytes) -> bool:
+        return option == SGA
+
+    def disableLocal(self, option: bytes) -> None:
+        pass
+
+    def disableRemote(self, option: bytes) -> None:
+        pass
+
+    def dataReceived(self, data: bytes) -> None:
+        session = self.session
+        if session is None or session.closed:
+            return
+        if self.state == "sip":
+            frames, overflow = self.splitter.feed(data)
+            if frames:
+                self.resetTimeout()
+            for frame in frames:
+                session.frame_received(frame)
+                if session.closed:
+                    return
+            if overflow:
+                self._close(f"frame longer than {self.splitter.limit} bytes")
+            return
+        if not self._line and data.startswith(TLS_CLIENT_HELLO):
+            self._close("TLS handshake on a plain listener")
+            return
+        self._line += data
+        while self.state != "sip" and (b"\r" in self._line or b"\n" in self._line):
+            cut = min(i for i in (self._line.find(b"\r"), self._line.find(b"\n")) if i >= 0)
+            line, self._line = self._line[:cut], self._line[cut + 1 :]
+            if not line.strip() and self.state == "login":
+                continue  # a stray line end (CR LF split across packets): not a user name
+            self._prompt_line(line.decode("utf-8", "replace").strip())
+            if session.closed:
+                return
+        if self.state == "sip" and self._line:
+            rest, self._line = self._line, b""
+            self.dataReceived(rest.lstrip(b"\r\n"))
+        elif len(self._line) > MAX_PROMPT_LINE:
+            self._close("login line too long")
+
+    def _prompt_line(self, line: str) -> None:
+        assert self.session is not None
+        if self.state == "login":
+            self._login = line
+            self.state = "password"
+            self._negotiate(self.transport.will(ECHO))
+            self.transport.write(PASSWORD_PROMPT)
+            return
+        # The password line: turn echo back on whether or not the client ever answered.
+        self._negotiate(self.transport.wont(ECHO))
+        # Success is silent: the terminal's next read must be its first SIP reply, not a stray line.
+        if self.session.telnet_login(self._login, line):
+            self.state = "sip"
+            self.resetTimeout()
+            self.setTimeout(self.factory.server.config.server.idle_timeout)
+            return
+        if self.session.login_failures >= MAX_LOGIN_FAILURES:
+            self._close(f"{self.session.login_failures} failed logins")
+            return
+        self.state = "login"
+        self.transport.write(b"\r\nLogin incorrect\r\n" + LOGIN_PROMPT)
+
+    @staticmethod
+    def _negotiate(d: Any) -> None:
+        """Negotiation may fail (AlreadyNegotiating, or refused); the login goes on regardless."""
+        d.addErrback(lambda _failure: None)
+
+    def _write_frame(self, data: bytes) -> None:
+        # TelnetTransport.write would turn LF into CRLF and double 0xFF; SIP replies carry neither LF
+        # nor 0xFF in cp850/latin-1 as text, but write through writeSequence to send the bytes as made.
+        self.transport.writeSequence([data.replace(b"\xff", b"\xff\xff")])
+
+    def _close(self, reason: str) -> None:
+        if self.session is not None:
+            self.session.closed = True
+            self.factory.server.events.closing(self.session, reason)
+        self.setTimeout(None)
+        self.transport.loseConnection()
+
+    def timeoutConnection(self) -> None:
+        session = self.session
+        self._close("idle timeout" if session is not None and session.logged_in else "login timeout")
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.setTimeout(None)
+        if self._counted:
+            self._counted = False
+            self.factory.closed()
+            if self.session is not None:
+                self.session.connection_lost()
+                self.factory.server.events.connection_closed(self.session)
+
+
+def telnet_protocol(factory: ListenerFactory) -> EagerCRTelnetTransport:
+    """The protocol a telnet listener's factory builds: the transport wrapping the SIP application."""
+    return EagerCRTelnetTransport(SIPTelnetProtocol, factory)
