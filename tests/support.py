@@ -1,0 +1,127 @@
+"""Shared test helpers: a config built in the test, the real embedded backend run synchronously, and a
+session harness that feeds bytes in and collects the bytes out (no sockets, no reactor)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import yaml
+from twisted.internet.task import Clock
+
+from sipserver.acs import ACS
+from sipserver.backend.dataload import load_file
+from sipserver.backend.sqlite import SQLiteBackend
+from sipserver.config import Config, parse_config
+from sipserver.events import Events
+from sipserver.lockout import Lockout
+from sipserver.registry import Registry
+from sipserver.session import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_DATA = ROOT / "etc" / "demo-data.yaml"
+
+BASE_CONFIG = """
+server:
+  name: Test SIP server
+  lockout: {failures: 5, window: 60, duration: 300}
+listeners:
+  - {name: raw, transport: raw, endpoint: "tcp:0:interface=127.0.0.1", status_before_login: true}
+  - {name: telnet, transport: telnet, endpoint: "tcp:0:interface=127.0.0.1"}
+institutions:
+  MAIN:
+    backend: embedded
+    library_name: Test Library
+    currency: USD
+    policy: {checkin: true, checkout: true, renewal: true, status_update: true, offline: true, timeout: 5, retries: 3}
+accounts:
+  - login: sco
+    password: "plain:scpass"
+    institution: MAIN
+    location: MAIN-DESK1
+    allow_from: [127.0.0.0/8, "::1/128"]
+  - login: sorter
+    password: "plain:sorterpass"
+    institution: MAIN
+    location: MAIN-SORTER
+    permissions: [checkin, item_status]
+  - login: patrons_only
+    password: "plain:pp"
+    institution: MAIN
+    permissions: [patron]
+  - login: remote
+    password: "plain:rp"
+    institution: MAIN
+    allow_from: [10.0.0.0/8]
+  - login: cp850
+    password: "plain:cp"
+    institution: MAIN
+    encoding: cp850
+    error_detection: always
+  - login: crlf
+    password: "plain:cr"
+    institution: MAIN
+    terminator: CRLF
+    error_detection: never
+backends:
+  embedded: {type: sqlite, path: ":memory:"}
+"""
+
+
+def make_config(path: Path, changes: dict[str, Any] | None = None) -> Config:
+    """The base config with top-level sections replaced by ``changes``."""
+    data = yaml.safe_load(textwrap.dedent(BASE_CONFIG))
+    data.update(changes or {})
+    return parse_config(data, str(path / "sip.yaml"))
+
+
+def sync_backend(data_file: Path = DEMO_DATA, path: str = ":memory:") -> SQLiteBackend:
+    """The real embedded backend, synchronous (its Deferreds have fired on return), loaded with data."""
+    backend = SQLiteBackend(name="embedded", options={"path": path}, threaded=False)
+    backend.start()
+    results: list[Any] = []
+    load_file(backend, str(data_file)).addBoth(results.append)
+    if results and not isinstance(results[0], dict):
+        results[0].raiseException()
+    return backend
+
+
+class Hub:
+    """What a session needs from the server, built from a real config, registry and ACS."""
+
+    def __init__(self, config: Config, backend: SQLiteBackend, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.config = config
+        self.lockout = Lockout(
+            config.server.lockout.failures, config.server.lockout.window, config.server.lockout.duration, self.clock
+        )
+        self.registry = Registry.from_config(config, self.lockout)
+        self.acs = ACS({"embedded": backend}, self.clock)
+        self.events = Events("error")
+
+
+class Terminal:
+    """One session with its output captured: ``send(b"...")`` returns the replies it caused."""
+
+    def __init__(self, hub: Hub, listener: str = "raw", peer: str = "127.0.0.1") -> None:
+        self.hub = hub
+        self.out: list[bytes] = []
+        self.closed: str | None = None
+        listener_config = hub.config.listener(listener)
+        self.session = Session(hub, listener_config, peer, self.out.append, self._close)
+
+    def _close(self, reason: str) -> None:
+        self.closed = reason
+
+    def send(self, frame: bytes) -> list[bytes]:
+        before = len(self.out)
+        for piece in frame.replace(b"\n", b"\r").split(b"\r"):
+            if piece.strip(b" \0\t"):
+                self.session.frame_received(piece)
+        return self.out[before:]
+
+    def one(self, frame: bytes) -> bytes:
+        replies = self.send(frame)
+        assert len(replies) == 1, replies
+        return replies[0]
