@@ -34,7 +34,7 @@ from sipserver.transport.telnet import telnet_protocol
 log = Logger(namespace="sipserver.service")
 
 #: Seconds between backend health probes (98's on-line flag and /health read the result).
-HEALTH_INTERVAL = 10.0
+HEALTH_INTERVAL = 5.0
 
 
 class SIPServer(MultiService):
@@ -60,6 +60,8 @@ class SIPServer(MultiService):
         self.backends = backends
         self.acs = ACS(backends, reactor, server_name=config.server.name)
         self.connection_count = 0
+        self._not_started: set[str] = set()
+        self._starting: set[str] = set()
         self.factories: dict[str, ListenerFactory] = {}
         for listener in config.listeners:
             factory = self._factory_for(listener)
@@ -111,10 +113,13 @@ class SIPServer(MultiService):
 
     def startService(self) -> None:
         self._install_sighup()
-        for name, backend in self.backends.items():
-            d = defer.maybeDeferred(backend.start)
-            d.addCallbacks(self._backend_started, self._backend_failed, callbackArgs=(name,), errbackArgs=(name,))
+        for name in self.backends:
+            self._start_backend(name)
         super().startService()
+        for service in self:
+            waiting = getattr(service, "_waitingForPort", None)  # set by strports' endpoint service
+            if waiting is not None:
+                waiting.addCallback(self._report_listening, service.name)
         log.info(
             "{name} serving {listeners} listener(s) for {institutions} institution(s), {accounts} account(s)",
             name=self.config.server.name,
@@ -123,20 +128,43 @@ class SIPServer(MultiService):
             accounts=len(self.config.accounts),
         )
 
+    @staticmethod
+    def _report_listening(port: Any, name: str) -> Any:
+        """One line per bound socket with its real address (``tcp:0`` picks a free port)."""
+        where = port.getHost() if hasattr(port, "getHost") else port
+        host = getattr(where, "host", None)
+        address = f"{host}:{where.port}" if host is not None else str(getattr(where, "name", where))
+        log.info("{name} listening on {address}", name=name, address=address)
+        return port
+
+    def _start_backend(self, name: str) -> defer.Deferred[Any]:
+        self._starting.add(name)
+        d = defer.maybeDeferred(self.backends[name].start)
+        d.addCallbacks(self._backend_started, self._backend_failed, callbackArgs=(name,), errbackArgs=(name,))
+        return d
+
     def _backend_started(self, _: Any, name: str) -> None:
+        self._starting.discard(name)
+        self._not_started.discard(name)
         log.info("backend {backend} ready", backend=name)
         self.acs.health.mark(name, True)
 
     def _backend_failed(self, failure: Any, name: str) -> None:
-        # An unreachable backend must not stop the daemon: report it off-line and keep probing.
-        log.error(
-            "BACKEND {backend} FAILED TO START: {why}; serving with it off-line until it answers",
-            backend=name,
-            why=failure.getErrorMessage(),
-        )
+        # An unreachable backend must not stop the daemon: report it off-line and try again on
+        # every health probe, so service resumes without a restart once it can start.
+        self._starting.discard(name)
+        if name not in self._not_started:
+            log.error(
+                "BACKEND {backend} FAILED TO START: {why}; serving with it off-line and retrying",
+                backend=name,
+                why=failure.getErrorMessage(),
+            )
+        self._not_started.add(name)
         self.acs.health.mark(name, False)
 
     def _probe(self) -> defer.Deferred[Any]:
+        for name in sorted(self._not_started - self._starting):
+            self._start_backend(name)
         return self.acs.health.probe_all()
 
     @defer.inlineCallbacks
