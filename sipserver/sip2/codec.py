@@ -130,6 +130,9 @@ def _fixed_reader(spec: MessageSpec) -> tuple[tuple[str, ...], Callable[[str], A
 
 
 _FIXED_READERS = {code: _fixed_reader(spec) for code, spec in MESSAGES.items()}
+# Messages whose fixed part starts with a date: a letter where the date should begin means the
+# fixed part was left out, even when the first field is too long to put a delimiter inside it.
+_DATE_FIRST = frozenset(code for code, spec in MESSAGES.items() if spec.fixed and spec.fixed[0].kind is Kind.DATE)
 
 
 def split_trailer(data: bytes) -> tuple[bytes, str | None, str | None]:
@@ -146,7 +149,8 @@ def split_trailer(data: bytes) -> tuple[bytes, str | None, str | None]:
     digits = data[az + 2 :]
     if not 3 <= len(digits) <= 5 or not digits.isalnum() or digits.strip(_HEX_DIGITS):
         ay = data.rfind(b"AY", 0, az)
-        if ay >= 0 and data[ay + 2 : az].isdigit():
+        # A tail with punctuation (``AY1AZ|``) ends a field whose value spells AY/AZ, not a trailer.
+        if ay >= 0 and data[ay + 2 : az].isdigit() and (not digits or digits.strip().isalnum()):
             raise ChecksumError("malformed AZ checksum")
         return data, None, None
     if not _verify(data[: az + 2], digits):
@@ -182,7 +186,7 @@ def decode(frame: bytes, encoding: str = "utf-8", delimiter: str = "|") -> Messa
     names, reader = _FIXED_READERS[code]
     if reader is None:
         fixed: dict[str, str] = {}
-    elif delimiter in text[2:start] and text[2:4].isalpha() and text[2:4].isupper():
+    elif (delimiter in text[2:start] or code in _DATE_FIRST) and text[2:4].isalpha() and text[2:4].isupper():
         # The fixed part was left out altogether (65 without its date, as tzeumer and php-sip2 send).
         fixed = dict.fromkeys(names, "")
         start = 2
@@ -331,6 +335,8 @@ def _careful_text(message: Message, layout: _Layout, delimiter: str) -> str:
             value = _fixed_default(field.name, field.width, field.kind)
         elif len(value) != field.width:
             raise EncodeError(f"{spec.name}.{field.name} must be {field.width} characters, got {len(value)}: {value!r}")
+        elif "\r" in value or "\n" in value or "\0" in value:
+            raise EncodeError(f"{spec.name}.{field.name} contains CR, LF or NUL: {value!r}")
         parts.append(value)
     fields = message.fields
     table = _clean_table(delimiter)
