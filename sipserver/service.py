@@ -82,6 +82,14 @@ class SIPServer(MultiService):
         for warning in config.warnings:
             log.warn("{config}: {warning}", config=config.path, warning=warning)
 
+    def setServiceParent(self, parent: Any) -> Any:
+        """twistd makes the application our parent before it starts logging: choose the log
+        destination here (see ``sipserver.logsetup``)."""
+        from sipserver import logsetup
+
+        self._log_predicate = logsetup.install(parent, self.config.logging)
+        return super().setServiceParent(parent)
+
     @classmethod
     def from_config_file(cls, path: str, reactor: Any) -> SIPServer:
         return cls(load_config(path), reactor)
@@ -218,6 +226,16 @@ class SIPServer(MultiService):
         self.lockout.reconfigure(lockout.failures, lockout.window, lockout.duration)
         self.registry = Registry.from_config(new, self.lockout)
         self.events.set_level(new.logging.level)
+        predicate = getattr(self, "_log_predicate", None)
+        if predicate is not None:
+            from sipserver.events import LEVELS
+
+            predicate.defaultLogLevel = LEVELS[new.logging.level]
+        if (
+            new.logging.destination != self.config.logging.destination
+            or new.logging.format != self.config.logging.format
+        ):
+            restart.append("logging destination/format")
         self.config = new if not restart else _merge_live(self.config, new)
         for warning in new.warnings:
             log.warn("{config}: {warning}", config=new.path, warning=warning)
@@ -236,4 +254,12 @@ def _merge_live(old: Config, new: Config) -> Config:
     import attrs
 
     server = attrs.evolve(new.server, workers=old.server.workers)
-    return attrs.evolve(new, listeners=old.listeners, backends=old.backends, http=old.http, server=server)
+    logging = attrs.evolve(
+        new.logging,
+        destination=old.logging.destination,
+        format=old.logging.format,
+        syslog_facility=old.logging.syslog_facility,
+    )
+    return attrs.evolve(
+        new, listeners=old.listeners, backends=old.backends, http=old.http, server=server, logging=logging
+    )

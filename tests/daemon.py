@@ -22,7 +22,9 @@ import yaml
 from tests.support import DEMO_DATA, ROOT
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
-LISTENING = re.compile(r"(listener:(?P<name>[\w.-]+)|(?P<http>http)) listening on (?P<host>[^\s]+):(?P<port>\d+)")
+LISTENING = re.compile(
+    r"(listener:(?P<name>[\w.-]+)|(?P<http>http))\"?,?.{0,40}?listening on (?P<host>[^\s\"]+):(?P<port>\d+)"
+)
 
 ACCOUNTS = [
     {"login": "sco", "password": "plain:scpass", "institution": "MAIN", "location": "MAIN-DESK1",

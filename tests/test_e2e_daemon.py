@@ -307,3 +307,21 @@ def test_sigterm_stops_the_daemon(daemon):
 
 def test_checksum_helper_matches_reference():
     assert checksum(b"941AY0AZ") == "FDFD"
+
+
+def test_json_log_lines(tmp_path):
+    data = config_data(tmp_path, logging={"format": "json", "level": "info"})
+    running = Daemon(write_config(tmp_path, data), tmp_path / "d.log")
+    try:
+        running.wait_ready(2)
+        with SIPClient("127.0.0.1", running.port("raw")) as client:
+            assert client.login("sco", "scpass")
+            client.sc_status()
+        running.wait_for_log('"request": "sc_status"')
+        assert running.process.poll() is None
+    finally:
+        running.stop()
+    records = [json.loads(line) for line in running.log().splitlines() if line.startswith("{")]
+    exchange = [r for r in records if r.get("request") == "sc_status"]
+    assert exchange and exchange[0]["login"] == "sco" and exchange[0]["outcome"] == "ok"
+    assert not any("scpass" in json.dumps(r) for r in records)
