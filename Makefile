@@ -17,6 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
+	mkdir -p var
 	$(VENV)/bin/twistd -n --pidfile= sip -c $(CONFIG)
 
 check: $(STAMP)

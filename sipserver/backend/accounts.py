@@ -1,0 +1,63 @@
+"""Patron card operations: look up, block, enable, end a session.
+
+Blocking is what a terminal does when it keeps a card or sees misuse (SIP2 Block Patron); the
+reason it gives is kept on the patron, with a note when the card was retained.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from sipserver.backend import audit, records
+from sipserver.backend.base import Patron, Refusal, TxContext
+from sipserver.backend.dialect import Tx
+from sipserver.backend.pins import PinVerifier
+
+CARD_RETAINED = "card retained"
+
+
+def lookup(
+    tx: Tx, now: datetime.datetime, pins: PinVerifier, barcode: str, pin: str | None, *, with_lists: bool = False
+) -> Patron | None:
+    patron = records.find_patron(tx, barcode)
+    if patron is None:
+        return None
+    pin_ok = None if pin is None else pins.verify(patron.barcode, pin, patron.pin_hash)
+    return records.patron_view(tx, patron, pin_ok, now, with_lists=with_lists)
+
+
+def block_patron(
+    tx: Tx, ctx: TxContext, now: datetime.datetime, barcode: str, *, card_retained: bool = False, message: str = ""
+) -> Patron | None:
+    patron = records.find_patron(tx, barcode, lock=True)
+    if patron is None:
+        audit.record(tx, ctx, now, "block_patron", patron=barcode, result=Refusal.UNKNOWN_PATRON.value)
+        return None
+    reason = message.strip() or "blocked by a terminal"
+    if card_retained:
+        reason = f"{reason} ({CARD_RETAINED})"
+    tx.execute("UPDATE patrons SET blocked = ?, block_reason = ? WHERE id = ?", (True, reason, patron.id))
+    audit.record(tx, ctx, now, "block_patron", patron=barcode, detail=reason)
+    return records.patron_view(tx, records.patron_by_id(tx, patron.id), None, now)
+
+
+def enable_patron(
+    tx: Tx, ctx: TxContext, now: datetime.datetime, pins: PinVerifier, barcode: str, pin: str | None
+) -> Patron | None:
+    """Lift a block. With a wrong PIN nothing changes, and the patron comes back with ``pin_ok`` False."""
+    patron = records.find_patron(tx, barcode, lock=True)
+    if patron is None:
+        audit.record(tx, ctx, now, "enable_patron", patron=barcode, result=Refusal.UNKNOWN_PATRON.value)
+        return None
+    pin_ok = None if pin is None else pins.verify(patron.barcode, pin, patron.pin_hash)
+    if pin_ok is False:
+        audit.record(tx, ctx, now, "enable_patron", patron=barcode, result=Refusal.WRONG_PIN.value)
+        return records.patron_view(tx, patron, pin_ok, now)
+    tx.execute("UPDATE patrons SET blocked = ?, block_reason = '' WHERE id = ?", (False, patron.id))
+    audit.record(tx, ctx, now, "enable_patron", patron=barcode, detail=f"was: {patron.block_reason}")
+    return records.patron_view(tx, records.patron_by_id(tx, patron.id), pin_ok, now)
+
+
+def end_session(tx: Tx, barcode: str) -> bool:
+    """The embedded ILS keeps no per-patron session; ending one succeeds for any known patron."""
+    return records.find_patron(tx, barcode) is not None

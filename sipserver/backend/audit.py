@@ -1,0 +1,49 @@
+"""The audit trail: who changed what, from where, and how it ended.
+
+Each mutating operation writes its row in its own transaction, so the trail records exactly the
+changes that were committed, and refused attempts as well. PINs never reach this table: callers
+pass barcodes, outcomes and plain details only.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from sipserver.backend import dbtime
+from sipserver.backend.base import Refusal, TxContext
+from sipserver.backend.dialect import Tx
+
+OK = "ok"
+
+
+def outcome(refusal: Refusal | None) -> str:
+    return OK if refusal is None else refusal.value
+
+
+def record(
+    tx: Tx,
+    ctx: TxContext,
+    now: datetime.datetime,
+    request: str,
+    *,
+    patron: str = "",
+    item: str = "",
+    result: str = OK,
+    detail: str = "",
+) -> None:
+    tx.execute(
+        "INSERT INTO audit_log (logged_at, institution, login, location, peer, request, patron, item,"
+        " outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            dbtime.stamp(now),
+            ctx.institution,
+            ctx.login,
+            ctx.location,
+            ctx.peer,
+            ctx.request or request,
+            patron,
+            item,
+            result,
+            detail,
+        ),
+    )

@@ -1,0 +1,495 @@
+"""Checkout, checkin, renew, renew all and item status update, as portable transaction functions.
+
+Each function runs inside one write transaction that the caller opened (``BEGIN IMMEDIATE`` on
+sqlite; on PostgreSQL the rows read with ``lock=True`` are locked ``FOR UPDATE``, patron before
+item, everywhere, so that concurrent checkouts serialize without deadlocks). Each writes its audit
+row in that same transaction, for refusals too.
+
+Items that do not circulate: ``lost``, ``missing``, ``in_process``, ``on_order`` and
+``claimed_returned``. A checkin makes any of them available again ("found").
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import attrs
+
+from sipserver.backend import audit, dbtime, fees, holds, records, rules
+from sipserver.backend.base import (
+    CheckinResult,
+    CheckoutResult,
+    ItemStatusResult,
+    Refusal,
+    RenewAllResult,
+    RenewResult,
+    TxContext,
+)
+from sipserver.backend.dialect import Tx
+from sipserver.backend.money import format_cents
+from sipserver.backend.pins import PinVerifier
+from sipserver.backend.records import ItemRow, LoanRow, PatronRow
+
+NOT_CIRCULATING = frozenset({"lost", "missing", "in_process", "on_order", "claimed_returned"})
+
+
+@attrs.frozen
+class Renewal:
+    """What renewing a loan did."""
+
+    due: datetime.datetime
+    fee_type: str = ""
+    fee_amount: str = ""
+    fine: int = 0  # overdue fine charged for the time already late
+
+
+def _transaction_id(loan_id: int, renewals: int) -> str:
+    return f"L{loan_id}" + (f"R{renewals}" if renewals else "")
+
+
+def _pin_ok(pins: PinVerifier, patron: PatronRow, pin: str | None) -> bool | None:
+    return None if pin is None else pins.verify(patron.barcode, pin, patron.pin_hash)
+
+
+def _lend(
+    tx: Tx,
+    patron: PatronRow,
+    item: ItemRow,
+    due: datetime.datetime,
+    now: datetime.datetime,
+    *,
+    own_hold: records.HoldRow | None,
+) -> int:
+    """Create the loan; fill the patron's hold; a copy trapped for someone else goes back to the queue."""
+    loan_id = tx.insert(
+        "INSERT INTO loans (item_id, patron_id, checked_out, due, renewals) VALUES (?, ?, ?, ?, 0)",
+        (item.id, patron.id, dbtime.stamp(now), dbtime.stamp(due)),
+    )
+    trapped = records.trapped_hold(tx, item.id)
+    if own_hold is not None:
+        holds.fill(tx, own_hold, loan_id)
+    if trapped is not None and (own_hold is None or trapped.id != own_hold.id):
+        holds.release(tx, trapped)
+    tx.execute("UPDATE items SET status = 'charged' WHERE id = ?", (item.id,))
+    if item.rental_fee > 0:
+        fees.charge(
+            tx, patron.id, "rental", item.rental_fee, now, item_id=item.id, loan_id=loan_id, description=item.title
+        )
+    return loan_id
+
+
+def _renew(
+    tx: Tx,
+    patron: PatronRow,
+    item: ItemRow,
+    loan: LoanRow,
+    circ: rules.CircRules,
+    now: datetime.datetime,
+    due: datetime.datetime | None = None,
+) -> Renewal:
+    """Extend the loan; the fine for days already late is charged now, the rental fee again."""
+    fine = rules.overdue_fine(loan.due_at, now, circ)
+    if fine:
+        fees.charge(tx, patron.id, "overdue", fine, now, item_id=item.id, loan_id=loan.id, description=item.title)
+    new_due = due or max(dbtime.days_from(now, circ.loan_days), loan.due_at)
+    tx.execute(
+        "UPDATE loans SET prev_due = due, due = ?, renewals = renewals + 1 WHERE id = ?",
+        (dbtime.stamp(new_due), loan.id),
+    )
+    if item.rental_fee > 0:
+        fees.charge(
+            tx, patron.id, "rental", item.rental_fee, now, item_id=item.id, loan_id=loan.id, description=item.title
+        )
+        return Renewal(new_due, "rental", format_cents(item.rental_fee), fine)
+    return Renewal(new_due, fine=fine)
+
+
+def _renewal_refusal(
+    tx: Tx, item: ItemRow, loan: LoanRow, circ: rules.CircRules, now: datetime.datetime, fee_acknowledged: bool
+) -> Refusal | None:
+    if loan.renewals >= circ.max_renewals:
+        return Refusal.TOO_MANY_RENEWALS
+    if holds.wanted_by_others(tx, item, loan.patron_id, now):
+        return Refusal.RENEWAL_BLOCKED_BY_HOLD
+    if item.rental_fee > 0 and not fee_acknowledged:
+        return Refusal.FEE_NOT_ACKNOWLEDGED
+    return None
+
+
+def _end_loan(tx: Tx, loan: LoanRow, returned: datetime.datetime, now: datetime.datetime) -> int:
+    """Close the loan and charge the overdue fine (by the borrower's rules); returns the fine."""
+    borrower = records.patron_by_id(tx, loan.patron_id)
+    fine = rules.overdue_fine(loan.due_at, returned, records.rules_for(tx, borrower.patron_type))
+    tx.execute("UPDATE loans SET returned = ? WHERE id = ?", (dbtime.stamp(returned), loan.id))
+    if fine:
+        item = records.item_by_id(tx, loan.item_id)
+        fees.charge(tx, borrower.id, "overdue", fine, now, item_id=item.id, loan_id=loan.id, description=item.title)
+    return fine
+
+
+def checkout(
+    tx: Tx,
+    ctx: TxContext,
+    now: datetime.datetime,
+    pins: PinVerifier,
+    patron_barcode: str,
+    item_barcode: str,
+    pin: str | None,
+    *,
+    fee_acknowledged: bool = False,
+    no_block: bool = False,
+    nb_due: datetime.datetime | None = None,
+    renewal_allowed: bool = True,
+    cancel: bool = False,
+) -> CheckoutResult:
+    patron = records.find_patron(tx, patron_barcode, lock=True)
+    item = records.find_item(tx, item_barcode, lock=True)
+
+    def done(result: CheckoutResult, detail: str = "") -> CheckoutResult:
+        if item is not None and result.item is None:
+            result = attrs.evolve(result, item=records.item_view(tx, records.item_by_id(tx, item.id), now))
+        audit.record(
+            tx,
+            ctx,
+            now,
+            "checkout",
+            patron=patron_barcode,
+            item=item_barcode,
+            result=audit.outcome(result.refusal),
+            detail=detail or result.message,
+        )
+        return result
+
+    def refuse(refusal: Refusal, message: str = "", **more: str) -> CheckoutResult:
+        return done(CheckoutResult(ok=False, refusal=refusal, message=message, desensitize=False, **more))
+
+    def lent(loan_id: int, due: datetime.datetime, detail: str) -> CheckoutResult:
+        fee = {"fee_type": "rental", "fee_amount": format_cents(item.rental_fee)} if item.rental_fee else {}
+        return done(CheckoutResult(ok=True, due=due, transaction_id=_transaction_id(loan_id, 0), **fee), detail)
+
+    def renewed(loan: LoanRow, due: datetime.datetime | None, detail: str) -> CheckoutResult:
+        r = _renew(tx, patron, item, loan, circ, now, due)
+        return done(
+            CheckoutResult(
+                ok=True,
+                renewal=True,
+                due=r.due,
+                fee_type=r.fee_type,
+                fee_amount=r.fee_amount,
+                transaction_id=_transaction_id(loan.id, loan.renewals + 1),
+            ),
+            detail,
+        )
+
+    if patron is None:
+        return refuse(Refusal.UNKNOWN_PATRON)
+    if item is None:
+        return refuse(Refusal.UNKNOWN_ITEM)
+    if cancel:
+        return done(_undo_checkin(tx, patron, item, now))
+    circ = records.rules_for(tx, patron.patron_type)
+    loan = records.open_loan(tx, item.id)
+    own_loan = loan is not None and loan.patron_id == patron.id
+
+    if no_block:  # store and forward: it already happened at the terminal; record it as told
+        if loan is not None and own_loan:
+            return renewed(loan, nb_due, "offline renewal")
+        if loan is not None:
+            _end_loan(tx, loan, now, now)
+        _, own_hold = holds.checkout_holds(tx, item, patron.id, now)
+        due = nb_due or dbtime.days_from(now, circ.loan_days)
+        return lent(_lend(tx, patron, item, due, now, own_hold=own_hold), due, "offline checkout")
+
+    pin_ok = _pin_ok(pins, patron, pin)
+    facts = records.standing(tx, patron, now)
+    if loan is not None and own_loan:
+        refusal = rules.patron_refusal(rules.Action.RENEW, pin_ok, facts, circ)
+        if refusal is None and not renewal_allowed:
+            return refuse(Refusal.NOT_PERMITTED, "already checked out to you; renew it at the desk")
+        refusal = refusal or _renewal_refusal(tx, item, loan, circ, now, fee_acknowledged)
+        if refusal is Refusal.FEE_NOT_ACKNOWLEDGED:
+            return refuse(refusal, fee_type="rental", fee_amount=format_cents(item.rental_fee))
+        if refusal is not None:
+            return refuse(refusal, rules.refusal_detail(refusal, facts, circ))
+        return renewed(loan, None, "renewal")
+
+    refusal = rules.patron_refusal(rules.Action.CHECKOUT, pin_ok, facts, circ)
+    if refusal is not None:
+        return refuse(refusal, rules.refusal_detail(refusal, facts, circ))
+    if loan is not None:
+        return refuse(Refusal.ITEM_CHECKED_OUT_TO_OTHER)
+    if item.status in NOT_CIRCULATING:
+        return refuse(Refusal.ITEM_NOT_CIRCULATING, f"item is {item.status.replace('_', ' ')}")
+    blocking, own_hold = holds.checkout_holds(tx, item, patron.id, now)
+    if blocking is not None:
+        return refuse(Refusal.ITEM_ON_HOLD_FOR_OTHER)
+    if item.rental_fee > 0 and not fee_acknowledged:
+        return refuse(Refusal.FEE_NOT_ACKNOWLEDGED, fee_type="rental", fee_amount=format_cents(item.rental_fee))
+    due = dbtime.days_from(now, circ.loan_days)
+    loan_id = _lend(tx, patron, item, due, now, own_hold=own_hold)
+    return lent(loan_id, due, "filled hold" if own_hold is not None else "")
+
+
+def _undo_checkin(tx: Tx, patron: PatronRow, item: ItemRow, now: datetime.datetime) -> CheckoutResult:
+    """Checkout with cancel: give the item back to the patron whose checkin the terminal could not finish."""
+    current = records.open_loan(tx, item.id)
+    if current is not None:
+        if current.patron_id == patron.id:
+            return CheckoutResult(ok=True, due=current.due_at, message="still checked out to this patron")
+        return CheckoutResult(ok=False, refusal=Refusal.ITEM_CHECKED_OUT_TO_OTHER, desensitize=False)
+    row = tx.one(
+        "SELECT * FROM loans WHERE item_id = ? AND returned IS NOT NULL ORDER BY returned DESC, id DESC LIMIT 1",
+        (item.id,),
+    )
+    last = records.LoanRow(**row) if row else None
+    if last is None or last.patron_id != patron.id:
+        return CheckoutResult(
+            ok=False, refusal=Refusal.NOT_PERMITTED, message="no checkin to cancel", desensitize=False
+        )
+    tx.execute("UPDATE loans SET returned = NULL WHERE id = ?", (last.id,))
+    fees.void_unpaid(tx, last.id, "overdue", since=last.returned)
+    trapped = records.trapped_hold(tx, item.id)
+    if trapped is not None:
+        holds.release(tx, trapped)
+    tx.execute("UPDATE items SET status = 'charged' WHERE id = ?", (item.id,))
+    return CheckoutResult(
+        ok=True, due=last.due_at, transaction_id=_transaction_id(last.id, last.renewals), message="checkin cancelled"
+    )
+
+
+def checkin(
+    tx: Tx,
+    ctx: TxContext,
+    now: datetime.datetime,
+    item_barcode: str,
+    location: str,
+    *,
+    return_date: datetime.datetime | None = None,
+    no_block: bool = False,
+    cancel: bool = False,
+) -> CheckinResult:
+    item = records.find_item(tx, item_barcode, lock=True)
+    if item is None:
+        audit.record(tx, ctx, now, "checkin", item=item_barcode, result=audit.outcome(Refusal.UNKNOWN_ITEM))
+        return CheckinResult(ok=False, refusal=Refusal.UNKNOWN_ITEM, resensitize=False)
+    loan = records.open_loan(tx, item.id)
+    borrower = records.patron_by_id(tx, loan.patron_id).barcode if loan is not None else ""
+    if cancel:
+        result = _undo_checkout(tx, item, loan, now)
+        result = attrs.evolve(
+            result, patron_barcode=borrower, item=records.item_view(tx, records.item_by_id(tx, item.id), now)
+        )
+        audit.record(
+            tx,
+            ctx,
+            now,
+            "checkin",
+            patron=borrower,
+            item=item_barcode,
+            result=audit.outcome(result.refusal),
+            detail="checkout cancelled",
+        )
+        return result
+
+    fine = _end_loan(tx, loan, return_date or now, now) if loan is not None else 0
+    here = location.strip()
+    result = CheckinResult(ok=True, patron_barcode=borrower, fine_amount=format_cents(fine) if fine else "")
+    hold = holds.trap(tx, item, here, now)
+    if hold is not None:
+        hold_patron = records.patron_by_id(tx, hold.patron_id)
+        status = "on_hold_shelf" if hold.state == "waiting" else "in_transit"
+        result = attrs.evolve(
+            result,
+            alert=True,
+            alert_kind="hold_here" if hold.state == "waiting" else "hold_other_branch",
+            hold_patron_barcode=hold_patron.barcode,
+            hold_patron_name=hold_patron.name,
+            hold_pickup_location=hold.pickup_location,
+            transit_to="" if hold.state == "waiting" else hold.pickup_location,
+        )
+    elif here and item.home and not holds.same_place(here, item.home):
+        status = "in_transit"
+        result = attrs.evolve(result, alert=True, alert_kind="transit", transit_to=item.home)
+    else:
+        status = "available"
+    tx.execute(
+        "UPDATE items SET status = ?, current_location = ? WHERE id = ?",
+        (status, here or item.current_location, item.id),
+    )
+    result = attrs.evolve(result, item=records.item_view(tx, records.item_by_id(tx, item.id), now))
+    detail = " ".join(
+        part
+        for part in (
+            "offline" if no_block else "",
+            f"from {borrower}" if borrower else "not checked out",
+            f"fine {result.fine_amount}" if fine else "",
+            f"{result.alert_kind} {result.transit_to or result.hold_pickup_location}".strip(),
+        )
+        if part
+    )
+    audit.record(tx, ctx, now, "checkin", patron=borrower, item=item_barcode, detail=detail)
+    return result
+
+
+def _undo_checkout(tx: Tx, item: ItemRow, loan: LoanRow | None, now: datetime.datetime) -> CheckinResult:
+    """Checkin with cancel: take back the checkout (or the renewal) the terminal could not finish."""
+    if loan is None:
+        return CheckinResult(ok=False, refusal=Refusal.NOT_CHECKED_OUT)
+    fees.void_unpaid(tx, loan.id, "rental")
+    if loan.renewals > 0 and loan.prev_due:
+        tx.execute("UPDATE loans SET due = prev_due, prev_due = NULL, renewals = renewals - 1 WHERE id = ?", (loan.id,))
+        return CheckinResult(ok=True, message="renewal cancelled")
+    tx.execute("UPDATE loans SET returned = checked_out WHERE id = ?", (loan.id,))
+    filled = records.hold_rows(tx, "SELECT * FROM holds WHERE filled_loan_id = ?", (loan.id,))
+    if filled:
+        tx.execute(
+            "UPDATE holds SET state = 'waiting', filled_loan_id = NULL, shelf_item_id = ?,"
+            " shelf_expires = COALESCE(shelf_expires, ?) WHERE id = ?",
+            (item.id, dbtime.stamp(dbtime.days_from(now, 1)), filled[0].id),
+        )
+    status = "on_hold_shelf" if filled else "available"
+    tx.execute("UPDATE items SET status = ? WHERE id = ?", (status, item.id))
+    return CheckinResult(ok=True, message="checkout cancelled")
+
+
+def _loan_to_renew(
+    tx: Tx, patron: PatronRow, item_barcode: str, title: str
+) -> tuple[ItemRow | None, LoanRow | None, Refusal | None]:
+    if item_barcode:
+        item = records.find_item(tx, item_barcode, lock=True)
+        if item is None:
+            return None, None, Refusal.UNKNOWN_ITEM
+    else:
+        row = tx.one(
+            "SELECT i.barcode FROM loans l JOIN items i ON i.id = l.item_id"
+            " WHERE l.patron_id = ? AND l.returned IS NULL AND i.title = ? ORDER BY l.due, i.barcode",
+            (patron.id, title),
+        )
+        if row is None:
+            return None, None, Refusal.UNKNOWN_TITLE if title else Refusal.UNKNOWN_ITEM
+        item = records.find_item(tx, row["barcode"], lock=True)
+        assert item is not None
+    loan = records.open_loan(tx, item.id)
+    if loan is None or loan.patron_id != patron.id:
+        return item, None, Refusal.NOT_CHECKED_OUT
+    return item, loan, None
+
+
+def renew(
+    tx: Tx,
+    ctx: TxContext,
+    now: datetime.datetime,
+    pins: PinVerifier,
+    patron_barcode: str,
+    item_barcode: str,
+    pin: str | None,
+    *,
+    title: str = "",
+    fee_acknowledged: bool = False,
+    no_block: bool = False,
+    nb_due: datetime.datetime | None = None,
+) -> RenewResult:
+    patron = records.find_patron(tx, patron_barcode, lock=True)
+    item: ItemRow | None = None
+
+    def done(result: RenewResult, detail: str = "") -> RenewResult:
+        if item is not None:
+            result = attrs.evolve(result, item=records.item_view(tx, records.item_by_id(tx, item.id), now))
+        audit.record(
+            tx,
+            ctx,
+            now,
+            "renew",
+            patron=patron_barcode,
+            item=item_barcode or title,
+            result=audit.outcome(result.refusal),
+            detail=detail or result.message,
+        )
+        return result
+
+    if patron is None:
+        return done(RenewResult(ok=False, refusal=Refusal.UNKNOWN_PATRON))
+    circ = records.rules_for(tx, patron.patron_type)
+    facts = records.standing(tx, patron, now)
+    if not no_block:
+        refusal = rules.patron_refusal(rules.Action.RENEW, _pin_ok(pins, patron, pin), facts, circ)
+        if refusal is not None:
+            return done(RenewResult(ok=False, refusal=refusal, message=rules.refusal_detail(refusal, facts, circ)))
+    item, loan, refusal = _loan_to_renew(tx, patron, item_barcode, title)
+    if refusal is not None or loan is None or item is None:
+        return done(RenewResult(ok=False, refusal=refusal))
+    if not no_block:
+        refusal = _renewal_refusal(tx, item, loan, circ, now, fee_acknowledged)
+        if refusal is Refusal.FEE_NOT_ACKNOWLEDGED:
+            return done(RenewResult(False, refusal, fee_type="rental", fee_amount=format_cents(item.rental_fee)))
+        if refusal is not None:
+            return done(RenewResult(False, refusal, rules.refusal_detail(refusal, facts, circ)))
+    r = _renew(tx, patron, item, loan, circ, now, nb_due if no_block else None)
+    return done(
+        RenewResult(
+            ok=True,
+            due=r.due,
+            fee_type=r.fee_type,
+            fee_amount=r.fee_amount,
+            transaction_id=_transaction_id(loan.id, loan.renewals + 1),
+        ),
+        "offline renewal" if no_block else "",
+    )
+
+
+def renew_all(
+    tx: Tx,
+    ctx: TxContext,
+    now: datetime.datetime,
+    pins: PinVerifier,
+    patron_barcode: str,
+    pin: str | None,
+    *,
+    fee_acknowledged: bool = False,
+) -> RenewAllResult:
+    patron = records.find_patron(tx, patron_barcode, lock=True)
+    if patron is None:
+        audit.record(tx, ctx, now, "renew_all", patron=patron_barcode, result=Refusal.UNKNOWN_PATRON.value)
+        return RenewAllResult(ok=False, refusal=Refusal.UNKNOWN_PATRON)
+    circ = records.rules_for(tx, patron.patron_type)
+    facts = records.standing(tx, patron, now)
+    refusal = rules.patron_refusal(rules.Action.RENEW, _pin_ok(pins, patron, pin), facts, circ)
+    if refusal is not None:
+        message = rules.refusal_detail(refusal, facts, circ)
+        audit.record(tx, ctx, now, "renew_all", patron=patron_barcode, result=refusal.value, detail=message)
+        return RenewAllResult(ok=False, refusal=refusal, message=message)
+    loans = tx.all(
+        "SELECT l.*, i.barcode AS item_barcode FROM loans l JOIN items i ON i.id = l.item_id"
+        " WHERE l.patron_id = ? AND l.returned IS NULL ORDER BY l.due, i.barcode",
+        (patron.id,),
+    )
+    renewed: list[str] = []
+    unrenewed: list[tuple[str, str]] = []
+    for row in loans:
+        barcode = row.pop("item_barcode")
+        loan = LoanRow(**row)
+        item = records.item_by_id(tx, loan.item_id, lock=True)
+        refusal = _renewal_refusal(tx, item, loan, circ, now, fee_acknowledged)
+        if refusal is None:
+            r = _renew(tx, patron, item, loan, circ, now)
+            renewed.append(barcode)
+            detail = f"due {r.due.isoformat()}"
+        else:
+            unrenewed.append((barcode, rules.reason_text(refusal)))
+            detail = rules.reason_text(refusal)
+        audit.record(
+            tx, ctx, now, "renew_all", patron=patron_barcode, item=barcode, result=audit.outcome(refusal), detail=detail
+        )
+    return RenewAllResult(ok=True, renewed=tuple(renewed), unrenewed=tuple(unrenewed))
+
+
+def item_status_update(
+    tx: Tx, ctx: TxContext, now: datetime.datetime, item_barcode: str, properties: str
+) -> ItemStatusResult:
+    item = records.find_item(tx, item_barcode, lock=True)
+    if item is None:
+        audit.record(tx, ctx, now, "item_status_update", item=item_barcode, result=Refusal.UNKNOWN_ITEM.value)
+        return ItemStatusResult(ok=False, refusal=Refusal.UNKNOWN_ITEM)
+    tx.execute("UPDATE items SET properties = ? WHERE id = ?", (properties, item.id))
+    audit.record(tx, ctx, now, "item_status_update", item=item_barcode, detail=f"properties {properties!r}")
+    return ItemStatusResult(ok=True, item=records.item_view(tx, records.item_by_id(tx, item.id), now))

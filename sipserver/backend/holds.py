@@ -1,0 +1,217 @@
+"""The hold queue: placing, cancelling and changing holds, and matching copies to holds.
+
+A hold is on one copy (``item_id``) or on a title (any copy with that exact title). It waits in
+the queue (``queued``) first come first served; a copy checked in is *trapped* for the first hold
+it can fill: it goes to the hold shelf (``waiting``) when checked in at the pickup library, or
+travels there (``in_transit``) first. Checking the copy out to the hold's patron fills it.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from sipserver.backend import audit, dbtime, records, rules
+from sipserver.backend.base import HoldMode, HoldResult, Refusal, TxContext
+from sipserver.backend.dialect import Tx
+from sipserver.backend.pins import PinVerifier
+from sipserver.backend.records import HoldRow, ItemRow
+
+#: SIP2 hold type (BY) for "any copy of a title".
+ANY_COPY = "2"
+
+
+def same_place(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
+
+
+def checkout_holds(
+    tx: Tx, item: ItemRow, patron_id: int, now: datetime.datetime
+) -> tuple[HoldRow | None, HoldRow | None]:
+    """(a hold of another patron that stops this checkout, this patron's hold the checkout fills)."""
+    trapped = records.trapped_hold(tx, item.id)
+    if trapped is not None:
+        return (None, trapped) if trapped.patron_id == patron_id else (trapped, None)
+    queue = records.hold_queue(tx, item, now)
+    if not queue:
+        return None, None
+    return (None, queue[0]) if queue[0].patron_id == patron_id else (queue[0], None)
+
+
+def wanted_by_others(tx: Tx, item: ItemRow, patron_id: int, now: datetime.datetime) -> bool:
+    """Whether another patron waits for this copy or its title (so it may not be renewed)."""
+    return any(h.patron_id != patron_id for h in records.hold_queue(tx, item, now))
+
+
+def fill(tx: Tx, hold: HoldRow, loan_id: int) -> None:
+    tx.execute("UPDATE holds SET state = 'filled', filled_loan_id = ? WHERE id = ?", (loan_id, hold.id))
+
+
+def release(tx: Tx, hold: HoldRow) -> None:
+    """Put a trapped hold back in the queue (its copy went elsewhere); it keeps its place."""
+    tx.execute("UPDATE holds SET state = 'queued', shelf_item_id = NULL, shelf_expires = NULL WHERE id = ?", (hold.id,))
+
+
+def trap(tx: Tx, item: ItemRow, location: str, now: datetime.datetime) -> HoldRow | None:
+    """Set a checked-in copy aside for the first hold it can fill; None when nobody waits for it."""
+    hold = records.trapped_hold(tx, item.id)
+    if hold is None:
+        queue = records.hold_queue(tx, item, now)
+        if not queue:
+            return None
+        hold = queue[0]
+    if not hold.pickup_location or not location or same_place(hold.pickup_location, location):
+        patron = records.patron_by_id(tx, hold.patron_id)
+        shelf_days = records.rules_for(tx, patron.patron_type).hold_shelf_days
+        state, shelf_expires = "waiting", dbtime.stamp(dbtime.days_from(now, shelf_days))
+    else:
+        state, shelf_expires = "in_transit", None
+    tx.execute(
+        "UPDATE holds SET state = ?, shelf_item_id = ?, shelf_expires = ? WHERE id = ?",
+        (state, item.id, shelf_expires, hold.id),
+    )
+    return records.hold_rows(tx, "SELECT * FROM holds WHERE id = ?", (hold.id,))[0]
+
+
+def _title_queue(tx: Tx, title: str, now: datetime.datetime) -> list[HoldRow]:
+    return records.hold_rows(
+        tx,
+        "SELECT * FROM holds WHERE title = ? AND state = 'queued' AND (expires IS NULL OR expires >= ?)"
+        " ORDER BY placed, id",
+        (title, dbtime.stamp(now)),
+    )
+
+
+def _patron_hold(tx: Tx, patron_id: int, item: ItemRow | None, title: str, now: datetime.datetime) -> HoldRow | None:
+    """The patron's active hold on this copy (or on its title), or on this title."""
+    active = records.active_hold_sql()
+    if item is not None:
+        sql = (
+            f"SELECT * FROM holds WHERE patron_id = ? AND {active}"
+            " AND (item_id = ? OR shelf_item_id = ? OR (item_id IS NULL AND title = ?)) ORDER BY placed, id"
+        )
+        params: tuple = (patron_id, dbtime.stamp(now), item.id, item.id, item.title)
+    else:
+        sql = f"SELECT * FROM holds WHERE patron_id = ? AND {active} AND title = ? ORDER BY placed, id"
+        params = (patron_id, dbtime.stamp(now), title)
+    rows = records.hold_rows(tx, sql, params)
+    return rows[0] if rows else None
+
+
+def _available(tx: Tx, copy: ItemRow | None, title: str) -> bool:
+    """Whether the copy (for a copy hold) or any copy of the title is on the open shelf now."""
+    if copy is not None:
+        return copy.status == "available"
+    return tx.one("SELECT id FROM items WHERE title = ? AND status = 'available'", (title,)) is not None
+
+
+def _position(tx: Tx, hold: HoldRow, now: datetime.datetime) -> int | None:
+    if hold.state != "queued":
+        return None
+    if hold.item_id is not None:
+        queue = records.hold_queue(tx, records.item_by_id(tx, hold.item_id), now)
+    else:
+        queue = _title_queue(tx, hold.title, now)
+    ids = [h.id for h in queue]
+    return ids.index(hold.id) + 1 if hold.id in ids else None
+
+
+def _result(tx: Tx, hold_id: int, now: datetime.datetime) -> HoldResult:
+    hold = records.hold_rows(tx, "SELECT * FROM holds WHERE id = ?", (hold_id,))[0]
+    copy = records.item_by_id(tx, hold.item_id) if hold.item_id is not None else None
+    return HoldResult(
+        ok=True,
+        available=hold.state == "waiting" or _available(tx, copy, hold.title),
+        queue_position=_position(tx, hold, now),
+        pickup_location=hold.pickup_location,
+        expires=dbtime.parse_stamp(hold.expires),
+        item_barcode=copy.barcode if copy is not None else "",
+        title=hold.title,
+    )
+
+
+def hold(
+    tx: Tx,
+    ctx: TxContext,
+    now: datetime.datetime,
+    pins: PinVerifier,
+    mode: HoldMode,
+    patron_barcode: str,
+    pin: str | None,
+    *,
+    item: str = "",
+    title: str = "",
+    pickup_location: str = "",
+    expires: datetime.datetime | None = None,
+    hold_type: str = "",
+) -> HoldResult:
+    def done(result: HoldResult, detail: str = "") -> HoldResult:
+        audit.record(
+            tx,
+            ctx,
+            now,
+            f"hold{mode.value}",
+            patron=patron_barcode,
+            item=item or title,
+            result=audit.outcome(result.refusal),
+            detail=detail or result.message,
+        )
+        return result
+
+    patron = records.find_patron(tx, patron_barcode, lock=True)
+    if patron is None:
+        return done(HoldResult(False, Refusal.UNKNOWN_PATRON))
+    pin_ok = None if pin is None else pins.verify(patron.barcode, pin, patron.pin_hash)
+    if pin_ok is False:
+        return done(HoldResult(False, Refusal.WRONG_PIN))
+    copy = records.find_item(tx, item, lock=True) if item else None
+    if item and copy is None:
+        return done(HoldResult(False, Refusal.UNKNOWN_ITEM, item_barcode=item, title=title))
+    if copy is None and (not title or tx.one("SELECT id FROM items WHERE title = ?", (title,)) is None):
+        return done(HoldResult(False, Refusal.UNKNOWN_TITLE, title=title))
+    the_title = copy.title if copy is not None else title
+    existing = _patron_hold(tx, patron.id, copy, the_title, now)
+
+    if mode is not HoldMode.ADD:
+        if existing is None:
+            return done(HoldResult(False, Refusal.HOLD_NOT_FOUND, item_barcode=item, title=the_title))
+        if mode is HoldMode.CANCEL:
+            tx.execute("UPDATE holds SET state = 'cancelled' WHERE id = ?", (existing.id,))
+            if existing.shelf_item_id is not None:  # the copy set aside must be checked in again
+                tx.execute("UPDATE items SET status = 'reshelving' WHERE id = ?", (existing.shelf_item_id,))
+            return done(HoldResult(True, item_barcode=item, title=the_title, pickup_location=existing.pickup_location))
+        tx.execute(
+            "UPDATE holds SET pickup_location = ?, expires = ? WHERE id = ?",
+            (
+                pickup_location or existing.pickup_location,
+                dbtime.stamp(expires) if expires is not None else existing.expires,
+                existing.id,
+            ),
+        )
+        return done(_result(tx, existing.id, now))
+
+    facts = records.standing(tx, patron, now)
+    circ = records.rules_for(tx, patron.patron_type)
+    refusal = rules.patron_refusal(rules.Action.HOLD, pin_ok, facts, circ)
+    if refusal is not None:
+        return done(HoldResult(False, refusal, rules.refusal_detail(refusal, facts, circ), title=the_title))
+    if existing is not None:
+        return done(HoldResult(False, Refusal.HOLD_EXISTS, item_barcode=item, title=the_title))
+    if copy is not None:
+        loan = records.open_loan(tx, copy.id)
+        if loan is not None and loan.patron_id == patron.id:
+            return done(HoldResult(False, Refusal.HOLD_NOT_ALLOWED, "already checked out to you", title=the_title))
+    item_level = copy is not None and hold_type != ANY_COPY
+    pickup = pickup_location or patron.home_library or ctx.location or (copy.home if copy else "")
+    hold_id = tx.insert(
+        "INSERT INTO holds (patron_id, item_id, title, state, pickup_location, expires, placed)"
+        " VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+        (
+            patron.id,
+            copy.id if item_level and copy is not None else None,
+            the_title,
+            pickup,
+            dbtime.stamp(expires) if expires is not None else None,
+            dbtime.stamp(now),
+        ),
+    )
+    return done(_result(tx, hold_id, now))

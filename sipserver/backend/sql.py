@@ -1,0 +1,239 @@
+"""The ILS interface on top of the portable transaction functions, for any SQL database.
+
+:class:`SQLBackend` implements every :class:`~sipserver.backend.base.ILSBackend` method by handing
+one function of this package (``accounts``, ``circulation``, ``holds``, ``fees``) to
+:meth:`SQLBackend.run_read` or :meth:`SQLBackend.run_write`. A concrete backend supplies only
+those two (how to get a cursor in a transaction, on which thread) plus ``start``/``stop``/``health``:
+sqlite in :mod:`sipserver.backend.sqlite`, PostgreSQL through ``adbapi.ConnectionPool.runInteraction``
+later. The rules therefore cannot differ between databases.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+
+from sipserver.backend import accounts, circulation, dbtime, fees, holds
+from sipserver.backend.base import (
+    CheckinResult,
+    CheckoutResult,
+    FeePaidResult,
+    HoldMode,
+    HoldResult,
+    Item,
+    ItemStatusResult,
+    Patron,
+    RenewAllResult,
+    RenewResult,
+    TxContext,
+)
+from sipserver.backend.dialect import Dialect, Tx
+from sipserver.backend.pins import PinVerifier
+from sipserver.backend.records import find_item, item_view
+
+T = TypeVar("T")
+Clock = Callable[[], datetime.datetime]
+
+
+class SQLBackend:
+    """Everything but the connection handling; see the module docstring."""
+
+    dialect: Dialect
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or datetime.datetime.now
+        self.pins = PinVerifier()
+
+    def now(self, ctx: TxContext | None = None) -> datetime.datetime:
+        """The transaction's time: the context's, else the clock's; local, naive, whole seconds."""
+        moment = ctx.now if ctx is not None and ctx.now is not None else self._clock()
+        return dbtime.local_naive(moment)
+
+    # -- what a concrete backend provides --------------------------------------------------------
+
+    def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """Call ``fn(tx, *args, **kwargs)`` in a read transaction."""
+        raise NotImplementedError
+
+    def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """Call ``fn(tx, *args, **kwargs)`` in a write transaction, committed when it returns."""
+        raise NotImplementedError
+
+    # -- the ILS interface ------------------------------------------------------------------------
+
+    def health(self) -> Deferred[bool]:
+        d = self.run_read(lambda tx: tx.scalar("SELECT 1") == 1)
+        d.addErrback(lambda _failure: False)
+        return d
+
+    def patron(
+        self, institution: str, barcode: str, pin: str | None, *, with_lists: bool = False
+    ) -> Deferred[Patron | None]:
+        return self.run_read(accounts.lookup, self.now(), self.pins, barcode, pin, with_lists=with_lists)
+
+    def item(self, institution: str, barcode: str) -> Deferred[Item | None]:
+        now = self.now()
+
+        def look(tx: Tx) -> Item | None:
+            row = find_item(tx, barcode)
+            return item_view(tx, row, now) if row is not None else None
+
+        return self.run_read(look)
+
+    def checkout(
+        self,
+        ctx: TxContext,
+        patron: str,
+        item: str,
+        pin: str | None,
+        *,
+        fee_acknowledged: bool = False,
+        no_block: bool = False,
+        nb_due: datetime.datetime | None = None,
+        renewal_allowed: bool = True,
+        cancel: bool = False,
+    ) -> Deferred[CheckoutResult]:
+        return self.run_write(
+            circulation.checkout,
+            ctx,
+            self.now(ctx),
+            self.pins,
+            patron,
+            item,
+            pin,
+            fee_acknowledged=fee_acknowledged,
+            no_block=no_block,
+            nb_due=dbtime.local_naive(nb_due) if nb_due is not None else None,
+            renewal_allowed=renewal_allowed,
+            cancel=cancel,
+        )
+
+    def checkin(
+        self,
+        ctx: TxContext,
+        item: str,
+        location: str,
+        *,
+        return_date: datetime.datetime | None = None,
+        no_block: bool = False,
+        cancel: bool = False,
+    ) -> Deferred[CheckinResult]:
+        return self.run_write(
+            circulation.checkin,
+            ctx,
+            self.now(ctx),
+            item,
+            location,
+            return_date=dbtime.local_naive(return_date) if return_date is not None else None,
+            no_block=no_block,
+            cancel=cancel,
+        )
+
+    def renew(
+        self,
+        ctx: TxContext,
+        patron: str,
+        item: str,
+        pin: str | None,
+        *,
+        title: str = "",
+        fee_acknowledged: bool = False,
+        no_block: bool = False,
+        nb_due: datetime.datetime | None = None,
+    ) -> Deferred[RenewResult]:
+        return self.run_write(
+            circulation.renew,
+            ctx,
+            self.now(ctx),
+            self.pins,
+            patron,
+            item,
+            pin,
+            title=title,
+            fee_acknowledged=fee_acknowledged,
+            no_block=no_block,
+            nb_due=dbtime.local_naive(nb_due) if nb_due is not None else None,
+        )
+
+    def renew_all(
+        self, ctx: TxContext, patron: str, pin: str | None, *, fee_acknowledged: bool = False
+    ) -> Deferred[RenewAllResult]:
+        return self.run_write(
+            circulation.renew_all, ctx, self.now(ctx), self.pins, patron, pin, fee_acknowledged=fee_acknowledged
+        )
+
+    def hold(
+        self,
+        ctx: TxContext,
+        mode: HoldMode,
+        patron: str,
+        pin: str | None,
+        *,
+        item: str = "",
+        title: str = "",
+        pickup_location: str = "",
+        expires: datetime.datetime | None = None,
+        hold_type: str = "",
+        fee_acknowledged: bool = False,
+    ) -> Deferred[HoldResult]:
+        return self.run_write(
+            holds.hold,
+            ctx,
+            self.now(ctx),
+            self.pins,
+            mode,
+            patron,
+            pin,
+            item=item,
+            title=title,
+            pickup_location=pickup_location,
+            expires=dbtime.local_naive(expires) if expires is not None else None,
+            hold_type=hold_type,
+        )
+
+    def fee_paid(
+        self,
+        ctx: TxContext,
+        patron: str,
+        pin: str | None,
+        amount: str,
+        *,
+        currency: str = "",
+        fee_type: str = "",
+        payment_type: str = "",
+        fee_id: str = "",
+        transaction_id: str = "",
+    ) -> Deferred[FeePaidResult]:
+        return self.run_write(
+            fees.fee_paid,
+            ctx,
+            self.now(ctx),
+            self.pins,
+            patron,
+            pin,
+            amount,
+            currency=currency,
+            fee_type=fee_type,
+            payment_type=payment_type,
+            fee_id=fee_id,
+            transaction_id=transaction_id,
+        )
+
+    def block_patron(
+        self, ctx: TxContext, patron: str, *, card_retained: bool = False, message: str = ""
+    ) -> Deferred[Patron | None]:
+        return self.run_write(
+            accounts.block_patron, ctx, self.now(ctx), patron, card_retained=card_retained, message=message
+        )
+
+    def enable_patron(self, ctx: TxContext, patron: str, pin: str | None) -> Deferred[Patron | None]:
+        return self.run_write(accounts.enable_patron, ctx, self.now(ctx), self.pins, patron, pin)
+
+    def item_status_update(self, ctx: TxContext, item: str, properties: str) -> Deferred[ItemStatusResult]:
+        return self.run_write(circulation.item_status_update, ctx, self.now(ctx), item, properties)
+
+    def end_session(self, ctx: TxContext, patron: str, pin: str | None) -> Deferred[bool]:
+        return self.run_read(accounts.end_session, patron)

@@ -1,0 +1,180 @@
+"""The embedded ILS: the SQL backend on a local sqlite3 file, the default for demos and small sites.
+
+Options (the backend's mapping in the configuration):
+
+``path``
+    The database file, created on first start (its folder must exist: a missing folder is a
+    start failure, which the service retries); ``":memory:"`` for a throwaway database.
+``seed``
+    A data file (see ``docs/data-format.md``) loaded on start into an *empty* database only.
+``threaded``
+    ``true`` (default): every call runs in one dedicated worker thread, so the reactor never waits
+    for the disk; one thread because a sqlite connection belongs to one thread and writers
+    serialize anyway. ``false``: calls run synchronously on the caller's thread and the Deferreds
+    have fired on return; for tests and benchmarks, where the reactor is not running.
+``busy_timeout``
+    Seconds a write waits for another process's lock before failing (default 5).
+
+sqlite errors at run time (a locked database, a disk error) become :class:`BackendUnavailable`; at
+start they become :class:`BackendConfigError` with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from sipserver.backend import dataload, schema
+from sipserver.backend.base import BackendConfigError, BackendUnavailable
+from sipserver.backend.dialect import SQLITE, Tx
+from sipserver.backend.sql import Clock, SQLBackend
+
+T = TypeVar("T")
+
+
+def _option(options: Mapping[str, Any], key: str, kinds: tuple[type, ...], what: str, default: Any) -> Any:
+    """One option, type-checked, so that a typo'd value stops the daemon with one clear line."""
+    value = options.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise BackendConfigError(f"sqlite backend option {key!r}: expected {what}, got {value!r}")
+    return value
+
+
+class SQLiteBackend(SQLBackend):
+    """See the module docstring. Construct as ``SQLiteBackend(name=..., options=..., reactor=...)``."""
+
+    dialect = SQLITE
+    log = Logger()
+
+    def __init__(
+        self,
+        name: str = "sqlite",
+        options: Mapping[str, Any] | None = None,
+        reactor: Any = None,
+        *,
+        threaded: bool | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(clock=clock)
+        options = options or {}
+        self.name = name
+        self.path = str(_option(options, "path", (str,), "a file name or ':memory:'", ":memory:"))
+        self.seed: str | None = _option(options, "seed", (str,), "a data file name", None) or None
+        if threaded is None:
+            threaded = _option(options, "threaded", (bool,), "true or false", True)
+        self.threaded = bool(threaded)
+        self.busy_timeout = float(_option(options, "busy_timeout", (int, float), "seconds", 5.0))
+        self._reactor = reactor
+        self._pool: ThreadPool | None = None
+        self._shutdown_trigger: Any = None
+        self._conn: sqlite3.Connection | None = None
+
+    # -- running SQL ------------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        if not self.threaded:
+            try:
+                return succeed(fn(*args, **kwargs))
+            except BaseException:
+                return fail()
+        if self._pool is None:
+            return fail(BackendUnavailable(f"sqlite backend {self.name!r} is not started"))
+        return deferToThreadPool(self._get_reactor(), self._pool, fn, *args, **kwargs)
+
+    def _get_reactor(self) -> Any:
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def _transaction(self, write: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        conn = self._conn
+        if conn is None:
+            raise BackendUnavailable(f"sqlite backend {self.name!r} is not started")
+        try:
+            cursor = conn.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                result = fn(Tx(cursor, SQLITE), *args, **kwargs)
+                cursor.execute("COMMIT")
+                return result
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                cursor.close()
+        except sqlite3.Error as exc:
+            if not isinstance(exc, sqlite3.OperationalError):
+                self.log.failure("sqlite error in {fn}", fn=getattr(fn, "__name__", fn))
+            raise BackendUnavailable(f"sqlite {self.path}: {exc}") from exc
+
+    def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        return self._call(self._transaction, False, fn, *args, **kwargs)
+
+    def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        return self._call(self._transaction, True, fn, *args, **kwargs)
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        if self.threaded and self._pool is None:
+            self._pool = ThreadPool(1, 1, name=f"sipserver-sqlite-{self.name}")
+            self._pool.start()
+            self._shutdown_trigger = self._get_reactor().addSystemEventTrigger("during", "shutdown", self._stop_pool)
+        return self._call(self._open)
+
+    def _open(self) -> None:
+        """Open, tune, migrate and (into an empty database) seed; any failure is a config error."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise BackendConfigError(f"sqlite database {self.path}: {exc}") from exc
+        self._conn = conn
+        try:
+            self._transaction(True, schema.apply_migrations, self.now())
+            if self.seed and self._transaction(False, dataload.is_empty):
+                self._transaction(True, dataload.load_data_file, self.seed, self.now())
+        except BaseException as exc:
+            self._close()  # the service may call start() again later: leave nothing open
+            if isinstance(exc, dataload.DataError | BackendUnavailable):
+                raise BackendConfigError(str(exc)) from exc
+            raise
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _stop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
+
+    def stop(self) -> Deferred[None]:
+        if self.threaded and self._pool is None:
+            return succeed(None)  # never started, or stopped already
+        d = self._call(self._close)
+        if self.threaded:
+            if self._shutdown_trigger is not None:
+                self._get_reactor().removeSystemEventTrigger(self._shutdown_trigger)
+                self._shutdown_trigger = None
+
+            def stopped(result: Any) -> Any:
+                self._stop_pool()
+                return result
+
+            d.addBoth(stopped)
+        return d

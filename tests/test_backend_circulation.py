@@ -1,0 +1,377 @@
+"""Checkout, checkin and renewal rules of the embedded backend."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from sipserver.backend.base import CirculationStatus, HoldMode, Refusal
+from sipserver.backend.sqlite import SQLiteBackend
+from tests.test_backend_support import NOW, FakeClock, ctx, make_backend, result_of, rows
+
+DUE = datetime.datetime(2024, 6, 17, 23, 59)  # NOW + 14 days at 23:59
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def backend(clock: FakeClock) -> SQLiteBackend:
+    return make_backend(clock=clock)
+
+
+def checkout(backend, patron="P1", item="I1", pin="1111", **kw):
+    return result_of(backend.checkout(ctx(), patron, item, pin, **kw))
+
+
+def checkin(backend, item="I1", location="MAIN", **kw):
+    return result_of(backend.checkin(ctx(location), item, location, **kw))
+
+
+def test_checkout_lends_the_item_until_the_end_of_the_loan_period(backend):
+    r = checkout(backend)
+    assert r.ok and not r.renewal and r.refusal is None and r.desensitize
+    assert r.due == DUE
+    assert r.item.status is CirculationStatus.CHARGED and r.item.borrower == "P1" and r.item.due == DUE
+    assert r.transaction_id
+    patron = result_of(backend.patron("TEST", "P1", None, with_lists=True))
+    assert [i.barcode for i in patron.charged_items] == ["I1"]
+
+
+def test_pin_none_is_not_checked(backend):
+    assert checkout(backend, pin=None).ok
+
+
+@pytest.mark.parametrize(
+    ("patron", "item", "pin", "refusal"),
+    [
+        ("NOBODY", "I1", None, Refusal.UNKNOWN_PATRON),
+        ("P1", "NOTHING", "1111", Refusal.UNKNOWN_ITEM),
+        ("P1", "I1", "0000", Refusal.WRONG_PIN),
+        ("P1", "I1", "", Refusal.WRONG_PIN),
+        ("P3", "I1", "3333", Refusal.PATRON_BLOCKED),
+        ("P4", "I1", "4444", Refusal.PATRON_EXPIRED),
+        ("P5", "I1", "5555", Refusal.CARD_LOST),
+        ("P6", "I1", "6666", Refusal.FINES_OVER_LIMIT),
+        ("P7", "I1", "7777", Refusal.TOO_MANY_OVERDUE),
+        ("P8", "I1", "8888", Refusal.TOO_MANY_ITEMS),
+        ("P1", "IL", "1111", Refusal.ITEM_NOT_CIRCULATING),
+        ("P1", "IM", "1111", Refusal.ITEM_NOT_CIRCULATING),
+        ("P1", "F1", "1111", Refusal.ITEM_CHECKED_OUT_TO_OTHER),
+    ],
+)
+def test_checkout_refusals(backend, patron, item, pin, refusal):
+    r = checkout(backend, patron, item, pin)
+    assert not r.ok and r.refusal is refusal and not r.desensitize
+    if item != "NOTHING":
+        assert r.item is not None and r.item.barcode == item  # the ACS still needs the title
+    assert rows(backend, "SELECT COUNT(*) AS n FROM loans WHERE returned IS NULL")[0]["n"] == 5
+
+
+def test_limit_refusals_say_what_the_limit_is(backend):
+    assert checkout(backend, "P6", pin="6666").message == "owes 6.00, limit 5.00"
+    assert checkout(backend, "P8", pin="8888").message == "3 items out, limit 3"
+
+
+def test_rental_fee_must_be_acknowledged_and_is_then_charged(backend):
+    r = checkout(backend, item="IR")
+    assert r.refusal is Refusal.FEE_NOT_ACKNOWLEDGED
+    assert (r.fee_type, r.fee_amount) == ("rental", "1.00")
+    r = checkout(backend, item="IR", fee_acknowledged=True)
+    assert r.ok and (r.fee_type, r.fee_amount) == ("rental", "1.00")
+    patron = result_of(backend.patron("TEST", "P1", None, with_lists=True))
+    assert patron.fee_balance == "1.00"
+    assert [(f.fee_type, f.balance, f.item_barcode) for f in patron.fine_items] == [("rental", "1.00", "IR")]
+
+
+def test_checkout_of_an_item_held_for_another_patron_is_refused(backend):
+    result_of(backend.hold(ctx(), HoldMode.ADD, "P2", None, item="I1", pickup_location="MAIN"))
+    assert checkout(backend).refusal is Refusal.ITEM_ON_HOLD_FOR_OTHER  # queued first
+    checkin(backend, "I1")  # traps it for P2: now on the hold shelf
+    assert checkout(backend).refusal is Refusal.ITEM_ON_HOLD_FOR_OTHER
+    assert checkout(backend, "P2", pin="2222").ok
+
+
+def test_title_hold_of_another_patron_blocks_every_copy(backend):
+    result_of(backend.hold(ctx(), HoldMode.ADD, "P2", None, title="Twin"))
+    assert checkout(backend, item="I5").refusal is Refusal.ITEM_ON_HOLD_FOR_OTHER
+    r = checkout(backend, "P2", "I6", "2222")
+    assert r.ok and "filled hold" in rows(backend, "SELECT detail FROM audit_log ORDER BY id DESC")[0]["detail"]
+    assert checkout(backend, item="I5").ok  # the hold is filled
+
+
+def test_checkout_of_an_item_on_the_shelf_for_this_patron_fills_the_hold(backend):
+    result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="I2"))
+    checkin(backend, "I2")
+    before = result_of(backend.patron("TEST", "P1", None, with_lists=True))
+    assert [i.barcode for i in before.hold_items] == ["I2"]
+    assert checkout(backend, item="I2").ok
+    after = result_of(backend.patron("TEST", "P1", None, with_lists=True))
+    assert after.hold_items == () and after.unavailable_holds == ()
+    assert rows(backend, "SELECT state FROM holds")[0]["state"] == "filled"
+
+
+def test_checkout_of_an_item_the_patron_has_is_a_renewal(backend, clock):
+    checkout(backend)
+    clock.advance(days=3)
+    r = checkout(backend)
+    assert r.ok and r.renewal and r.due == DUE + datetime.timedelta(days=3)
+    assert checkout(backend).renewal
+    r = checkout(backend)
+    assert r.refusal is Refusal.TOO_MANY_RENEWALS and r.message == "renewal limit 2"
+
+
+def test_renewal_by_checkout_respects_holds_and_the_terminal_policy(backend):
+    checkout(backend)
+    assert checkout(backend, renewal_allowed=False).refusal is Refusal.NOT_PERMITTED
+    result_of(backend.hold(ctx(), HoldMode.ADD, "P2", None, item="I1"))
+    assert checkout(backend).refusal is Refusal.RENEWAL_BLOCKED_BY_HOLD
+
+
+def test_store_and_forward_checkout_is_recorded_whatever_the_rules(backend):
+    nb_due = datetime.datetime(2024, 6, 10, 12, 0)
+    r = checkout(backend, "P3", "I1", None, no_block=True, nb_due=nb_due)  # blocked patron
+    assert r.ok and r.due == nb_due
+    r = checkout(backend, "P1", "F1", "wrong", no_block=True)  # out to P8: checked in from them first
+    assert r.ok and r.due == DUE and r.item.borrower == "P1"
+    p8 = result_of(backend.patron("TEST", "P8", None, with_lists=True))
+    assert [i.barcode for i in p8.charged_items] == ["F2", "F3"]
+    assert checkout(backend, "P1", "F1", None, no_block=True).renewal
+
+
+def test_checkin_ends_the_loan(backend):
+    checkout(backend)
+    r = checkin(backend)
+    assert r.ok and r.patron_barcode == "P1" and r.resensitize and not r.alert and r.fine_amount == ""
+    assert r.item.status is CirculationStatus.AVAILABLE and r.item.borrower == ""
+    assert result_of(backend.patron("TEST", "P1", None)).status.too_many_charged is False
+
+
+def test_checkin_of_an_item_not_checked_out_is_a_return_to_the_shelf(backend):
+    r = checkin(backend, "I2")
+    assert r.ok and r.patron_barcode == "" and r.fine_amount == "" and not r.alert
+
+
+def test_checkin_of_an_unknown_item(backend):
+    r = checkin(backend, "NOTHING")
+    assert not r.ok and r.refusal is Refusal.UNKNOWN_ITEM
+
+
+def test_late_checkin_charges_a_fine_per_day_capped(backend, clock):
+    checkout(backend)
+    clock.advance(days=14 + 3)
+    r = checkin(backend)
+    assert r.fine_amount == "0.75"
+    checkout(backend)
+    clock.advance(days=60)
+    assert checkin(backend).fine_amount == "2.00"  # max_fine
+    patron = result_of(backend.patron("TEST", "P1", None, with_lists=True))
+    assert patron.fee_balance == "2.75" and [f.fee_type for f in patron.fine_items] == ["overdue", "overdue"]
+
+
+def test_checkin_uses_the_return_date_for_fines(backend, clock):
+    checkout(backend)
+    clock.advance(days=30)
+    assert checkin(backend, return_date=NOW + datetime.timedelta(days=15)).fine_amount == "0.25"
+    checkout(backend)
+    assert checkin(backend, return_date=clock.now - datetime.timedelta(days=1)).fine_amount == ""
+
+
+def test_checkin_with_a_hold_here_puts_it_on_the_hold_shelf(backend):
+    result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="I2", pickup_location="MAIN"))
+    r = checkin(backend, "I2", "MAIN")
+    assert r.alert and r.alert_kind == "hold_here" and r.transit_to == ""
+    assert (r.hold_patron_barcode, r.hold_patron_name, r.hold_pickup_location) == ("P1", "Ann Able", "MAIN")
+    assert r.item.status is CirculationStatus.ON_HOLD_SHELF
+    assert r.item.hold_pickup_date == datetime.datetime(2024, 6, 10, 23, 59)
+
+
+def test_checkin_with_a_hold_elsewhere_sends_it_in_transit_to_the_pickup_library(backend):
+    result_of(backend.hold(ctx(), HoldMode.ADD, "P2", None, item="I2", pickup_location="EAST"))
+    r = checkin(backend, "I2", "MAIN")
+    assert r.alert and r.alert_kind == "hold_other_branch" and r.transit_to == "EAST"
+    assert r.hold_patron_barcode == "P2" and r.item.status is CirculationStatus.IN_TRANSIT
+    p2 = result_of(backend.patron("TEST", "P2", None, with_lists=True))
+    assert p2.hold_items == () and [i.barcode for i in p2.unavailable_holds] == ["I2"]
+    r = checkin(backend, "I2", "EAST")  # arrives
+    assert r.alert_kind == "hold_here" and r.item.status is CirculationStatus.ON_HOLD_SHELF
+    p2 = result_of(backend.patron("TEST", "P2", None, with_lists=True))
+    assert [i.barcode for i in p2.hold_items] == ["I2"] and p2.unavailable_holds == ()
+
+
+def test_checkin_away_from_home_sends_it_home(backend):
+    r = checkin(backend, "I4", "MAIN")
+    assert r.alert and r.alert_kind == "transit" and r.transit_to == "EAST"
+    assert r.item.status is CirculationStatus.IN_TRANSIT and r.item.current_location == "MAIN"
+    r = checkin(backend, "I4", "EAST")
+    assert not r.alert and r.item.status is CirculationStatus.AVAILABLE
+
+
+def test_checkin_of_a_lost_item_finds_it(backend):
+    assert checkin(backend, "IL").item.status is CirculationStatus.AVAILABLE
+
+
+def test_store_and_forward_checkin(backend, clock):
+    checkout(backend)
+    clock.advance(days=20)
+    r = checkin(backend, no_block=True, return_date=NOW + datetime.timedelta(days=1))
+    assert r.ok and r.fine_amount == ""
+    assert "offline" in rows(backend, "SELECT detail FROM audit_log ORDER BY id DESC")[0]["detail"]
+
+
+def test_checkin_cancel_undoes_a_checkout(backend):
+    checkout(backend, item="IR", fee_acknowledged=True)
+    r = checkin(backend, "IR", cancel=True)
+    assert r.ok and r.item.status is CirculationStatus.AVAILABLE and r.item.borrower == ""
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.00"  # rental fee voided
+    assert not checkin(backend, "IR", cancel=True).ok  # nothing left to undo
+
+
+def test_checkin_cancel_undoes_a_renewal(backend, clock):
+    checkout(backend)
+    clock.advance(days=2)
+    checkout(backend)
+    r = checkin(backend, cancel=True)
+    assert r.ok and r.item.due == DUE and r.item.borrower == "P1"
+
+
+def test_checkin_cancel_of_a_renewal_voids_only_its_rental_fee(backend):
+    checkout(backend, item="IR", fee_acknowledged=True)
+    assert checkout(backend, item="IR", fee_acknowledged=True).renewal
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "2.00"
+    assert checkin(backend, "IR", cancel=True).ok
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "1.00"
+
+
+def test_checkin_cancel_puts_a_filled_hold_back_on_the_shelf(backend):
+    result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="I2"))
+    checkin(backend, "I2")
+    checkout(backend, item="I2")
+    r = checkin(backend, "I2", cancel=True)
+    assert r.item.status is CirculationStatus.ON_HOLD_SHELF
+    patron = result_of(backend.patron("TEST", "P1", None, with_lists=True))
+    assert [i.barcode for i in patron.hold_items] == ["I2"]
+
+
+def test_checkout_cancel_undoes_a_checkin(backend, clock):
+    checkout(backend)
+    clock.advance(days=16)
+    assert checkin(backend).fine_amount == "0.50"
+    r = checkout(backend, cancel=True)
+    assert r.ok and r.due == DUE and r.item.borrower == "P1"
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.00"
+    assert checkout(backend, "P2", "I2", None, cancel=True).refusal is Refusal.NOT_PERMITTED
+
+
+def test_renew(backend, clock):
+    checkout(backend)
+    clock.advance(days=10)
+    r = result_of(backend.renew(ctx(), "P1", "I1", "1111"))
+    assert r.ok and r.due == DUE + datetime.timedelta(days=10) and r.item.due == r.due
+
+
+def test_renew_by_title(backend):
+    checkout(backend, item="I5")
+    r = result_of(backend.renew(ctx(), "P1", "", None, title="Twin"))
+    assert r.ok and r.item.barcode == "I5"
+    assert result_of(backend.renew(ctx(), "P1", "", None, title="Nope")).refusal is Refusal.UNKNOWN_TITLE
+
+
+def test_renew_of_an_overdue_loan_charges_the_fine_so_far(backend, clock):
+    checkout(backend)
+    clock.advance(days=16)
+    assert result_of(backend.renew(ctx(), "P1", "I1", None)).ok
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.50"
+
+
+@pytest.mark.parametrize(
+    ("patron", "item", "pin", "refusal"),
+    [
+        ("NOBODY", "I1", None, Refusal.UNKNOWN_PATRON),
+        ("P1", "NOTHING", None, Refusal.UNKNOWN_ITEM),
+        ("P1", "I2", None, Refusal.NOT_CHECKED_OUT),
+        ("P8", "F1", "0000", Refusal.WRONG_PIN),
+        ("P7", "O1", None, None),  # overdue items may still be renewed
+        ("P2", "F1", None, Refusal.NOT_CHECKED_OUT),
+    ],
+)
+def test_renew_refusals(backend, patron, item, pin, refusal):
+    assert result_of(backend.renew(ctx(), patron, item, pin)).refusal is refusal
+
+
+def test_renew_refused_for_blocked_patrons_holds_and_limits(backend):
+    result_of(backend.checkout(ctx(), "P3", "I1", None, no_block=True))
+    assert result_of(backend.renew(ctx(), "P3", "I1", None)).refusal is Refusal.PATRON_BLOCKED
+    result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="F1"))
+    assert result_of(backend.renew(ctx(), "P8", "F1", None)).refusal is Refusal.RENEWAL_BLOCKED_BY_HOLD
+    for _ in range(2):
+        assert result_of(backend.renew(ctx(), "P8", "F2", None)).ok
+    assert result_of(backend.renew(ctx(), "P8", "F2", None)).refusal is Refusal.TOO_MANY_RENEWALS
+
+
+def test_store_and_forward_renew(backend):
+    nb_due = datetime.datetime(2024, 7, 1, 23, 59)
+    r = result_of(backend.renew(ctx(), "P8", "F1", "bad", no_block=True, nb_due=nb_due))
+    assert r.ok and r.due == nb_due
+
+
+def test_renew_all(backend):
+    result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="F2"))
+    for _ in range(2):
+        result_of(backend.renew(ctx(), "P8", "F3", None))
+    r = result_of(backend.renew_all(ctx(), "P8", "8888"))
+    assert r.ok and r.renewed == ("F1",)
+    assert r.unrenewed == (("F2", "on hold for another patron"), ("F3", "renewal limit reached"))
+    assert len(rows(backend, "SELECT * FROM audit_log WHERE request = 'renew_all'")) == 3
+
+
+def test_renew_all_refusals(backend):
+    assert result_of(backend.renew_all(ctx(), "NOBODY", None)).refusal is Refusal.UNKNOWN_PATRON
+    assert result_of(backend.renew_all(ctx(), "P8", "0")).refusal is Refusal.WRONG_PIN
+    assert result_of(backend.renew_all(ctx(), "P3", None)).refusal is Refusal.PATRON_BLOCKED
+    r = result_of(backend.renew_all(ctx(), "P1", None))
+    assert r.ok and r.renewed == () and r.unrenewed == ()
+
+
+def test_item_status_update_stores_the_properties(backend):
+    r = result_of(backend.item_status_update(ctx(), "I1", "shelf 3, top"))
+    assert r.ok and r.item.properties == "shelf 3, top"
+    assert result_of(backend.item("TEST", "I1")).properties == "shelf 3, top"
+    assert result_of(backend.item_status_update(ctx(), "NOTHING", "x")).refusal is Refusal.UNKNOWN_ITEM
+
+
+def test_item_lookup(backend):
+    assert result_of(backend.item("TEST", "NOTHING")) is None
+    item = result_of(backend.item("TEST", "IR"))
+    assert (item.media_type, item.fee_type, item.fee_amount, item.owner) == ("dvd", "rental", "1.00", "MAIN")
+    assert result_of(backend.item("TEST", "F1")).borrower == "P8"
+
+
+def test_every_mutation_is_audited_without_pins(backend):
+    c = ctx(request="")
+    checkout(backend, pin="1111")
+    checkout(backend, item="I2", pin="9876")
+    checkin(backend)
+    result_of(backend.renew(ctx(), "P8", "F1", "8888"))
+    result_of(backend.renew_all(ctx(), "P8", "8888"))
+    result_of(backend.hold(c, HoldMode.ADD, "P1", "1111", item="F1"))
+    result_of(backend.fee_paid(c, "P6", "6666", "1.00"))
+    result_of(backend.block_patron(c, "P1", message="misuse"))
+    result_of(backend.enable_patron(c, "P1", "1111"))
+    result_of(backend.item_status_update(c, "I1", "x"))
+    log = rows(backend, "SELECT * FROM audit_log ORDER BY id")
+    requests = [r["request"] for r in log]
+    for name in ("checkout", "checkin", "renew", "renew_all", "hold+", "fee_paid", "block_patron",
+                 "enable_patron", "item_status_update"):  # fmt: skip
+        assert name in requests
+    assert log[1]["outcome"] == "wrong_pin" and log[0]["outcome"] == "ok"
+    assert (log[0]["institution"], log[0]["login"], log[0]["location"], log[0]["peer"]) == (
+        "TEST", "sc1", "MAIN", "127.0.0.1"
+    )  # fmt: skip
+    assert log[0]["logged_at"] == NOW.isoformat()
+    text = repr(log)
+    for pin in ("1111", "8888", "6666", "9876"):
+        assert pin not in text

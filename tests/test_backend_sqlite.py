@@ -1,0 +1,265 @@
+"""The sqlite backend's life cycle, threading, errors and schema migrations; the backend factory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from importlib.metadata import EntryPoint
+
+import pytest
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from sipserver.backend import factory, schema
+from sipserver.backend.base import BackendConfigError, BackendUnavailable, ILSBackend
+from sipserver.backend.dialect import POSTGRESQL, SQLITE, Tx, to_format_paramstyle
+from sipserver.backend.sqlite import SQLiteBackend
+from tests.test_backend_support import DEMO, FakeClock, ctx, make_backend, result_of, rows
+
+
+def sync(path, **options):
+    return SQLiteBackend(
+        name="t", options={"type": "sqlite", "path": str(path), **options}, threaded=False, clock=FakeClock()
+    )
+
+
+def test_it_implements_the_interface(tmp_path):
+    assert isinstance(sync(tmp_path / "db"), ILSBackend)
+
+
+def test_start_creates_and_migrates_a_file_database(tmp_path):
+    backend = sync(tmp_path / "ils.db")
+    result_of(backend.start())
+    versions = rows(backend, "SELECT version FROM schema_version")
+    assert [r["version"] for r in versions] == [schema.code_version()]
+    assert rows(backend, "PRAGMA journal_mode")[0]["journal_mode"] == "wal"
+    assert rows(backend, "PRAGMA foreign_keys")[0]["foreign_keys"] == 1
+    result_of(backend.stop())
+    again = sync(tmp_path / "ils.db")
+    result_of(again.start())  # nothing pending: no error, no second row
+    assert len(rows(again, "SELECT version FROM schema_version")) == 1
+
+
+def test_seed_loads_only_into_an_empty_database(tmp_path):
+    backend = sync(tmp_path / "ils.db", seed=DEMO)
+    result_of(backend.start())
+    assert result_of(backend.patron("X", "21000000000001", "1234")).name == "Jane Doe"
+    result_of(backend.block_patron(ctx(), "21000000000001"))
+    result_of(backend.stop())
+    again = sync(tmp_path / "ils.db", seed=DEMO)
+    result_of(again.start())
+    assert result_of(again.patron("X", "21000000000001", None)).blocked  # not overwritten
+
+
+def test_seed_errors_are_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("patrons:\n  - {barcode: 123}\n")
+    backend = sync(tmp_path / "ils.db", seed=str(bad))
+    with pytest.raises(BackendConfigError, match=r"bad.yaml: patrons\[0\].barcode: expected a string"):
+        result_of(backend.start())
+    assert backend._conn is None
+    bad.write_text("patrons:\n  - {barcode: '123'}\n")
+    result_of(backend.start())  # fixed: a second start works
+    assert result_of(backend.patron("X", "123", None)) is not None
+    with pytest.raises(BackendConfigError, match="data file not found"):
+        result_of(sync(tmp_path / "ils2.db", seed=str(tmp_path / "nope.yaml")).start())
+
+
+def test_an_unopenable_database_is_a_config_error_until_it_can_be_opened(tmp_path):
+    backend = sync(tmp_path / "var" / "ils.db")
+    with pytest.raises(BackendConfigError, match=r"sqlite database .*var/ils\.db: unable to open"):
+        result_of(backend.start())
+    (tmp_path / "var").mkdir()
+    result_of(backend.start())  # the service retries start(); now it works
+    assert result_of(backend.health()) is True
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"path": 3}, "option 'path': expected a file name"),
+        ({"threaded": "yes"}, "option 'threaded': expected true or false"),
+        ({"busy_timeout": True}, "option 'busy_timeout': expected seconds"),
+        ({"seed": ["a"]}, "option 'seed': expected a data file name"),
+    ],
+)
+def test_bad_options(options, message):
+    with pytest.raises(BackendConfigError, match=message):
+        SQLiteBackend(name="t", options={"type": "sqlite", **options})
+
+
+def test_a_locked_database_is_unavailable(tmp_path):
+    backend = sync(tmp_path / "ils.db", busy_timeout=0.05)
+    result_of(backend.start())
+    other = sqlite3.connect(str(tmp_path / "ils.db"), isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(BackendUnavailable, match="locked"):
+            result_of(backend.checkout(ctx(), "P1", "I1", None))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert result_of(backend.health()) is True
+
+
+def test_calls_before_start_or_after_stop_are_unavailable(tmp_path):
+    backend = sync(tmp_path / "ils.db")
+    with pytest.raises(BackendUnavailable, match="not started"):
+        result_of(backend.item("X", "I1"))
+    result_of(backend.start())
+    result_of(backend.stop())
+    assert result_of(backend.health()) is False
+
+
+def test_a_failed_transaction_leaves_nothing_behind(tmp_path):
+    backend = make_backend(str(tmp_path / "ils.db"))
+
+    def half_then_fail(tx: Tx) -> None:
+        tx.execute("UPDATE patrons SET name = 'changed'")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        result_of(backend.run_write(half_then_fail))
+    assert {r["name"] for r in rows(backend, "SELECT name FROM patrons")} != {"changed"}
+
+
+class ThreadedTests(unittest.TestCase):
+    """The default mode: SQL in one worker thread, results through the reactor."""
+
+    @defer.inlineCallbacks
+    def test_checkout_and_checkin_in_the_worker_thread(self):
+        from twisted.internet import reactor
+
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder, True)
+        path = os.path.join(folder, "ils.db")
+        backend = SQLiteBackend(name="t", options={"type": "sqlite", "path": path, "seed": DEMO}, reactor=reactor)
+        yield backend.start()
+        self.addCleanup(backend.stop)
+        self.assertTrue((yield backend.health()))
+        jane = yield backend.patron("X", "21000000000001", "1234", with_lists=True)
+        self.assertEqual((jane.name, jane.pin_ok, len(jane.charged_items)), ("Jane Doe", True, 2))
+        out = yield backend.checkout(ctx(), "21000000000001", "31000000000008", "1234")
+        self.assertTrue(out.ok)
+        back = yield backend.checkin(ctx(), "31000000000008", "MAIN")
+        self.assertEqual(back.patron_barcode, "21000000000001")
+        with self.assertRaises(BackendUnavailable):
+            yield backend.run_write(lambda tx: tx.execute("SELECT * FROM no_such_table"))
+
+    def test_stop_before_start_is_harmless(self):
+        backend = SQLiteBackend(name="t", options={"type": "sqlite"})
+        self.assertIsNone(self.successResultOf(backend.stop()))
+
+    @defer.inlineCallbacks
+    def test_stop_ends_the_worker_thread(self):
+        from twisted.internet import reactor
+
+        backend = SQLiteBackend(name="t", options={"type": "sqlite", "path": ":memory:"}, reactor=reactor)
+        yield backend.start()
+        yield backend.stop()
+        self.assertIsNone(backend._pool)
+        self.assertFalse((yield backend.health()))
+
+
+# -- schema -------------------------------------------------------------------------------------
+
+
+def test_check_schema_refuses_other_versions(tmp_path):
+    backend = sync(tmp_path / "ils.db")
+    result_of(backend.start())
+    assert result_of(backend.run_read(schema.check_schema)) == schema.code_version()
+    result_of(backend.run_write(lambda tx: tx.execute(
+        "INSERT INTO schema_version (version, name, applied) VALUES (99, 'future', 'x')"
+    )))  # fmt: skip
+    with pytest.raises(BackendConfigError, match="version 99, newer than this sipserver's 1: upgrade sipserver"):
+        result_of(backend.run_read(schema.check_schema))
+    result_of(backend.stop())
+    with pytest.raises(BackendConfigError, match="newer"):
+        result_of(sync(tmp_path / "ils.db").start())
+
+
+def test_migrations_bring_an_empty_or_old_database_up_to_date(monkeypatch):
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    tx = Tx(conn.cursor(), SQLITE)
+    with pytest.raises(BackendConfigError, match=r"no sipserver schema .* run the migrations"):
+        schema.check_schema(tx)
+    assert schema.apply_migrations(tx) == [1]
+    shipped = schema.migrations()
+    newer = [*shipped, schema.Migration(2, "more", "-- a comment;\nCREATE TABLE extra (id @PK@);\n")]
+    monkeypatch.setattr(schema, "migrations", lambda: newer)
+    with pytest.raises(BackendConfigError, match="version 1, older than this sipserver's 2: run the migrations"):
+        schema.check_schema(tx)
+    assert schema.apply_migrations(tx) == [2]
+    assert schema.check_schema(tx) == 2 and tx.table_exists("extra")
+
+
+def test_migrations_expand_for_postgresql():
+    statements = [POSTGRESQL.ddl(s) for m in schema.migrations() for s in m.statements()]
+    assert statements and not any("@PK@" in s or s.endswith(";") for s in statements)
+    assert any("GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY" in s for s in statements)
+    assert not any("AUTOINCREMENT" in s for s in statements)
+
+
+def test_placeholders_for_format_paramstyle():
+    assert to_format_paramstyle("SELECT * FROM t WHERE a = ? AND b LIKE 'x?%' AND c = ?") == (
+        "SELECT * FROM t WHERE a = %s AND b LIKE 'x?%%' AND c = %s"
+    )
+    assert POSTGRESQL.sql("SELECT 1 WHERE x = ?") == "SELECT 1 WHERE x = %s"
+    assert SQLITE.sql("SELECT ?") == "SELECT ?"
+    assert POSTGRESQL.lock_clause == " FOR UPDATE" and SQLITE.lock_clause == ""
+
+
+# -- factory ------------------------------------------------------------------------------------
+
+
+class PluginBackend:
+    def __init__(self, name, options, reactor):
+        self.name, self.options, self.reactor = name, options, reactor
+
+
+class BadSignature:
+    def __init__(self):
+        pass
+
+
+def test_factory_builds_the_sqlite_backend():
+    backend = factory.create_backend("main", {"type": "sqlite", "path": ":memory:"}, reactor=None)
+    assert isinstance(backend, SQLiteBackend) and backend.name == "main" and backend.threaded
+
+
+def test_factory_accepts_module_colon_class():
+    backend = factory.create_backend("x", {"type": f"{__name__}:PluginBackend", "k": 1}, reactor="r")
+    assert isinstance(backend, PluginBackend) and backend.options["k"] == 1 and backend.reactor == "r"
+
+
+def test_factory_finds_entry_points(monkeypatch):
+    ep = EntryPoint(name="acme", value=f"{__name__}:PluginBackend", group=factory.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(factory, "entry_points", lambda group: [ep] if group == factory.ENTRY_POINT_GROUP else [])
+    assert isinstance(factory.create_backend("x", {"type": "acme"}), PluginBackend)
+    with pytest.raises(BackendConfigError, match="expected one of acme, postgresql, sqlite"):
+        factory.create_backend("x", {"type": "nope"})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "backend 'x': 'type' must name a backend"),
+        ({"type": "nope"}, "unknown backend type 'nope'"),
+        ({"type": "no_such_module:Thing"}, "cannot import no_such_module"),
+        ({"type": f"{__name__}:Missing"}, "has no Missing"),
+        ({"type": f"{__name__}:BadSignature"}, r"does not take \(name, options, reactor\)"),
+    ],
+)
+def test_factory_errors(options, message):
+    with pytest.raises(BackendConfigError, match=message):
+        factory.create_backend("x", options)
+
+
+def test_factory_postgresql_is_imported_lazily(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sipserver.backend.postgresql", None)  # as if it were missing
+    with pytest.raises(BackendConfigError, match="backend type 'postgresql': cannot import"):
+        factory.create_backend("pg", {"type": "postgresql"})
