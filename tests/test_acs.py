@@ -389,9 +389,12 @@ def test_institution_policy_is_enforced_not_only_reported(tmp_path, backend):
     term.sequence = itertools.cycle(range(10))
     status = ask(term, "99", protocol_version="2.00")
     assert status.fixed["checkout_ok"] == "N" and status.fixed["status_update_ok"] == "N"
-    assert status.get("BX")[1] == "N" and status.get("BX")[11] == "N"
+    assert status.get("BX")[1] == "N" and status.get("BX")[3] == "N" and status.get("BX")[12] == "N"
     assert checkout(term, JANE, FREE, JANE_PIN).fixed["ok"] == "0"
-    assert ask(term, "19", AB=FREE, AC="", CH="x").fixed["item_properties_ok"] == "0"
+    blocked = ask(term, "01", AL="lost", AA=HANA, AC="")
+    assert blocked.code == "24" and "not available" in blocked.get("AF")
+    assert ask(term, "23", AA=HANA, AC="").fixed["patron_status"][0] == " "
+    assert ask(term, "19", AB=FREE, AC="", CH="x").fixed["item_properties_ok"] == "1"
     assert ask(term, "09", AP="MAIN", AB=JANES_ITEM, AC="").fixed["ok"] == "1"
 
 

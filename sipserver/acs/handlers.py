@@ -92,8 +92,8 @@ def supported_for(ctx: RequestContext) -> str:
         codes.discard("09")
     if not policy.renewal:
         codes -= {"29", "65"}
-    if not policy.status_update:
-        codes.discard("19")
+    if not policy.status_update:  # SIP's "status update" is the patron's status: block and enable
+        codes -= {"01", "25"}
     return supported_messages(codes)
 
 
@@ -300,6 +300,8 @@ def _limit(value: int | None) -> str | None:
 @handles("01")
 @defer.inlineCallbacks
 def block_patron(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    if not ctx.institution.policy.status_update:
+        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
     patron = yield acs.call(
         ctx,
         "block_patron",
@@ -324,6 +326,8 @@ def block_patron(acs: ACS, request: Message, ctx: RequestContext) -> Generator[A
 @handles("25")
 @defer.inlineCallbacks
 def patron_enable(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+    if not ctx.institution.policy.status_update:
+        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
     pin = pin_of(request)
     patron = yield acs.call(ctx, "enable_patron", tx(ctx, request), request.get("AA"), pin)
     fields = _patron_fields(ctx, request, patron)
@@ -591,8 +595,6 @@ def item_information(acs: ACS, request: Message, ctx: RequestContext) -> Generat
 @handles("19")
 @defer.inlineCallbacks
 def item_status_update(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
-    if not ctx.institution.policy.status_update:
-        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
     result: ItemStatusResult = yield acs.call(
         ctx, "item_status_update", tx(ctx, request), request.get("AB"), request.get("CH")
     )
