@@ -35,3 +35,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis twisted/plugins/dropin.cache var
+
+# The Debian package, built from a copy of the working tree (tracked and untracked files, not ignored
+# ones) with Debian's own tools: dist/sipserver_<version>_all.deb. Needs the build dependencies
+# (as root: apt-get build-dep ./). The full install-and-run test is .ci/deb-smoke.sh (root).
+deb:
+	bash .ci/deb-smoke.sh --build-only --worktree --outdir dist

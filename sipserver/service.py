@@ -66,7 +66,13 @@ class SIPServer(MultiService):
         for listener in config.listeners:
             factory = self._factory_for(listener)
             self.factories[listener.name] = factory
-            service = strports.service(listener.endpoint, factory, reactor=reactor)
+            try:
+                service = strports.service(listener.endpoint, factory, reactor=reactor)
+            except Exception as exc:  # systemd: without passed sockets raises IndexError
+                raise ValueError(
+                    f"listener {listener.name}: cannot use endpoint {listener.endpoint!r}: "
+                    f"{exc or type(exc).__name__}"
+                ) from exc
             service.setName(f"listener:{listener.name}")
             service.setServiceParent(self)
         if config.http is not None:

@@ -325,3 +325,13 @@ def test_json_log_lines(tmp_path):
     exchange = [r for r in records if r.get("request") == "sc_status"]
     assert exchange and exchange[0]["login"] == "sco" and exchange[0]["outcome"] == "ok"
     assert not any("scpass" in json.dumps(r) for r in records)
+
+
+def test_unusable_endpoint_fails_start_up_with_one_line(tmp_path):
+    listeners = [{"name": "activated", "transport": "raw", "endpoint": "systemd:domain=INET:index=0"}]
+    data = config_data(tmp_path, listeners=listeners)
+    del data["http"]
+    result = run_to_exit(write_config(tmp_path, data))
+    assert result.returncode == 1
+    assert "listener activated: cannot use endpoint" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
