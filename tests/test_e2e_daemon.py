@@ -335,3 +335,75 @@ def test_unusable_endpoint_fails_start_up_with_one_line(tmp_path):
     assert result.returncode == 1
     assert "listener activated: cannot use endpoint" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """True when the server closes ``sock`` (FIN or RST) within ``seconds``, discarding what it sends."""
+    sock.settimeout(seconds)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(4096):
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def test_connection_caps_per_listener_and_in_total(tmp_path):
+    data = config_data(tmp_path)
+    data["listeners"][0]["max_connections"] = 2
+    data["server"]["max_connections"] = 3
+    running = Daemon(write_config(tmp_path, data), tmp_path / "d.log")
+    try:
+        running.wait_ready(2)
+        raw, telnet = running.port("raw"), running.port("telnet")
+        first, second = (socket.create_connection(("127.0.0.1", raw), timeout=5) for _ in range(2))
+        with first, second:
+            for sock in (first, second):
+                sock.sendall(b"9900802.00\r")
+                assert sock.recv(4096).startswith(b"98")
+            with socket.create_connection(("127.0.0.1", raw), timeout=5) as third:
+                assert _closed_within(third, 5)
+            with socket.create_connection(("127.0.0.1", telnet), timeout=5) as fourth:
+                assert fourth.recv(100).endswith(b"login: ")  # the server total (3) is not reached yet
+                with socket.create_connection(("127.0.0.1", telnet), timeout=5) as fifth:
+                    assert _closed_within(fifth, 5)
+        log = running.log()
+        assert "reason=listener limit of 2 connections reached" in log
+        assert "reason=server limit of 3 connections reached" in log
+    finally:
+        running.stop()
+
+
+def test_login_and_idle_timeouts(tmp_path):
+    data = config_data(tmp_path)
+    data["server"].update(login_timeout=1, idle_timeout=2)
+    running = Daemon(write_config(tmp_path, data), tmp_path / "d.log")
+    try:
+        running.wait_ready(2)
+        with socket.create_connection(("127.0.0.1", running.port("raw")), timeout=5) as silent:
+            assert _closed_within(silent, 5)
+        with SIPClient("127.0.0.1", running.port("raw")) as client:
+            assert client.login("sco", "scpass")
+            time.sleep(1.5)  # past the login timeout: a logged-in terminal is on the idle timeout now
+            assert client.sc_status().code == "98"
+            assert _closed_within(client.sock, 6)
+        log = running.log()
+        assert "reason=login timeout" in log and "reason=idle timeout" in log
+    finally:
+        running.stop()
+
+
+def test_three_wrong_telnet_logins_close_the_connection(daemon):
+    with SIPClient("127.0.0.1", daemon.port("telnet"), transport="telnet") as client:
+        for _ in range(2):
+            assert not client.telnet_login("telnet", "wrong")
+        client.read_until(b"login: ")
+        client.sock.sendall(b"telnet\r\n")
+        client.read_until(b"password: ")
+        client.sock.sendall(b"wrong\r\n")
+        assert _closed_within(client.sock, 5)
+    assert "reason=3 failed logins" in daemon.log()
