@@ -143,7 +143,10 @@ class SIPClient:
             if remaining <= 0:
                 raise SIPClientError(f"timed out waiting for {marker!r}")
             self.sock.settimeout(remaining)
-            chunk = self.sock.recv(4096)
+            try:
+                chunk = self.sock.recv(4096)
+            except TimeoutError as exc:
+                raise SIPClientError(f"timed out waiting for {marker!r}") from exc
             if not chunk:
                 raise SIPClientError("the server closed the connection")
             self._buffer += self._strip_telnet(chunk)

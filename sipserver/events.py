@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger, LogLevel
 
+from sipserver.sip2.fields import SECRET_FIELDS
+from sipserver.sip2.messages import MESSAGES
+
 if TYPE_CHECKING:
     from sipserver.session import Session
 
@@ -145,6 +148,31 @@ class Events:
             )
 
 
+def mask_frame(text: str) -> str:
+    """``text`` with the values of CO, AC and AD replaced by ``***`` wherever a SIP field starts:
+    after a delimiter, or right after the fixed part of a known message (fields come in any order,
+    so CO may be the first)."""
+
+    def mask(piece: str) -> str:
+        return piece[:2] + "***" if piece[:2] in SECRET_FIELDS else piece
+
+    pieces = text.split("|")
+    first = pieces[0]
+    spec = MESSAGES.get(first[:2])
+    if spec is not None:
+        cut = 2 + spec.fixed_width
+        pieces[0] = first[:cut] + mask(first[cut:])
+    else:
+        pieces[0] = mask(first)
+    return "|".join([pieces[0], *(mask(piece) for piece in pieces[1:])])
+
+
 def _printable(text: str) -> str:
-    """A login name as typed, made safe for one log line (a terminal may send anything)."""
+    """A login name as typed, made safe for one log line (a terminal may send anything).
+
+    A SIP device pointed at the telnet port sends its whole 93 frame as the "login name"; the
+    password inside it (CO, and AC/AD in any other frame) is masked before the line is written.
+    """
+    if "|" in text:
+        text = mask_frame(text)
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:64]

@@ -86,7 +86,7 @@ class SIPServer(MultiService):
         timer.setName("health-probe")
         timer.setServiceParent(self)
         for warning in config.warnings:
-            log.warn("{config}: {warning}", config=config.path, warning=warning)
+            log.warn("{warning}", warning=warning)  # each warning already names the file
 
     def setServiceParent(self, parent: Any) -> Any:
         """twistd makes the application our parent before it starts logging: choose the log
@@ -244,7 +244,7 @@ class SIPServer(MultiService):
             restart.append("logging destination/format")
         self.config = new if not restart else _merge_live(self.config, new)
         for warning in new.warnings:
-            log.warn("{config}: {warning}", config=new.path, warning=warning)
+            log.warn("{warning}", warning=warning)
         log.info(
             "configuration reloaded: {accounts} account(s), {institutions} institution(s)",
             accounts=len(new.accounts),

@@ -32,15 +32,28 @@ class EagerCRTelnetTransport(TelnetTransport):
     """
 
     _drop_after_cr = False
+    _first = True
 
     def dataReceived(self, data: bytes) -> None:
+        if self._first:
+            self._first = False
+            if data.startswith(TLS_CLIENT_HELLO):
+                # A TLS client on a plain telnet port: hang up at once (its bytes are not telnet).
+                self.transport.loseConnection()
+                return
         if self._drop_after_cr:
             self._drop_after_cr = False
             if data[:1] in (b"\n", b"\0"):
                 data = data[1:]
                 if not data:
                     return
-        super().dataReceived(data)
+        try:
+            super().dataReceived(data)
+        except ValueError:
+            # TelnetTransport raises on command sequences it cannot parse; that is the client's
+            # fault, so close cleanly instead of logging a traceback.
+            self.transport.loseConnection()
+            return
         if self.state == "newline":
             self.state = "data"
             self._drop_after_cr = True

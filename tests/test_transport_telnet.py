@@ -1,0 +1,144 @@
+"""The telnet listener, bytes in and bytes out over a StringTransport (no sockets).
+
+Pins the behaviour that depends on TelnetTransport internals (a bare CR delivered at once) on
+every Twisted this runs on, and the rules that keep negotiation bytes and secrets where they belong.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
+
+from sipserver.transport.base import ListenerFactory
+from sipserver.transport.telnet import SIPTelnetProtocol, telnet_protocol
+from tests.support import Hub, make_config, sync_backend
+
+IAC, WILL, WONT, DO, ECHO = b"\xff", b"\xfb", b"\xfc", b"\xfd", b"\x01"
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    hub = Hub(make_config(tmp_path), sync_backend())
+    hub.connection_count = 0
+    monkeypatch.setattr(SIPTelnetProtocol, "callLater", hub.clock.callLater, raising=False)
+    return hub
+
+
+def connect(hub):
+    factory = ListenerFactory(hub, hub.config.listener("telnet"), lambda: telnet_protocol(factory))
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def take(transport) -> bytes:
+    data = transport.value()
+    transport.clear()
+    return data
+
+
+def log_in(protocol, transport, login=b"sco", password=b"scpass", end=b"\r\n"):
+    assert take(transport).endswith(b"login: ")
+    protocol.dataReceived(login + end)
+    assert take(transport).endswith(IAC + WILL + ECHO + b"password: ")
+    protocol.dataReceived(password + end)
+    return take(transport)
+
+
+def test_prompts_echo_off_and_sip_after_login(hub):
+    protocol, transport = connect(hub)
+    assert take(transport).endswith(b"login: ")
+    protocol.dataReceived(b"sco\r\n")
+    assert take(transport) == IAC + WILL + ECHO + b"password: "
+    protocol.dataReceived(IAC + DO + ECHO)  # the client agrees: it stops echoing the password
+    protocol.dataReceived(b"scpass\r\n")
+    assert take(transport) == IAC + WONT + ECHO  # echo back on, nothing else before the first reply
+    protocol.dataReceived(b"9900802.00\r")
+    assert take(transport).startswith(b"98Y")
+
+
+def test_a_bare_cr_at_the_end_of_a_packet_ends_the_line_at_once(hub):
+    protocol, transport = connect(hub)
+    log_in(protocol, transport, end=b"\r")
+    protocol.dataReceived(b"9900802.00\r")
+    assert take(transport).startswith(b"98Y")
+    # The LF or NUL that may follow a CR in the next packet is not a new (empty) line.
+    protocol.dataReceived(b"\n")
+    protocol.dataReceived(b"\x00")
+    assert take(transport) == b""
+
+
+@pytest.mark.parametrize("end", [b"\r\n", b"\r\x00", b"\n", b"\r"])
+def test_every_line_ending_works(hub, end):
+    protocol, transport = connect(hub)
+    log_in(protocol, transport, end=end)
+    protocol.dataReceived(b"9900802.00" + end)
+    assert take(transport).startswith(b"98Y")
+
+
+def test_negotiation_bytes_never_reach_the_user_name(hub):
+    protocol, transport = connect(hub)
+    take(transport)
+    # DO SGA, WILL TTYPE, DONT LINEMODE interleaved with the typed name, split across packets.
+    for chunk in (b"\xff\xfd\x03s", b"c\xff\xfb\x18", b"o\xff\xfe\x22\r", b"\n"):
+        protocol.dataReceived(chunk)
+    assert take(transport).endswith(b"password: ")
+    protocol.dataReceived(b"scpass\r\n")
+    assert protocol.protocol.session.login == "sco"
+    protocol.dataReceived(b"9900802.00\r")
+    assert take(transport).startswith(b"98Y")
+
+
+def test_a_client_that_never_answers_will_echo_still_logs_in(hub):
+    protocol, transport = connect(hub)
+    after = log_in(protocol, transport)  # no DO/DONT ECHO ever sent by this client
+    assert after == b""  # WONT ECHO is not sent while our WILL is unanswered, and the login goes on
+    protocol.dataReceived(b"9900802.00\r")
+    assert take(transport).startswith(b"98")
+
+
+def test_wrong_password_prompts_again_then_closes_after_three(hub):
+    protocol, transport = connect(hub)
+    take(transport)
+    for attempt in range(3):
+        protocol.dataReceived(b"sco\r\n")
+        take(transport)
+        protocol.dataReceived(b"nope\r\n")
+        out = take(transport)
+        if attempt < 2:
+            assert b"Login incorrect" in out and out.endswith(b"login: ")
+    assert transport.disconnecting
+
+
+def test_tls_hello_and_bad_negotiation_close_cleanly(hub):
+    protocol, transport = connect(hub)
+    protocol.dataReceived(b"\x16\x03\x01\x00\xa5\x01\x00")
+    assert transport.disconnecting
+    protocol, transport = connect(hub)
+    protocol.dataReceived(b"ab\xff\x01cd")  # IAC followed by a byte that is no telnet command
+    assert transport.disconnecting
+
+
+def test_a_sip_device_on_the_telnet_port_does_not_leak_its_password(hub):
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        hub.events.set_level("info")
+        protocol, _ = connect(hub)
+        protocol.dataReceived(b"9300CNsco|COscpass|CPDESK1|AY0AZF588\r")
+        protocol.dataReceived(b"9900802.00AY1AZFCA0\r")
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    text = "\n".join(formatEvent(event) for event in seen)
+    assert "login refused" in text and "CO***" in text
+    assert "scpass" not in text
+
+
+def test_sip_replies_on_telnet_escape_0xff(hub):
+    protocol, transport = connect(hub)
+    log_in(protocol, transport)
+    protocol.protocol.session._send(b"AB\xffCD\r")
+    assert take(transport) == b"AB\xff\xffCD\r"
