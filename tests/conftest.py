@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import sync_backend
+from tests import pg
+from tests.support import DEMO_DATA, sync_backend
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
+
+
+@pytest.fixture(scope="session")
+def pg_demo_template():
+    """A migrated PostgreSQL database holding the demo data, copied by each test that needs one."""
+    pg.require()
+    pg.drop_leftovers()
+    name = pg.migrated_database(str(DEMO_DATA))
+    yield name
+    pg.drop_database(name)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -14,3 +25,9 @@ def backend(request):
     """A fresh backend loaded with the demo data; the ACS behaviour suite runs once per kind."""
     if request.param == "sqlite":
         yield sync_backend()
+    else:  # postgresql: a copy of the demo database on the real server, used synchronously
+        template = request.getfixturevalue("pg_demo_template")
+        with pg.temporary_database(template) as name:
+            running = pg.sync_backend(name)
+            yield running
+            running.stop()
