@@ -11,6 +11,7 @@ exchange lines.
 
 from __future__ import annotations
 
+import bisect
 import collections
 from typing import TYPE_CHECKING
 
@@ -47,10 +48,9 @@ class Metrics:
     def observe(self, elapsed: float) -> None:
         self.latency_sum += elapsed
         self.latency_count += 1
-        for index, bound in enumerate(LATENCY_BUCKETS):
-            if elapsed <= bound:
-                self.latency_buckets[index] += 1
-                return
+        index = bisect.bisect_left(LATENCY_BUCKETS, elapsed)  # the first bound >= elapsed
+        if index < len(LATENCY_BUCKETS):
+            self.latency_buckets[index] += 1
 
 
 class Events:
@@ -59,6 +59,8 @@ class Events:
     def __init__(self, level: str = "info") -> None:
         self.metrics = Metrics()
         self.set_level(level)
+        self.in_flight = 0  # requests waiting for a backend; a stopping server waits for them
+        self.worker: int | None = None  # this process's index when server.workers > 1
 
     def set_level(self, level: str) -> None:
         self.level = LEVELS.get(level, LogLevel.info)
@@ -72,9 +74,10 @@ class Events:
         self.metrics.connections_opened[session.listener.name] += 1
         if self._info:
             log.info(
-                "connection opened listener={listener} peer={peer}",
+                "connection opened listener={listener} peer={peer}{worker}",
                 listener=session.listener.name,
                 peer=session.peer,
+                worker="" if self.worker is None else f" worker={self.worker}",
             )
 
     def connection_refused(self, listener: str, peer: str, reason: str) -> None:

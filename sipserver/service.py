@@ -10,6 +10,7 @@ changes that need new sockets or new backends are reported as needing a restart.
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 import sys
 from typing import Any
@@ -30,21 +31,39 @@ from sipserver.registry import Registry
 from sipserver.transport.base import ListenerFactory
 from sipserver.transport.raw import RawSIPProtocol
 from sipserver.transport.telnet import telnet_protocol
+from sipserver.workers import WorkerPool
 
 log = Logger(namespace="sipserver.service")
 
 #: Seconds between backend health probes (98's on-line flag and /health read the result).
 HEALTH_INTERVAL = 5.0
+#: Seconds a stopping server waits for requests in flight (a checkout in the database) to be answered.
+DRAIN_TIMEOUT = 10.0
 
 
 class SIPServer(MultiService):
     """The whole daemon. Also the sessions' hub: ``registry``, ``acs``, ``events``, ``config``."""
 
-    def __init__(self, config: Config, reactor: Any, backends: dict[str, ILSBackend] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        backends: dict[str, ILSBackend] | None = None,
+        *,
+        listen: bool = True,
+        worker: int | None = None,
+    ) -> None:
+        """``listen=False`` builds the factories without binding anything: a worker child adopts
+        the parent's sockets instead (``sipserver.workers``), whose index is ``worker``."""
         super().__init__()
         self.reactor = reactor
         self.config = config
         self.events = Events(config.logging.level)
+        if worker is None and config.server.workers > 1:
+            worker = 0  # the parent of a pool
+        self.events.worker = worker
+        self.adopted: list[Any] = []  # listening ports adopted by a worker child
+        self.workers: WorkerPool | None = None
         self.lockout = Lockout(
             config.server.lockout.failures,
             config.server.lockout.window,
@@ -66,6 +85,8 @@ class SIPServer(MultiService):
         for listener in config.listeners:
             factory = self._factory_for(listener)
             self.factories[listener.name] = factory
+            if not listen:
+                continue
             try:
                 service = strports.service(listener.endpoint, factory, reactor=reactor)
             except Exception as exc:  # systemd: without passed sockets raises IndexError
@@ -75,7 +96,10 @@ class SIPServer(MultiService):
                 ) from exc
             service.setName(f"listener:{listener.name}")
             service.setServiceParent(self)
-        if config.http is not None:
+        if listen and config.server.workers > 1:
+            self.workers = WorkerPool(self, config.server.workers)
+            self.workers.setServiceParent(self)
+        if listen and config.http is not None:
             from sipserver.status import site
 
             http = strports.service(config.http.endpoint, site(self), reactor=reactor)
@@ -127,13 +151,19 @@ class SIPServer(MultiService):
 
     def startService(self) -> None:
         self._install_sighup()
+        _raise_fd_limit()
         for name in self.backends:
             self._start_backend(name)
         super().startService()
+        bound: list[defer.Deferred[Any]] = []
         for service in self:
             waiting = getattr(service, "_waitingForPort", None)  # set by strports' endpoint service
             if waiting is not None:
                 waiting.addCallback(self._report_listening, service.name)
+                if service.name.startswith("listener:"):
+                    bound.append(waiting.addCallback(lambda port, name=service.name[9:]: (name, port)))
+        if self.workers is not None:
+            defer.gatherResults(bound).addCallback(lambda ports: self.workers.spawn_all(dict(ports)))
         log.info(
             "{name} serving {listeners} listener(s) for {institutions} institution(s), {accounts} account(s)",
             name=self.config.server.name,
@@ -141,6 +171,11 @@ class SIPServer(MultiService):
             institutions=len(self.config.institutions),
             accounts=len(self.config.accounts),
         )
+        # What start-up built (modules, config, Twisted) lives as long as the process: move it out
+        # of the cyclic collector's reach, so that a full collection walks only what requests
+        # create, instead of stalling every terminal for ~10 ms (docs/performance.md).
+        gc.collect()
+        gc.freeze()
 
     @staticmethod
     def _report_listening(port: Any, name: str) -> Any:
@@ -183,13 +218,33 @@ class SIPServer(MultiService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
+        """Stop accepting, answer the requests in flight (bounded), then stop the backends."""
         self._remove_sighup()
+        for port in self.adopted:
+            yield port.stopListening()
         yield super().stopService()
+        yield self._drain()
         for name, backend in self.backends.items():
             try:
                 yield backend.stop()
             except Exception as exc:  # stopping must go on for the other backends
                 log.warn("backend {backend} did not stop cleanly: {why}", backend=name, why=exc)
+
+    def _drain(self) -> defer.Deferred[None]:
+        """Fires when no request is waiting for its backend, or after DRAIN_TIMEOUT seconds."""
+        done: defer.Deferred[None] = defer.Deferred()
+        deadline = self.reactor.seconds() + DRAIN_TIMEOUT
+
+        def check() -> None:
+            if self.events.in_flight <= 0 or self.reactor.seconds() >= deadline:
+                if self.events.in_flight > 0:
+                    log.warn("stopping with {count} request(s) unanswered", count=self.events.in_flight)
+                done.callback(None)
+            else:
+                self.reactor.callLater(0.05, check)
+
+        check()
+        return done
 
     # ---------------------------------------------------------------------------------------------
     # Reload
@@ -206,7 +261,11 @@ class SIPServer(MultiService):
                 signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
     def reload(self) -> bool:
-        """Re-read the config file; swap in what can change live. False when the new file is refused."""
+        """Re-read the config file; swap in what can change live. False when the new file is refused.
+
+        The workers (if any) get SIGHUP and reload the same file themselves."""
+        if self.workers is not None:
+            self.workers.signal_all("HUP")
         try:
             new = load_config(self.config.path)
         except ConfigError as exc:
@@ -269,3 +328,20 @@ def _merge_live(old: Config, new: Config) -> Config:
     return attrs.evolve(
         new, listeners=old.listeners, backends=old.backends, http=old.http, server=server, logging=logging
     )
+
+
+def _raise_fd_limit() -> None:
+    """Raise the open-files limit to its hard maximum: each terminal holds a socket, and a default
+    soft limit of 1024 would refuse connections long before ``server.max_connections``."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warn("could not raise the open files limit from {soft}: {why}", soft=soft, why=exc)
+            return
+        log.info("open files limit raised from {soft} to {hard}", soft=soft, hard=hard)

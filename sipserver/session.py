@@ -8,8 +8,8 @@ checksum, 97 answered with the last reply, a retransmitted request (same AY and 
 terminator. Requests are answered strictly in order: a frame that arrives while another is being
 answered waits its turn.
 
-No Twisted here: the ACS returns Deferreds, which this module only chains with ``addCallback``, so
-the session is tested with bytes in and bytes out.
+No Twisted here: the ACS returns a reply at once or a Deferred, which this module only chains with
+``addCallback``, so the session is tested with bytes in and bytes out.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ _RESEND_96 = make("96")
 
 class SessionEvents(Protocol):
     """Where a session reports what happens: the log and the metrics (see ``sipserver.events``)."""
+
+    in_flight: int  # requests waiting for a backend (a stopping server waits for them)
 
     def exchange(self, session: Session, request: str, outcome: str, elapsed: float) -> None: ...
 
@@ -169,9 +171,23 @@ class Session:
             self.shutdown(f"{request.name} before login")
             return
         self._busy = True
-        d = self.hub.acs.handle(request, self._context())
-        d.addCallback(self._answer, request, key, started)
-        d.addErrback(self._internal_error, request, started)
+        reply = self.hub.acs.answer(request, self._context())
+        if isinstance(reply, Reply):  # answered at once: no Deferred to chain
+            try:
+                self._answer(reply, request, key, started)
+            except Exception as exc:
+                self._internal_error(str(exc), request)
+            return
+        events = self.hub.events
+        events.in_flight += 1
+
+        def settled(result: Any) -> Any:
+            events.in_flight -= 1
+            return result
+
+        reply.addBoth(settled)
+        reply.addCallback(self._answer, request, key, started)
+        reply.addErrback(lambda failure: self._internal_error(failure.getErrorMessage(), request))
 
     def _answer(self, reply: Reply, request: Message, key: tuple[str | None, str] | None, started: float) -> None:
         self._busy = False
@@ -183,10 +199,10 @@ class Session:
         self.hub.events.exchange(self, request.name, reply.outcome, self._clock() - started)
         self._next()
 
-    def _internal_error(self, failure: Any, request: Message, started: float) -> None:
+    def _internal_error(self, why: str, request: Message) -> None:
         """Only a bug reaches here (the ACS never errbacks): log it, close cleanly, no traceback out."""
         self._busy = False
-        self.hub.events.protocol_error(self, f"internal error answering {request.name}: {failure.getErrorMessage()}")
+        self.hub.events.protocol_error(self, f"internal error answering {request.name}: {why}")
         self.shutdown("internal error")
 
     def _next(self) -> None:

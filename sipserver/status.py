@@ -130,4 +130,3 @@ def site(sip: SIPServer) -> server.Site:
     factory.noisy = False
     factory.displayTracebacks = False
     return factory
-

@@ -112,7 +112,8 @@ class ACS:
         name = ctx.institution.backend
         backend = self.backends[name]
         d = defer.maybeDeferred(getattr(backend, method), *args, **kwargs)
-        d.addTimeout(ctx.institution.policy.timeout, self.reactor)
+        if not d.called:  # an answer already in hand needs no timer (inline sqlite reads)
+            d.addTimeout(ctx.institution.policy.timeout, self.reactor)
 
         def ok(result: Any) -> Any:
             self.health.mark(name, True)
@@ -145,24 +146,40 @@ class ACS:
 
     def handle(self, request: Message, ctx: RequestContext) -> defer.Deferred[Reply]:
         """The reply to ``request``; never errbacks."""
+        return defer.maybeDeferred(self.answer, request, ctx)
+
+    def answer(self, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
+        """The reply to ``request``: a Reply when the answer is at hand (99, refusals, and any
+        handler whose backend answered at once), else a Deferred that never errbacks.
+
+        The session calls this rather than :meth:`handle`, so that a request answered at once
+        costs no Deferred at all.
+        """
         handler = handlers.HANDLERS.get(request.code)
         if handler is None:  # a response code sent to us, or 93/97 which the session answers itself
-            return defer.succeed(Reply(handlers.refuse(request, ctx, screen.NOT_PERMITTED), "unsupported"))
+            return Reply(handlers.refuse(request, ctx, screen.NOT_PERMITTED), "unsupported")
         if not permitted(ctx.account, request.code):
-            return defer.succeed(Reply(handlers.refuse(request, ctx, screen.NOT_PERMITTED), "denied"))
-        d = defer.maybeDeferred(handler, self, request, ctx)
+            return Reply(handlers.refuse(request, ctx, screen.NOT_PERMITTED), "denied")
+        try:
+            result = handler(self, request, ctx)
+        except Exception:
+            return self._failed(Failure(), request, ctx)
+        if isinstance(result, defer.Deferred):
+            if result.called and isinstance(result.result, Reply):  # inlineCallbacks that finished
+                reply = result.result
+                result.result = None  # consumed: the Deferred is dropped
+                return reply
+            return result.addErrback(self._failed, request, ctx)
+        return result
 
-        def failed(failure: Failure) -> Reply:
-            if failure.check(BackendUnavailable):
-                return Reply(handlers.refuse(request, ctx, screen.UNAVAILABLE), "unavailable")
-            log.failure(
-                "handler for {name} failed (login {login}, peer {peer})",
-                failure,
-                name=request.name,
-                login=ctx.login,
-                peer=ctx.peer,
-            )
-            return Reply(handlers.refuse(request, ctx, screen.SYSTEM_ERROR), "error")
-
-        d.addErrback(failed)
-        return d
+    def _failed(self, failure: Failure, request: Message, ctx: RequestContext) -> Reply:
+        if failure.check(BackendUnavailable):
+            return Reply(handlers.refuse(request, ctx, screen.UNAVAILABLE), "unavailable")
+        log.failure(
+            "handler for {name} failed (login {login}, peer {peer})",
+            failure,
+            name=request.name,
+            login=ctx.login,
+            peer=ctx.peer,
+        )
+        return Reply(handlers.refuse(request, ctx, screen.SYSTEM_ERROR), "error")

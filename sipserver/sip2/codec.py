@@ -405,29 +405,31 @@ def make(code: str, fields: Iterable[tuple[str, Any]] | Mapping[str, Any] | None
     spec = MESSAGES.get(code) or BY_NAME.get(code)
     if spec is None:
         raise EncodeError(f"unknown message {code!r}")
+    known = _FIXED_BY_NAME[spec.code]
     fixed: dict[str, str] = {}
     out_fields: dict[str, list[str]] = {}
-    known = {f.name: f for f in spec.fixed}
-    pairs: Iterable[tuple[str, Any]]
-    if fields is None:
-        pairs = ()
-    elif isinstance(fields, Mapping):
-        pairs = fields.items()
-    else:
-        pairs = fields
+    variable: list[tuple[str, Any]] = []
+    if fields is not None:
+        variable.extend(fields.items() if isinstance(fields, Mapping) else fields)
     for key, value in values.items():
         if key.islower():
             field = known.get(key)
             if field is None:
                 raise EncodeError(f"{spec.name} has no fixed field {key!r}")
-            fixed[key] = _fixed_value(field.width, field.kind, value)
-    for field in spec.fixed:
-        if field.name not in fixed:
-            fixed[field.name] = _fixed_default(field.name, field.width, field.kind)
-    for key, value in [*pairs, *((k, v) for k, v in values.items() if not k.islower())]:
+            fixed[key] = value if type(value) is str else _fixed_value(field.width, field.kind, value)
+        else:
+            variable.append((key, value))
+    if len(fixed) < len(known):
+        for field in spec.fixed:
+            if field.name not in fixed:
+                fixed[field.name] = _fixed_default(field.name, field.width, field.kind)
+    for key, value in variable:
         if len(key) != 2:
             raise EncodeError(f"field ids have two characters, got {key!r}")
         if value is None:
+            continue
+        if type(value) is str and key not in out_fields:  # the common case: one plain value
+            out_fields[key] = [value]
             continue
         items = value if isinstance(value, list | tuple) else [value]
         bucket = out_fields.setdefault(key, [])
@@ -438,6 +440,9 @@ def make(code: str, fields: Iterable[tuple[str, Any]] | Mapping[str, Any] | None
         if not bucket:
             del out_fields[key]
     return Message(spec.code, fixed, out_fields)
+
+
+_FIXED_BY_NAME = {code: {f.name: f for f in spec.fixed} for code, spec in MESSAGES.items()}
 
 
 def _fixed_value(width: int, kind: Kind, value: Any) -> str:

@@ -9,7 +9,7 @@ from twisted.protocols.policies import TimeoutMixin
 
 from sipserver.session import Session
 
-from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, peer_host
+from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, peer_host, write_now
 
 
 class RawSIPProtocol(Protocol, TimeoutMixin):
@@ -62,7 +62,7 @@ class RawSIPProtocol(Protocol, TimeoutMixin):
             self.setTimeout(self.factory.server.config.server.idle_timeout)
 
     def _write(self, data: bytes) -> None:
-        self.transport.write(data)
+        write_now(self.transport, data)
 
     def _close(self, reason: str) -> None:
         if self.session is not None:

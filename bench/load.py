@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""Load and memory benchmark: our daemon against PyPI ``pysip2`` 0.1.0, measured in the same run.
+
+    python bench/load.py [--mode all|status|circ|idle|workers] [--seconds 4] [--rounds 3]
+                         [--connections 50] [--idle 10000] [--light-rate 1000]
+
+Modes (``all`` runs each in turn):
+
+status   closed loop, ``--connections`` terminals, each logged in, alternating 99 (SC status) and
+         23 (patron status with a PIN) over the demo patrons.
+circ     closed loop, one terminal per free demo item: checkout (11), renew (29), checkin (09).
+idle     ``--idle`` logged-in connections held at once: the server's RSS growth per connection,
+         then a light open-loop load (``--light-rate`` status requests a second, round-robin over
+         the held connections) with its latency.
+workers  the status load against ``server.workers: 1`` and ``2`` (sipserver only).
+
+For status, circ and idle both servers run at once, each pinned to CPU 0, the generator to CPU 1
+("one core" for the server); only one of them is under load at a time. Each run is cut into
+``--rounds`` rounds that alternate which server goes first, and the ratio is the median of the
+per-round ratios, which cancels slow drifts of a shared machine. Our daemon runs with
+``logging.level: warn`` (per-exchange lines off), its embedded sqlite backend and the demo data.
+Every phase is bounded in time, and every process started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import yaml
+from loadgen import Conn, Result, close_all, closed_loop, connect, open_loop, raise_fd_limit
+from servers import DEMO_DATA, LOGIN, PASSWORD, OurServer, Pysip2Server, Server, workdir
+
+from sipserver.sip2 import encode, make
+
+SERVER_CPU, CLIENT_CPU = {0}, {1}
+DATE = datetime.datetime(2025, 1, 15, 9, 30, 10)
+NB_DUE = datetime.datetime(2025, 2, 5, 23, 59, 0)  # pysip2 rejects a blank nb due date
+
+Cycle = list[tuple[bytes, bytes, int]]  # (request frame, expected reply code, index of the ok flag or 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Requests
+
+
+def frame(code: str, sequence: int, **values: object) -> bytes:
+    return encode(make(code, **values), sequence=str(sequence % 10))
+
+
+def login_frame(sequence: int = 0) -> bytes:
+    return frame("93", sequence, CN=LOGIN, CO=PASSWORD, CP="MAIN-DESK1")
+
+
+def demo() -> tuple[list[tuple[str, str]], list[str]]:
+    """Patrons (barcode, PIN) who may borrow, and items that are on the shelf with no hold on them."""
+    data = yaml.safe_load(DEMO_DATA.read_text(encoding="utf-8"))
+    loans = {loan["item"] for loan in data["loans"]}
+    held = {h.get("item") for h in data["holds"]} | {h.get("title") for h in data["holds"]}
+    free = [
+        item["barcode"]
+        for item in data["items"]
+        if "status" not in item and item["barcode"] not in loans and item["barcode"] not in held
+        and item["title"] not in held and "fee" not in item and item.get("media_type", "book") == "book"
+    ]  # fmt: skip
+    troubled = {"21000000000002", "21000000000003", "21000000000004", "21000000000005", "21000000000006",
+                "21000000000007", "21000000000020", "21000000000023", "21000000000024"}  # fmt: skip
+    patrons = [(p["barcode"], p["pin"]) for p in data["patrons"] if p["barcode"] not in troubled]
+    return patrons, free
+
+
+def status_cycle(index: int, patrons: Sequence[tuple[str, str]]) -> Cycle:
+    """20 requests: 99 and 23 in turn, AY 0..9 twice, the terminal's own patron."""
+    barcode, pin = patrons[index % len(patrons)]
+    cycle: Cycle = []
+    for seq in range(20):
+        if seq % 2:
+            cycle.append((frame("23", seq, language="001", transaction_date=DATE, AO="MAIN", AA=barcode,
+                                AC="", AD=pin), b"24", 0))  # fmt: skip
+        else:
+            cycle.append((frame("99", seq, status_code="0", max_print_width="080", protocol_version="2.00"), b"98", 0))
+    return cycle
+
+
+def circ_cycle(index: int, patrons: Sequence[tuple[str, str]], items: Sequence[str]) -> Cycle:
+    """Checkout, renew, checkin of the terminal's own item, with AY stepping through 0..9 (30 requests)."""
+    barcode, pin = patrons[index % len(patrons)]
+    item = items[index]
+    who = {"AO": "MAIN", "AA": barcode, "AB": item, "AC": "", "AD": pin}
+    cycle: Cycle = []
+    for seq in range(30):
+        step = seq % 3
+        if step == 0:
+            cycle.append((frame("11", seq, sc_renewal_policy=True, no_block=False, transaction_date=DATE,
+                                nb_due_date=NB_DUE, **who), b"12", 2))  # fmt: skip
+        elif step == 1:
+            cycle.append((frame("29", seq, third_party_allowed=False, no_block=False, transaction_date=DATE,
+                                nb_due_date=NB_DUE, **who), b"30", 2))  # fmt: skip
+        else:
+            cycle.append((frame("09", seq, no_block=False, transaction_date=DATE, return_date=DATE, AP="MAIN",
+                                AO="MAIN", AB=item, AC=""), b"10", 2))  # fmt: skip
+    return cycle
+
+
+def check_frames_with_pysip2(cycles: Sequence[Cycle]) -> None:
+    """Both servers get the same bytes: make sure pysip2's strict decoder takes every one."""
+    import pysip2
+
+    for cycle in cycles:
+        for data, _code, _ok in cycle:
+            pysip2.decode_message(data)
+    pysip2.decode_message(login_frame())
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+def terminals(server: Server, cycles: Sequence[Cycle]) -> list[Conn]:
+    socks = connect("127.0.0.1", server.port, len(cycles), [login_frame()])
+    return [Conn(sock, cycle) for sock, cycle in zip(socks, cycles, strict=True)]
+
+
+def alternate(
+    servers: Sequence[Server], run: Callable[[Server, int], Result], rounds: int
+) -> tuple[dict[str, Result], list[float]]:
+    """``rounds`` rounds of ``run`` on each server, alternating the order; merged results and the
+    per-round ratios of the first server's rate to the second's."""
+    merged = {s.name: Result() for s in servers}
+    ratios = []
+    for r in range(rounds):
+        order = list(servers) if r % 2 == 0 else list(reversed(servers))
+        rates = {}
+        for server in order:
+            result = run(server, r)
+            merged[server.name].merge(result)
+            rates[server.name] = result.rate
+        a, b = servers[0].name, servers[1].name
+        if rates[b]:
+            ratios.append(rates[a] / rates[b])
+    return merged, ratios
+
+
+def row(name: str, result: Result, extra: str = "") -> str:
+    return (
+        f"  {name:<10} {result.rate:>10,.0f} msg/s   p50 {result.percentile(0.5):6.2f} ms   "
+        f"p99 {result.percentile(0.99):6.2f} ms   max {max(result.latencies, default=0) / 1e6:7.2f} ms"
+        f"   wrong {result.wrong}  lost {result.lost}{extra}"
+    )
+
+
+class Report:
+    """Collects the headline figures and prints the targets at the end."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def target(self, what: str, value: str, ok: bool) -> None:
+        self.lines.append(f"  [{'met' if ok else 'MISSED'}] {what}: {value}")
+
+    def print(self) -> None:
+        if self.lines:
+            print("\nTargets (issue #7)")
+            print("\n".join(self.lines))
+
+
+def mode_status(args: argparse.Namespace, work: Path, report: Report) -> None:
+    patrons, _ = demo()
+    cycles = [status_cycle(i, patrons) for i in range(args.connections)]
+    check_frames_with_pysip2(cycles)
+    servers = start_pair(work)
+    try:
+        conns = {s.name: terminals(s, cycles) for s in servers}
+        merged, ratios = alternate(servers, lambda s, r: closed_loop(conns[s.name], args.seconds), args.rounds)
+        for cs in conns.values():
+            close_all(cs)
+    finally:
+        stop_all(servers)
+    ours, base = merged["sipserver"], merged["pysip2"]
+    ratio = statistics.median(ratios)
+    print(f"\nstatus mix (99 + 23 with PIN), {args.connections} connections, closed loop, server on 1 CPU, "
+          f"{args.rounds} x {args.seconds:g}s each")  # fmt: skip
+    print(row("sipserver", ours))
+    print(row("pysip2", base))
+    print(f"  ratio      {ratio:.2f}x (median of rounds {', '.join(f'{r:.2f}' for r in ratios)})")
+    report.target(f"status mix >= 15,000 msg/s at {args.connections} connections", f"{ours.rate:,.0f}",
+                  ours.rate >= 15000)  # fmt: skip
+    report.target("status mix >= 1.5x pysip2", f"{ratio:.2f}x", ratio >= 1.5)
+    report.target("status mix p99 < 5 ms", f"{ours.percentile(0.99):.2f} ms", ours.percentile(0.99) < 5)
+
+
+def mode_circ(args: argparse.Namespace, work: Path, report: Report) -> None:
+    patrons, items = demo()
+    count = min(args.connections, len(items))
+    cycles = [circ_cycle(i, patrons, items) for i in range(count)]
+    check_frames_with_pysip2(cycles)
+    servers = start_pair(work)
+    try:
+        conns = {s.name: terminals(s, cycles) for s in servers}
+        merged, ratios = alternate(servers, lambda s, r: closed_loop(conns[s.name], args.seconds), args.rounds)
+        for cs in conns.values():
+            close_all(cs)
+    finally:
+        stop_all(servers)
+    print(f"\ncirculation mix (11, 29, 09), {count} connections (one free item each), closed loop, server on 1 CPU")
+    for name in ("sipserver", "pysip2"):
+        print(row(name, merged[name], f"  refused {merged[name].refused}"))
+    print(f"  ratio      {statistics.median(ratios):.2f}x")
+
+
+def mode_idle(args: argparse.Namespace, work: Path, report: Report) -> None:
+    patrons, _ = demo()
+    hard = raise_fd_limit()
+    count = min(args.idle, hard - 100)
+    print(f"\nidle: {count:,} logged-in connections held at once, then {args.light_rate:g} status msg/s "
+          f"round-robin over them for {args.seconds:g}s, server on 1 CPU")  # fmt: skip
+    figures = {}
+    for cls in (OurServer, Pysip2Server):
+        server = start(cls, work)
+        try:
+            warm = terminals(server, [status_cycle(i, patrons) for i in range(10)])
+            closed_loop(warm, 0.5, warmup=0.0)
+            close_all(warm)
+            time.sleep(0.5)
+            before = server.rss_kb()
+            began = time.monotonic()
+            socks = connect("127.0.0.1", server.port, count, [login_frame()], timeout=120)
+            opened = time.monotonic() - began
+            time.sleep(1.0)
+            after = server.rss_kb()
+            conns = [Conn(sock, status_cycle(i, patrons)) for i, sock in enumerate(socks)]
+            light = open_loop(conns, args.light_rate, args.seconds)
+            close_all(conns)
+        finally:
+            server.stop()
+        per = (after - before) * 1024 / count
+        figures[server.name] = (per, light)
+        print(f"  {server.name:<10} RSS {before / 1024:6.1f} -> {after / 1024:7.1f} MB = "
+              f"{per / 1024:5.1f} KB/connection   (opened and logged in in {opened:.1f}s)")  # fmt: skip
+        print(row("  light", light))
+    ours, base = figures["sipserver"], figures["pysip2"]
+    print(f"  memory per connection: sipserver {ours[0] / 1024:.1f} KB, pysip2 {base[0] / 1024:.1f} KB "
+          f"({base[0] / ours[0]:.2f}x less for sipserver)")  # fmt: skip
+    report.target(f"{count:,} connections at <= 16 KB RSS each", f"{ours[0] / 1024:.1f} KB", ours[0] <= 16 * 1024)
+    report.target("light load p99 < 10 ms with them open", f"{ours[1].percentile(0.99):.2f} ms",
+                  ours[1].percentile(0.99) < 10 and ours[1].lost == 0)  # fmt: skip
+
+
+def mode_workers(args: argparse.Namespace, work: Path, report: Report) -> None:
+    patrons, _ = demo()
+    cycles = [status_cycle(i, patrons) for i in range(args.connections)]
+    one = start(OurServer, work, cpus=None, workers=1)
+    two = start(OurServer, work, cpus=None, workers=2)
+    one.name, two.name = "workers=1", "workers=2"
+    servers = [two, one]
+    try:
+        conns = {s.name: terminals(s, cycles) for s in servers}
+        cpu: dict[str, float] = dict.fromkeys(conns, 0.0)
+
+        def run(server: Server, _round: int) -> Result:
+            used = server.cpu()
+            result = closed_loop(conns[server.name], args.seconds)
+            cpu[server.name] += server.cpu() - used
+            return result
+
+        os.sched_setaffinity(0, SERVER_CPU | CLIENT_CPU)
+        merged, ratios = alternate(servers, run, args.rounds)
+        pids = {s.name: len(s.pids()) for s in servers}
+        for cs in conns.values():
+            close_all(cs)
+    finally:
+        os.sched_setaffinity(0, CLIENT_CPU)
+        stop_all(servers)
+    ratio = statistics.median(ratios)
+    print(f"\nworkers: status mix, {args.connections} connections, nothing pinned (server and generator "
+          f"share the {os.cpu_count()} CPUs)")  # fmt: skip
+    for name in ("workers=1", "workers=2"):
+        result = merged[name]
+        used = cpu[name] / result.messages * 1e6 if result.messages else 0
+        print(row(name, result, f"   processes {pids[name]}   server CPU {used:.0f} us/msg"))
+    print(f"  ratio      {ratio:.2f}x (median of rounds {', '.join(f'{r:.2f}' for r in ratios)})")
+    report.target("2 workers >= 1.7x one", f"{ratio:.2f}x", ratio >= 1.7)
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes
+
+
+def start(cls: type, work: Path, cpus: set[int] | None = SERVER_CPU, **kwargs: object) -> Server:
+    server = cls(work, cpus=cpus, **kwargs)
+    try:
+        return server.wait_ready(login_frame())
+    except BaseException:
+        server.stop()
+        raise
+
+
+def start_pair(work: Path) -> list[Server]:
+    ours = start(OurServer, work)
+    try:
+        return [ours, start(Pysip2Server, work)]
+    except BaseException:
+        ours.stop()
+        raise
+
+
+def stop_all(servers: Sequence[Server]) -> None:
+    for server in servers:
+        server.stop()
+
+
+def machine() -> str:
+    import platform
+
+    import twisted
+
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, Twisted {twisted.__version__}, "
+            f"{time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
+
+
+MODES = {"status": mode_status, "circ": mode_circ, "idle": mode_idle, "workers": mode_workers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["all", *MODES], default="all")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per round (default 4)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per server, order alternating (default 3)")
+    parser.add_argument("--connections", type=int, default=50, help="terminals in the closed-loop modes")
+    parser.add_argument("--idle", type=int, default=10000, help="connections held in idle mode")
+    parser.add_argument("--light-rate", type=float, default=1000, help="msg/s of the light load in idle mode")
+    args = parser.parse_args(argv)
+    try:
+        import pysip2  # noqa: F401
+    except ImportError:
+        print("pysip2 is not installed: .venv/bin/pip install -e '.[bench]'", file=sys.stderr)
+        return 2
+    if (os.cpu_count() or 1) < 2:
+        print("needs 2 CPUs: one for the server, one for the load generator", file=sys.stderr)
+        return 2
+    raise_fd_limit()
+    os.sched_setaffinity(0, CLIENT_CPU)
+    print(f"bench/load.py: {machine()}")
+    report = Report()
+    with workdir() as tmp:
+        for name, fn in MODES.items():
+            if args.mode in ("all", name):
+                fn(args, Path(tmp), report)
+    report.print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The client side of ``bench/load.py``: many SIP2 connections driven from one epoll loop.
+
+One process, non-blocking sockets, ``select.epoll`` and precomputed request frames, so that the
+generator spends as little CPU per message as it can (a few microseconds: one ``recv``, one ``send``
+and a timestamp) and the server, not the generator, is what gets measured. Every loop is bounded
+by a deadline.
+
+* :func:`connect` opens connections in batches and logs each one in (93, expecting ``941``).
+* :func:`closed_loop`: every connection sends its next request as soon as the previous reply
+  arrives (one outstanding request per connection, like a terminal).
+* :func:`open_loop`: requests at a fixed total rate, round-robin over the connections (a light
+  background load, like many sorters polling).
+
+Request frames carry AY and AZ, and AY changes on every request of a connection (the cycles below
+never repeat a frame twice in a row), so no request is mistaken for a retransmission.
+"""
+
+from __future__ import annotations
+
+import errno
+import resource
+import select
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+NS = 1_000_000_000
+
+
+@dataclass
+class Result:
+    """What one run measured: messages, latencies (ns), replies of the wrong kind, lost connections."""
+
+    seconds: float = 0.0
+    latencies: list[int] = field(default_factory=list)
+    wrong: int = 0
+    refused: int = 0  # well-formed replies whose ok flag said no (circulation)
+    lost: int = 0
+
+    @property
+    def messages(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        """Latency in milliseconds at quantile ``q`` (0..1)."""
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
+    def merge(self, other: Result) -> None:
+        self.seconds += other.seconds
+        self.latencies.extend(other.latencies)
+        self.wrong += other.wrong
+        self.refused += other.refused
+        self.lost += other.lost
+
+
+class Conn:
+    """One terminal: its socket and the cycle of (request frame, expected reply code, ok index)."""
+
+    __slots__ = ("buf", "busy", "cycle", "fd", "pos", "sent", "sock")
+
+    def __init__(self, sock: socket.socket, cycle: Sequence[tuple[bytes, bytes, int]]) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.cycle = cycle
+        self.pos = 0
+        self.sent = 0
+        self.buf = b""
+        self.busy = False
+
+    def send_next(self) -> None:
+        if self.fd < 0:
+            return
+        frame = self.cycle[self.pos][0]
+        self.busy = True
+        self.sent = time.perf_counter_ns()
+        self.sock.send(frame)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def connect(
+    host: str, port: int, count: int, login: Sequence[bytes], *, batch: int = 200, timeout: float = 60.0
+) -> list[socket.socket]:
+    """``count`` connections, each logged in with ``login[i % len(login)]`` (which must get 941)."""
+    deadline = time.monotonic() + timeout
+    done: list[socket.socket] = []
+    ep = select.epoll()
+    try:
+        while len(done) < count:
+            pending: dict[int, socket.socket] = {}
+            for i in range(len(done), min(count, len(done) + batch)):
+                sock = socket.create_connection((host, port), timeout=10)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setblocking(False)
+                sock.send(login[i % len(login)])
+                pending[sock.fileno()] = sock
+                ep.register(sock.fileno(), select.EPOLLIN)
+            replies: dict[int, bytes] = dict.fromkeys(pending, b"")
+            while pending:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"logins not answered within {timeout}s ({len(done)} done)")
+                for fd, _ in ep.poll(1.0):
+                    sock = pending[fd]
+                    data = sock.recv(4096)
+                    if not data:
+                        raise RuntimeError(f"server closed a connection during login ({len(done)} done)")
+                    replies[fd] += data
+                    if replies[fd].endswith(b"\r"):
+                        if not replies[fd].startswith(b"941"):
+                            raise RuntimeError(f"login refused: {replies[fd]!r}")
+                        ep.unregister(fd)
+                        done.append(pending.pop(fd))
+    except BaseException:
+        for sock in done:
+            sock.close()
+        raise
+    finally:
+        ep.close()
+    return done
+
+
+def _receive(conn: Conn, result: Result | None, now: int) -> bool:
+    """Read a reply for ``conn``; True when a whole reply arrived (False: partial, or lost)."""
+    try:
+        data = conn.sock.recv(65536)
+    except BlockingIOError:
+        return False
+    except OSError:
+        data = b""
+    if not data:  # the server hung up: count it once and stop watching the socket
+        conn.busy = False
+        if result is not None:
+            result.lost += 1
+        if conn.fd >= 0:
+            conn.sock.close()
+            conn.fd = -1
+        return False
+    if conn.buf:
+        data = conn.buf + data
+    if data[-1] != 13:
+        conn.buf = data
+        return False
+    conn.buf = b""
+    conn.busy = False
+    _frame, expected, ok_index = conn.cycle[conn.pos]
+    conn.pos = (conn.pos + 1) % len(conn.cycle)
+    if result is not None:
+        result.latencies.append(now - conn.sent)
+        if data[:2] != expected:
+            result.wrong += 1
+        elif ok_index and data[ok_index : ok_index + 1] != b"1":
+            result.refused += 1
+    return True
+
+
+def _drain(ep: select.epoll, by_fd: dict[int, Conn], timeout: float = 10.0) -> None:
+    """Wait for the replies still in flight, so the connections are clean for the next run."""
+    deadline = time.monotonic() + timeout
+    while any(c.busy for c in by_fd.values()) and time.monotonic() < deadline:
+        for fd, _ in ep.poll(0.5):
+            conn = by_fd[fd]
+            if conn.busy:
+                _receive(conn, None, 0)
+            else:
+                try:
+                    conn.sock.recv(65536)
+                except OSError:
+                    pass
+
+
+def closed_loop(conns: Sequence[Conn], seconds: float, warmup: float = 0.5) -> Result:
+    """Every connection keeps one request outstanding for ``warmup + seconds``; the warm-up is not counted."""
+    conns = [c for c in conns if c.fd >= 0]
+    ep = select.epoll()
+    by_fd = {c.fd: c for c in conns}
+    for c in conns:
+        ep.register(c.fd, select.EPOLLIN)
+    result = Result()
+    clock = time.perf_counter_ns
+    try:
+        for c in conns:
+            c.send_next()
+        start = clock() + int(warmup * NS)
+        end = start + int(seconds * NS)
+        measuring: Result | None = None
+        while True:
+            events = ep.poll(1.0)
+            now = clock()
+            if now >= end:
+                break
+            if measuring is None and now >= start:
+                measuring = result
+                start = now
+            for fd, _ in events:
+                conn = by_fd[fd]
+                if _receive(conn, measuring, clock()):
+                    conn.send_next()
+        result.seconds = (now - start) / NS
+        _drain(ep, by_fd)
+    finally:
+        ep.close()
+    return result
+
+
+def open_loop(conns: Sequence[Conn], rate: float, seconds: float) -> Result:
+    """``rate`` requests a second in total, each to the next idle connection in turn."""
+    conns = [c for c in conns if c.fd >= 0]
+    ep = select.epoll()
+    by_fd = {c.fd: c for c in conns}
+    for c in conns:
+        ep.register(c.fd, select.EPOLLIN)
+    result = Result()
+    clock = time.perf_counter_ns
+    interval = int(NS / rate)
+    try:
+        start = clock()
+        end = start + int(seconds * NS)
+        due = start
+        turn = 0
+        while True:
+            now = clock()
+            if now >= end:
+                break
+            while due <= now:
+                for _ in range(len(conns)):
+                    conn = conns[turn]
+                    turn = (turn + 1) % len(conns)
+                    if not conn.busy:
+                        conn.send_next()
+                        break
+                due += interval
+            for fd, _ in ep.poll(max(0.0, (due - clock()) / NS)):
+                _receive(by_fd[fd], result, clock())
+        result.seconds = (clock() - start) / NS
+        _drain(ep, by_fd)
+    finally:
+        ep.close()
+    return result
+
+
+def close_all(socks: Sequence[socket.socket] | Sequence[Conn]) -> None:
+    for s in socks:
+        try:
+            s.close()
+        except OSError as exc:  # pragma: no cover
+            if exc.errno != errno.EBADF:
+                raise

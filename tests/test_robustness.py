@@ -1,0 +1,420 @@
+"""Robustness against the real daemon: garbage, slow and oversized input, a stalled backend,
+terminals that vanish mid-checkout, SIGTERM with requests in flight, and worker processes.
+
+Every loop is bounded and every wait has a deadline; the only time limits asserted are generous
+liveness bounds ("answered within 2 s while ..."), never throughput.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sipserver.sip2 import decode, encode, make
+from tests.daemon import Daemon, config_data, write_config
+
+pytestmark = pytest.mark.e2e
+
+JANE, PIN = "21000000000001", "1234"
+ITEM = "31000000000008"  # on the shelf at MAIN in the demo data
+DATE = "20250115    093010"
+
+
+def frame(code: str, sequence: int | None = None, **values: object) -> bytes:
+    return encode(make(code, **values), sequence=None if sequence is None else str(sequence % 10))
+
+
+LOGIN = frame("93", 0, CN="sco", CO="scpass", CP="MAIN-DESK1")
+PROBE = frame("99", 9, status_code="0", max_print_width="080", protocol_version="2.00")
+
+
+def checkout(sequence: int = 1) -> bytes:
+    return frame("11", sequence, sc_renewal_policy=True, no_block=False, transaction_date=DATE, nb_due_date=DATE,
+                 AO="MAIN", AA=JANE, AB=ITEM, AC="", AD=PIN)  # fmt: skip
+
+
+def checkin(sequence: int = 1) -> bytes:
+    return frame("09", sequence, no_block=False, transaction_date=DATE, return_date=DATE, AP="MAIN", AO="MAIN",
+                 AB=ITEM, AC="")  # fmt: skip
+
+
+def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class Reader:
+    """Reads CR-terminated frames from a socket; ``closed`` once the server hung up."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.closed = False
+
+    def frame(self, timeout: float = 5.0) -> bytes | None:
+        """The next frame (with its CR), or None when the connection closed first."""
+        deadline = time.monotonic() + timeout
+        while b"\r" not in self.buffer:
+            if self.closed:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no reply within {timeout}s (have {self.buffer[:80]!r})")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                chunk = b""  # closed while our next request was still unread: an RST, still a close
+            except TimeoutError:
+                continue
+            if not chunk:
+                self.closed = True
+            self.buffer += chunk
+        data, _, self.buffer = self.buffer.partition(b"\r")
+        return data + b"\r"
+
+
+def login(port: int) -> tuple[socket.socket, Reader]:
+    sock = connect(port)
+    reader = Reader(sock)
+    sock.sendall(LOGIN)
+    reply = reader.frame()
+    assert reply is not None and reply.startswith(b"941"), reply
+    return sock, reader
+
+
+def ask(port: int, request: bytes, expect: bytes, timeout: float = 2.0) -> bytes:
+    """Log in on a new connection, send one request, return the reply (which must start with ``expect``)."""
+    sock, reader = login(port)
+    with sock:
+        sock.sendall(request)
+        reply = reader.frame(timeout)
+    assert reply is not None and reply.startswith(expect), reply
+    return reply
+
+
+def start(tmp_path: Path, **changes: object) -> Daemon:
+    return Daemon(write_config(tmp_path, config_data(tmp_path, **changes)), tmp_path / "daemon.log").wait_ready(2)
+
+
+def server_settings(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {"name": "robust", "login_timeout": 30, "idle_timeout": 60,
+                               "lockout": {"failures": 0, "window": 60, "duration": 300}}  # fmt: skip
+    base.update(overrides)
+    return base
+
+
+def assert_clean_log(daemon: Daemon) -> None:
+    log = daemon.log()
+    assert "Traceback" not in log and "Unhandled" not in log, log[-3000:]
+
+
+# -------------------------------------------------------------------------------------------------
+# Random and mutated frames
+
+
+VALID_FRAMES = [
+    LOGIN,
+    PROBE,
+    frame("23", 1, language="001", transaction_date=DATE, AO="MAIN", AA=JANE, AC="", AD=PIN),
+    frame("63", 2, language="001", transaction_date=DATE, summary="  Y       ", AO="MAIN", AA=JANE, AC="", AD=PIN),
+    checkout(3),
+    checkin(4),
+    frame("29", 5, third_party_allowed=False, no_block=False, transaction_date=DATE, nb_due_date=DATE,
+          AO="MAIN", AA=JANE, AB=ITEM, AC="", AD=PIN),
+    frame("17", 6, transaction_date=DATE, AO="MAIN", AB=ITEM, AC=""),
+    frame("35", 7, transaction_date=DATE, AO="MAIN", AA=JANE, AC="", AD=PIN),
+    frame("65", 8, transaction_date=DATE, AO="MAIN", AA=JANE, AC="", AD=PIN),
+    b"97AZFEF5\r",
+    b"9900802.00\r",
+]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    """A valid request with a few bytes flipped, inserted, deleted or cut off."""
+    data = bytearray(draw(st.sampled_from(VALID_FRAMES)).rstrip(b"\r"))
+    for _ in range(draw(st.integers(1, 4))):
+        where = draw(st.integers(0, len(data)))
+        action = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "special"]))
+        if action == "flip" and where < len(data):
+            data[where] = draw(st.integers(0, 255))
+        elif action == "insert":
+            data[where:where] = draw(st.binary(min_size=1, max_size=8))
+        elif action == "delete":
+            del data[where : where + draw(st.integers(1, 8))]
+        elif action == "truncate":
+            del data[where:]
+        else:  # the bytes a framing or field parser cares about most
+            data[where:where] = draw(st.sampled_from([b"\r", b"\n", b"\0", b"|", b"AY", b"AZ", b"\xff", b"\x16\x03"]))
+    return bytes(data)
+
+
+FUZZ = st.one_of(st.binary(max_size=300), mutated(), mutated())
+
+
+@pytest.fixture(scope="module")
+def fuzz_daemon(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("fuzz")
+    running = start(tmp_path, server=server_settings())
+    yield running
+    running.stop()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=FUZZ)
+def test_random_and_mutated_frames_get_a_reply_or_a_clean_close(fuzz_daemon, data):
+    port = fuzz_daemon.port("raw")
+    sock, reader = login(port)
+    with sock:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(data + b"\r" + PROBE)
+        for _ in range(200):  # each fuzzed piece gets at most one reply; the probe's 98 ends it
+            reply = reader.frame(timeout=5.0)
+            if reply is None:
+                break  # a clean close: the server refused the input
+            decode(reply)  # every reply is a well-formed SIP frame (raises otherwise)
+            if reply.startswith(b"98") and b"AY9AZ" in reply:
+                break
+        else:
+            raise AssertionError("endless replies")
+    assert fuzz_daemon.process.poll() is None, fuzz_daemon.log()[-3000:]
+    ask(port, PROBE, b"98")  # and a fresh terminal is served
+
+
+def test_fuzzing_left_no_traceback(fuzz_daemon):
+    ask(fuzz_daemon.port("raw"), PROBE, b"98")
+    assert_clean_log(fuzz_daemon)
+
+
+# -------------------------------------------------------------------------------------------------
+# Slow and oversized input
+
+
+def test_slowloris_and_oversized_frames_are_closed_without_starving_others(tmp_path):
+    daemon = start(tmp_path, server=server_settings(login_timeout=2, idle_timeout=3, max_frame_bytes=512))
+    port = daemon.port("raw")
+    closed_after: dict[str, float] = {}
+
+    def trickle(name: str, logged_in: bool) -> None:
+        sock, _reader = login(port) if logged_in else (connect(port), None)
+        began = time.monotonic()
+        with sock:
+            sock.settimeout(0.05)
+            for _ in range(300):  # one byte every 50 ms, never a CR: at most 15 s
+                try:
+                    sock.send(b"9")
+                    if sock.recv(1024) == b"":
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            closed_after[name] = time.monotonic() - began
+
+    threads = [threading.Thread(target=trickle, args=("before login", False)),
+               threading.Thread(target=trickle, args=("logged in", True))]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    try:
+        oversized, reader = login(port)
+        with oversized:
+            oversized.sendall(b"23" + b"x" * 600)  # past max_frame_bytes, no CR
+            assert reader.frame(timeout=5.0) is None  # closed, no reply
+        sock, reader = login(port)
+        with sock:
+            for sequence in range(20):  # a busy terminal while the slow ones drip
+                started = time.monotonic()
+                sock.sendall(frame("99", sequence, status_code="0", max_print_width="080", protocol_version="2.00"))
+                reply = reader.frame(timeout=5.0)
+                assert reply is not None and reply.startswith(b"98")
+                assert time.monotonic() - started < 2.0
+                time.sleep(0.1)
+    finally:
+        for thread in threads:
+            thread.join(20)
+    assert closed_after["before login"] < 2 + 5, closed_after  # the login timeout, with slack
+    assert closed_after["logged in"] < 3 + 5, closed_after  # the idle timeout: bytes are not frames
+    log = daemon.log()
+    assert "login timeout" in log and "idle timeout" in log and "frame longer than 512 bytes" in log
+    assert_clean_log(daemon)
+    daemon.stop()
+
+
+# -------------------------------------------------------------------------------------------------
+# A stalled backend
+
+
+def slow_config(tmp_path: Path, delay: float) -> dict[str, object]:
+    data = config_data(tmp_path, server=server_settings())
+    data["backends"]["embedded"].update(type="tests.slow_backend:SlowBackend", delay=delay)
+    data["institutions"]["MAIN"]["policy"]["timeout"] = 20
+    return data
+
+
+def test_a_stalled_backend_does_not_slow_other_terminals(tmp_path):
+    daemon = Daemon(write_config(tmp_path, slow_config(tmp_path, delay=3.0)), tmp_path / "daemon.log").wait_ready(2)
+    port = daemon.port("raw")
+    slow, slow_reader = login(port)
+    with slow:
+        slow.sendall(checkout())
+        began = time.monotonic()
+        fast, reader = login(port)
+        with fast:
+            for sequence in range(6):
+                started = time.monotonic()
+                if sequence % 2:
+                    fast.sendall(frame("23", sequence, language="001", transaction_date=DATE, AO="MAIN", AA=JANE,
+                                       AC="", AD=PIN))  # fmt: skip
+                else:
+                    fast.sendall(frame("99", sequence, status_code="0", max_print_width="080", protocol_version="2.00"))
+                reply = reader.frame(timeout=5.0)
+                assert reply is not None and reply[:2] in (b"98", b"24")
+                assert time.monotonic() - started < 1.0, "another terminal's request waited for the stalled one"
+        assert time.monotonic() - began < 2.5  # all of it while the checkout was still stalled
+        reply = slow_reader.frame(timeout=10.0)
+        assert reply is not None and reply.startswith(b"121"), reply
+    assert_clean_log(daemon)
+    daemon.stop()
+
+
+# -------------------------------------------------------------------------------------------------
+# Terminals that vanish in the middle of a checkout
+
+
+def test_a_disconnect_mid_checkout_leaves_the_item_out_or_in_never_half(tmp_path):
+    daemon = start(tmp_path, server=server_settings())
+    port = daemon.port("raw")
+    database = tmp_path / "e2e.sqlite3"
+    for round_ in range(40):
+        sock, _reader = login(port)
+        sock.sendall(checkout(round_) if round_ % 2 == 0 else checkin(round_))
+        if round_ % 3 == 0:  # some vanish with a reset rather than a FIN
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+        if round_ % 10 == 9:
+            check_item_consistent(database)
+    ask(port, PROBE, b"98")  # the daemon is still serving
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the last transaction may still be committing
+        if check_item_consistent(database) is not None:
+            break
+        time.sleep(0.1)
+    assert_clean_log(daemon)
+    daemon.stop()
+
+
+def check_item_consistent(database: Path) -> bool | None:
+    """The item's status agrees with its loans: charged with exactly one open loan (to Jane), or
+    not charged with none. Returns whether it is out."""
+    uri = f"file:{database}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5, isolation_level=None)) as db:
+        db.execute("BEGIN")  # one snapshot for both reads: the daemon keeps committing meanwhile
+        status, item_id = db.execute("SELECT status, id FROM items WHERE barcode = ?", (ITEM,)).fetchone()
+        loans = db.execute(
+            "SELECT p.barcode FROM loans l JOIN patrons p ON p.id = l.patron_id"
+            " WHERE l.item_id = ? AND l.returned IS NULL",
+            (item_id,),
+        ).fetchall()
+        db.execute("COMMIT")
+    if status == "charged":
+        assert loans == [(JANE,)], (status, loans)
+        return True
+    assert loans == [], (status, loans)
+    return False
+
+
+# -------------------------------------------------------------------------------------------------
+# SIGTERM
+
+
+def refused(port: int) -> bool:
+    try:
+        connect(port, timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_sigterm_stops_accepting_answers_requests_in_flight_and_exits(tmp_path):
+    daemon = Daemon(write_config(tmp_path, slow_config(tmp_path, delay=2.0)), tmp_path / "daemon.log").wait_ready(2)
+    port = daemon.port("raw")
+    sock, reader = login(port)
+    with sock:
+        sock.sendall(checkout())
+        time.sleep(0.3)  # the checkout is now waiting on the backend
+        daemon.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not refused(port):
+            assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+            time.sleep(0.05)
+        reply = reader.frame(timeout=10.0)
+        assert reply is not None and reply.startswith(b"121"), reply  # the checkout in flight was answered
+    daemon.process.wait(15)
+    assert daemon.process.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM), daemon.log()[-2000:]
+    assert "unanswered" not in daemon.log()
+    assert_clean_log(daemon)
+    daemon.stop()
+
+
+# -------------------------------------------------------------------------------------------------
+# Workers
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_two_workers_both_answer_and_sigterm_stops_them_all(tmp_path):
+    daemon = start(tmp_path, server=server_settings(workers=2))
+    port = daemon.port("raw")
+    daemon.wait_for_log("worker 1 (pid", timeout=20)
+    child = int(re.search(r"worker 1 started \(pid (\d+)\)", daemon.log()).group(1))
+    assert alive(child)
+    for sequence in range(8):  # dealt out in turn: both processes get some
+        reply = ask(port, frame("99", sequence, status_code="0", max_print_width="080", protocol_version="2.00"), b"98")
+        assert reply.startswith(b"98Y")
+    deadline = time.monotonic() + 10
+    while not ("worker=0" in daemon.log() and "worker=1" in daemon.log()):
+        assert time.monotonic() < deadline, daemon.log()[-3000:]
+        time.sleep(0.05)
+    daemon.signal(signal.SIGTERM)
+    daemon.process.wait(20)
+    deadline = time.monotonic() + 10
+    while alive(child):
+        assert time.monotonic() < deadline, "worker still running after the parent stopped"
+        time.sleep(0.05)
+    assert refused(port)
+    assert_clean_log(daemon)
+    daemon.stop()
+
+
+def test_a_worker_whose_parent_dies_stops(tmp_path):
+    daemon = start(tmp_path, server=server_settings(workers=2))
+    daemon.wait_for_log("worker 1 (pid", timeout=20)
+    child = int(re.search(r"worker 1 started \(pid (\d+)\)", daemon.log()).group(1))
+    daemon.process.kill()  # no chance to forward anything
+    daemon.process.wait(10)
+    deadline = time.monotonic() + 10
+    while alive(child):
+        assert time.monotonic() < deadline, "orphaned worker kept running"
+        time.sleep(0.05)
+    daemon.stop()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child, signal.SIGKILL)
