@@ -154,7 +154,7 @@ class ListenerConfig:
     institution: str | None = None
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a key of the ACS's reply caches, hashed per request
 class PolicyConfig:
     """What an institution lets terminals do; reported in 98 and enforced by the ACS."""
 
@@ -167,7 +167,7 @@ class PolicyConfig:
     retries: int = 3
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a key of the ACS's reply caches, hashed per request
 class InstitutionConfig:
     id: str
     backend: str
@@ -177,7 +177,7 @@ class InstitutionConfig:
     policy: PolicyConfig = attrs.field(factory=PolicyConfig)
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a key of the ACS's reply caches, hashed per request
 class AccountConfig:
     """One SIP login. The password hash is left out of ``repr()`` so that logging an account is safe."""
 

@@ -112,7 +112,11 @@ class ACS:
         name = ctx.institution.backend
         backend = self.backends[name]
         d = defer.maybeDeferred(getattr(backend, method), *args, **kwargs)
-        if not d.called:  # an answer already in hand needs no timer (inline sqlite reads)
+        if d.called:
+            if not isinstance(d.result, Failure):  # answered at once (inline sqlite reads): no timer
+                self.health.mark(name, True)
+                return d
+        else:
             d.addTimeout(ctx.institution.policy.timeout, self.reactor)
 
         def ok(result: Any) -> Any:

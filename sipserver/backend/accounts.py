@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 
-from sipserver.backend import audit, records
+from sipserver.backend import audit, dbtime, records
 from sipserver.backend.base import Patron, Refusal, TxContext
 from sipserver.backend.dialect import Tx
 from sipserver.backend.pins import PinVerifier
@@ -24,6 +24,42 @@ def lookup(
         return None
     pin_ok = None if pin is None else pins.verify(patron.barcode, pin, patron.pin_hash)
     return records.patron_view(tx, patron, pin_ok, now, with_lists=with_lists)
+
+
+#: Longest a remembered patron stands without a look at the database's clock-driven facts.
+MAX_STANDING = datetime.timedelta(seconds=60)
+
+
+def lookup_for_cache(
+    tx: Tx, now: datetime.datetime, barcode: str
+) -> tuple[Patron | None, str, datetime.datetime]:
+    """For :mod:`sipserver.backend.patroncache`: the patron without a PIN verdict, the stored PIN
+    hash to check PINs against later, and the last moment at which, short of a write, this view
+    is still true: before the next loan falls overdue, a queued hold lapses or the card expires."""
+    patron = records.find_patron(tx, barcode)
+    if patron is None:
+        return None, "", now + MAX_STANDING
+    return records.patron_view(tx, patron, None, now), patron.pin_hash, _standing_until(tx, patron, now)
+
+
+def _standing_until(tx: Tx, patron: records.PatronRow, now: datetime.datetime) -> datetime.datetime:
+    now_s = dbtime.stamp(now)
+    row = tx.one(
+        "SELECT"
+        " (SELECT MIN(due) FROM loans WHERE patron_id = ? AND returned IS NULL AND due >= ?) AS next_due,"
+        " (SELECT MIN(expires) FROM holds WHERE patron_id = ? AND state = 'queued' AND expires >= ?) AS next_lapse",
+        (patron.id, now_s, patron.id, now_s),
+    )
+    until = now + MAX_STANDING
+    if row is not None:
+        for stamp in (row["next_due"], row["next_lapse"]):
+            moment = dbtime.parse_stamp(stamp)
+            if moment is not None and moment < until:
+                until = moment  # overdue once past `due`, lapsed once past `expires`: both inclusive
+    card = dbtime.parse_day(patron.expires)
+    if card is not None and card >= now.date():
+        until = min(until, datetime.datetime.combine(card, datetime.time(23, 59, 59)))
+    return until
 
 
 def block_patron(

@@ -11,10 +11,10 @@ later. The rules therefore cannot differ between databases.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from sipserver.backend import accounts, circulation, dbtime, fees, holds
 from sipserver.backend.base import (
@@ -31,6 +31,7 @@ from sipserver.backend.base import (
     TxContext,
 )
 from sipserver.backend.dialect import Dialect, Tx
+from sipserver.backend.patroncache import PatronCache
 from sipserver.backend.pins import PinVerifier
 from sipserver.backend.records import find_item, item_view
 
@@ -46,6 +47,7 @@ class SQLBackend:
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or datetime.datetime.now
         self.pins = PinVerifier()
+        self.patron_cache: PatronCache | None = None  # a backend that has change_stamp() sets one
 
     def now(self, ctx: TxContext | None = None) -> datetime.datetime:
         """The transaction's time: the context's, else the clock's; local, naive, whole seconds."""
@@ -69,10 +71,29 @@ class SQLBackend:
         d.addErrback(lambda _failure: False)
         return d
 
+    def change_stamp(self) -> Hashable | None:
+        """Something that changes whenever the database may have changed, or None when the backend
+        cannot tell cheaply; with a stamp, :meth:`patron` remembers recent answers
+        (:mod:`sipserver.backend.patroncache`)."""
+        return None
+
     def patron(
         self, institution: str, barcode: str, pin: str | None, *, with_lists: bool = False
     ) -> Deferred[Patron | None]:
-        return self.run_read(accounts.lookup, self.now(), self.pins, barcode, pin, with_lists=with_lists)
+        now = self.now()
+        stamp = None if with_lists or self.patron_cache is None else self.change_stamp()
+        if stamp is None:
+            return self.run_read(accounts.lookup, now, self.pins, barcode, pin, with_lists=with_lists)
+        cache = self.patron_cache
+        assert cache is not None
+        entry = cache.get(barcode, stamp, now)
+        if entry is not None:
+            return succeed(cache.answer(entry, pin))
+
+        def remember(found: tuple[Patron | None, str, datetime.datetime]) -> Patron | None:
+            return cache.answer(cache.put(barcode, stamp, *found), pin)
+
+        return self.run_read(accounts.lookup_for_cache, now, barcode).addCallback(remember)
 
     def item(self, institution: str, barcode: str) -> Deferred[Item | None]:
         now = self.now()

@@ -21,6 +21,12 @@ Options (the backend's mapping in the configuration):
     latency to every other terminal under load; see ``docs/performance.md``). A read that finds
     the database busy anyway (rare in WAL mode: recovery, a schema change) is retried on the
     worker thread, so the reactor never sleeps on a lock. ``false``: reads use the worker thread too.
+``patron_cache``
+    ``true`` (default): remember patron look-ups (23, and 63 without lists) while neither this
+    backend nor any other connection has written to the database and the second has not turned
+    (``sipserver.backend.patroncache``); PINs are still checked on every request. It needs reads
+    on the calling thread (``inline_reads``, or ``threaded: false``) to ask sqlite cheaply whether
+    the database changed. ``false``: every look-up reads the database.
 ``busy_timeout``
     Seconds a write waits for another process's lock before failing (default 5).
 
@@ -42,6 +48,7 @@ from twisted.python.threadpool import ThreadPool
 from sipserver.backend import dataload, schema
 from sipserver.backend.base import BackendConfigError, BackendUnavailable
 from sipserver.backend.dialect import SQLITE, Tx
+from sipserver.backend.patroncache import PatronCache
 from sipserver.backend.sql import Clock, SQLBackend
 
 T = TypeVar("T")
@@ -87,6 +94,9 @@ class SQLiteBackend(SQLBackend):
         self.threaded = bool(threaded)
         self.busy_timeout = float(_option(options, "busy_timeout", (int, float), "seconds", 5.0))
         self.inline_reads = bool(_option(options, "inline_reads", (bool,), "true or false", True))
+        if _option(options, "patron_cache", (bool,), "true or false", True):
+            self.patron_cache = PatronCache(self.pins)
+        self._writes = 0  # moves when this backend starts or finishes a write (see change_stamp)
         self._reactor = reactor
         self._pool: ThreadPool | None = None
         self._shutdown_trigger: Any = None
@@ -150,7 +160,29 @@ class SQLiteBackend(SQLBackend):
         return self._call(self._transaction, False, fn, *args, **kwargs)
 
     def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
-        return self._call(self._transaction, True, fn, *args, **kwargs)
+        # Before: a look-up while the write runs must not be remembered past it. After: one that
+        # ran before the commit is stale now. (data_version alone misses a single connection's
+        # own writes.)
+        self._writes += 1
+        d = self._call(self._transaction, True, fn, *args, **kwargs)
+
+        def written(result: Any) -> Any:
+            self._writes += 1
+            return result
+
+        return d.addBoth(written)
+
+    def change_stamp(self) -> tuple[int, int] | None:
+        """(this backend's write counter, sqlite's data_version): together they move on every
+        commit, this process's or another's. None when reads run on the worker thread."""
+        conn = self._read_conn if self.threaded else self._conn
+        if conn is None:
+            return None
+        try:
+            (version,) = conn.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error:
+            return None  # the look-up itself will report what is wrong
+        return self._writes, version
 
     # -- life cycle -------------------------------------------------------------------------------
 
