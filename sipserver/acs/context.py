@@ -46,7 +46,7 @@ class RequestContext:
     account: AccountConfig | None
     listener: str
     peer: str
-    now: datetime.datetime = attrs.field(factory=datetime.datetime.now)
+    now: datetime.datetime = attrs.field(factory=lambda: datetime.datetime.now().replace(microsecond=0))
 
     @property
     def login(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal, InvalidOperation
 
 from sipserver.backend.base import CirculationStatus as ItemState
@@ -28,8 +29,11 @@ _FLAG_POSITIONS = (
 )
 
 
+@functools.lru_cache(maxsize=512)
 def patron_status(flags: PatronStatusFlags) -> str:
-    """The 14-character status: ``Y`` where the privilege is denied, a space elsewhere."""
+    """The 14-character status: ``Y`` where the privilege is denied, a space elsewhere.
+
+    Memoized: the flags are a frozen value and a library has few distinct combinations."""
     return "".join("Y" if getattr(flags, name) else " " for name, _ in _FLAG_POSITIONS)
 
 
@@ -119,6 +123,8 @@ def money(amount: str | None) -> str:
 
 
 def nonzero(amount: str | None) -> bool:
+    if not amount or amount == "0.00":  # what the backends send for nothing owed: no Decimal
+        return False
     try:
         return bool(amount) and Decimal(amount) != 0
     except InvalidOperation:

@@ -192,6 +192,23 @@ def format_date(when: datetime.datetime | datetime.date | None) -> str:
     """
     if when is None:
         return BLANK_DATE
+    last = _last_date
+    if when is last[0] or when == last[0]:  # replies within one second carry the same date
+        return last[1]
+    text = _format_date(when)
+    _remember_date(when, text)
+    return text
+
+
+_last_date: tuple[object, str] = (None, BLANK_DATE)
+
+
+def _remember_date(when: datetime.datetime | datetime.date, text: str) -> None:
+    global _last_date
+    _last_date = (when, text)  # one tuple swap: safe from any thread
+
+
+def _format_date(when: datetime.datetime | datetime.date) -> str:
     if not isinstance(when, datetime.datetime):
         when = datetime.datetime(when.year, when.month, when.day)
     if when.tzinfo is not None:
