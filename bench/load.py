@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml
-from loadgen import Conn, Result, close_all, closed_loop, connect, open_loop, raise_fd_limit
-from servers import DEMO_DATA, LOGIN, PASSWORD, OurServer, Pysip2Server, Server, workdir
+from loadgen import Conn, Result, close_all, closed_loop, connect, generator_name, open_loop, raise_fd_limit
+from servers import DEMO_DATA, LOGIN, PASSWORD, FloorServer, OurServer, Pysip2Server, Server, workdir
 
 from sipserver.sip2 import encode, make
 
@@ -179,19 +179,23 @@ def mode_status(args: argparse.Namespace, work: Path, report: Report) -> None:
     check_frames_with_pysip2(cycles)
     servers = start_pair(work)
     try:
+        servers.append(start(FloorServer, work))
         conns = {s.name: terminals(s, cycles) for s in servers}
         merged, ratios = alternate(servers, lambda s, r: closed_loop(conns[s.name], args.seconds), args.rounds)
         for cs in conns.values():
             close_all(cs)
     finally:
         stop_all(servers)
-    ours, base = merged["sipserver"], merged["pysip2"]
+    ours, base, floor = merged["sipserver"], merged["pysip2"], merged["floor"]
     ratio = statistics.median(ratios)
     print(f"\nstatus mix (99 + 23 with PIN), {args.connections} connections, closed loop, server on 1 CPU, "
           f"{args.rounds} x {args.seconds:g}s each")  # fmt: skip
     print(row("sipserver", ours))
     print(row("pysip2", base))
     print(f"  ratio      {ratio:.2f}x (median of rounds {', '.join(f'{r:.2f}' for r in ratios)})")
+    print(row("floor", floor))
+    print("  (floor: a Twisted server answering canned bytes, no SIP at all: the most any Twisted server"
+          " reaches here)")
     report.target(f"status mix >= 15,000 msg/s at {args.connections} connections", f"{ours.rate:,.0f}",
                   ours.rate >= 15000)  # fmt: skip
     report.target("status mix >= 1.5x pysip2", f"{ratio:.2f}x", ratio >= 1.5)
@@ -356,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit()
     os.sched_setaffinity(0, CLIENT_CPU)
     print(f"bench/load.py: {machine()}")
+    print(f"load generator: {generator_name()} on CPU {min(CLIENT_CPU)}")
     report = Report()
     with workdir() as tmp:
         for name, fn in MODES.items():

@@ -17,13 +17,20 @@ never repeat a frame twice in a row), so no request is mistaken for a retransmis
 
 from __future__ import annotations
 
+import atexit
 import errno
+import os
 import resource
 import select
+import shutil
 import socket
+import struct
+import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 NS = 1_000_000_000
 
@@ -187,8 +194,76 @@ def _drain(ep: select.epoll, by_fd: dict[int, Conn], timeout: float = 10.0) -> N
                     pass
 
 
+_C_SOURCE = Path(__file__).resolve().parent / "closedloop.c"
+_C_BINARY: list[str | None] = []  # compiled once per run: [path] or [None]
+
+
+def c_generator() -> str | None:
+    """The C closed loop (``closedloop.c``), compiled on first use; None without a C compiler or
+    when ``SIPSERVER_BENCH_PYTHON_LOOP`` is set (then the Python loop below runs)."""
+    if not _C_BINARY:
+        binary = None
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc and not os.environ.get("SIPSERVER_BENCH_PYTHON_LOOP"):
+            build = tempfile.mkdtemp(prefix="sipbench-cc-")
+            atexit.register(shutil.rmtree, build, True)
+            out = Path(build) / "closedloop"
+            built = subprocess.run(
+                [cc, "-O2", "-Wall", "-o", str(out), str(_C_SOURCE)], capture_output=True, text=True, timeout=120
+            )
+            if built.returncode == 0:
+                binary = str(out)
+            else:
+                print(f"closedloop.c did not compile, using the Python loop:\n{built.stderr}")
+        _C_BINARY.append(binary)
+    return _C_BINARY[0]
+
+
+def generator_name() -> str:
+    return "C closed loop (bench/closedloop.c)" if c_generator() else "Python closed loop"
+
+
 def closed_loop(conns: Sequence[Conn], seconds: float, warmup: float = 0.5) -> Result:
     """Every connection keeps one request outstanding for ``warmup + seconds``; the warm-up is not counted."""
+    binary = c_generator()
+    if binary is not None:
+        return _closed_loop_c(binary, [c for c in conns if c.fd >= 0], seconds, warmup)
+    return _closed_loop_python(conns, seconds, warmup)
+
+
+def _closed_loop_c(binary: str, conns: Sequence[Conn], seconds: float, warmup: float) -> Result:
+    """:func:`closed_loop` by the C program, on the same sockets; positions carry over both ways."""
+    with tempfile.TemporaryDirectory(prefix="sipbench-loop-") as tmp:
+        plan, out = Path(tmp) / "plan", Path(tmp) / "result"
+        parts = [struct.pack("=I", len(conns))]
+        for c in conns:
+            parts.append(struct.pack("=III", c.fd, c.pos, len(c.cycle)))
+            for frame, expected, ok_index in c.cycle:
+                parts.append(struct.pack("=I", len(frame)) + frame + expected[:2] + struct.pack("=i", ok_index))
+        plan.write_bytes(b"".join(parts))
+        subprocess.run(
+            [binary, str(plan), str(out), f"{seconds}", f"{warmup}"],
+            pass_fds=[c.fd for c in conns],  # inherited under the same numbers
+            check=True,
+            timeout=seconds + warmup + 30,
+        )
+        data = out.read_bytes()
+    measured, wrong, refused, lost, count = struct.unpack_from("=5Q", data)
+    offset = 40
+    positions = struct.unpack_from(f"={len(conns)}I", data, offset)
+    offset += 4 * len(conns)
+    result = Result(seconds=measured / NS, wrong=wrong, refused=refused, lost=lost)
+    result.latencies = list(struct.unpack_from(f"={count}Q", data, offset))
+    for conn, pos in zip(conns, positions, strict=True):
+        if pos == 0xFFFFFFFF:  # the server hung up on it
+            conn.close()
+            conn.fd = -1
+        else:
+            conn.pos = pos
+    return result
+
+
+def _closed_loop_python(conns: Sequence[Conn], seconds: float, warmup: float = 0.5) -> Result:
     conns = [c for c in conns if c.fd >= 0]
     ep = select.epoll()
     by_fd = {c.fd: c for c in conns}

@@ -162,6 +162,19 @@ class Pysip2Server(Server):
         )
 
 
+class FloorServer(Server):
+    name = "floor"
+
+    def __init__(self, workdir: Path, *, cpus: set[int] | None) -> None:
+        port = free_port()
+        super().__init__(
+            [sys.executable, str(ROOT / "bench" / "floor_server.py"), "--port", str(port)],
+            port,
+            cpus,
+            workdir / f"floor-{port}.log",
+        )
+
+
 def bench_config(workdir: Path, port: int, *, workers: int = 1, level: str = "warn", **server: Any) -> dict:
     """Our daemon as the benchmark runs it: embedded backend with the demo data, logging at warn."""
     from sipserver.passwords import hash_password
