@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import signal
 import sys
 from typing import Any
@@ -22,7 +23,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from sipserver.acs import ACS
-from sipserver.backend.base import ILSBackend
+from sipserver.backend.base import BackendConfigError, ILSBackend
 from sipserver.backend.factory import create_backend
 from sipserver.config import Config, ConfigError, load_config
 from sipserver.events import Events
@@ -81,6 +82,7 @@ class SIPServer(MultiService):
         self.connection_count = 0
         self._not_started: set[str] = set()
         self._starting: set[str] = set()
+        self._attempted: set[str] = set()  # backends whose first start has come back
         self.factories: dict[str, ListenerFactory] = {}
         for listener in config.listeners:
             factory = self._factory_for(listener)
@@ -194,6 +196,7 @@ class SIPServer(MultiService):
 
     def _backend_started(self, _: Any, name: str) -> None:
         self._starting.discard(name)
+        self._attempted.add(name)
         self._not_started.discard(name)
         log.info("backend {backend} ready", backend=name)
         self.acs.health.mark(name, True)
@@ -202,6 +205,13 @@ class SIPServer(MultiService):
         # An unreachable backend must not stop the daemon: report it off-line and try again on
         # every health probe, so service resumes without a restart once it can start.
         self._starting.discard(name)
+        first = name not in self._attempted
+        self._attempted.add(name)
+        if first and failure.check(BackendConfigError):
+            # Reachable but unusable as configured (schema behind or ahead of the code, bad seed
+            # data): no retry will fix it, so refuse to start, like a bad config file.
+            self._refuse_to_start(f"sipserver: backend {name}: {failure.getErrorMessage()}")
+            return
         if name not in self._not_started:
             log.error(
                 "BACKEND {backend} FAILED TO START: {why}; serving with it off-line and retrying",
@@ -210,6 +220,17 @@ class SIPServer(MultiService):
             )
         self._not_started.add(name)
         self.acs.health.mark(name, False)
+
+    def _refuse_to_start(self, message: str) -> None:
+        log.critical("{message}", message=message)
+        print(message, file=sys.__stderr__ or sys.stderr, flush=True)  # twistd has replaced sys.stderr
+
+        def exit_1() -> None:
+            sys.stdout.flush()
+            os._exit(1)  # after the services have stopped; twistd itself would exit 0
+
+        self.reactor.addSystemEventTrigger("after", "shutdown", exit_1)
+        self.reactor.callWhenRunning(self.reactor.stop)
 
     def _probe(self) -> defer.Deferred[Any]:
         for name in sorted(self._not_started - self._starting):

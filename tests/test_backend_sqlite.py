@@ -67,9 +67,9 @@ def test_seed_errors_are_config_errors(tmp_path):
         result_of(sync(tmp_path / "ils2.db", seed=str(tmp_path / "nope.yaml")).start())
 
 
-def test_an_unopenable_database_is_a_config_error_until_it_can_be_opened(tmp_path):
+def test_an_unopenable_database_is_unavailable_until_it_can_be_opened(tmp_path):
     backend = sync(tmp_path / "var" / "ils.db")
-    with pytest.raises(BackendConfigError, match=r"sqlite database .*var/ils\.db: unable to open"):
+    with pytest.raises(BackendUnavailable, match=r"sqlite database .*var/ils\.db: unable to open"):
         result_of(backend.start())
     (tmp_path / "var").mkdir()
     result_of(backend.start())  # the service retries start(); now it works

@@ -224,6 +224,19 @@ def test_check_accepts_a_good_config(tmp_path):
     assert "configuration OK" in result.stdout
 
 
+def test_bad_seed_data_stops_the_daemon_with_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("patrons:\n  - {barcode: 123}\n")
+    data = config_data(tmp_path)
+    data["backends"]["embedded"]["seed"] = str(bad)
+    result = run_to_exit(write_config(tmp_path, data))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("sipserver: backend embedded: ") and "bad.yaml: patrons[0].barcode" in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_unreachable_backend_does_not_stop_the_daemon(tmp_path):
     data = config_data(tmp_path)
     data["backends"]["embedded"]["path"] = str(tmp_path / "missing-dir" / "db.sqlite3")

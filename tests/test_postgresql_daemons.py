@@ -21,7 +21,7 @@ import yaml
 from sipserver.client import SIPClient
 from sipserver.sip2 import encode, make
 from tests import pg
-from tests.daemon import Daemon, config_data, write_config
+from tests.daemon import Daemon, config_data, run_to_exit, write_config
 from tests.support import ROOT
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.e2e]
@@ -183,3 +183,15 @@ def test_a_retransmitted_checkout_runs_once(two_daemons):
         "SELECT count(*) FROM loans l JOIN items i ON i.id = l.item_id WHERE i.barcode = %s AND l.returned IS NULL",
         (item,),
     ) == [(1,)]
+
+
+def test_a_database_behind_the_code_stops_the_daemon_with_one_line(tmp_path):
+    with pg.temporary_database() as dbname:  # created, never migrated: schema version 0
+        backend = {"type": "postgresql", "dsn": pg.dsn_for(dbname), "pool": {"min": 1, "max": 2}}
+        config = write_config(tmp_path, config_data(tmp_path, backends={"embedded": backend}))
+        done = run_to_exit(config, 60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "backend embedded" in lines[0] and "schema version 0" in lines[0] and "sipserver migrate" in lines[0]
+    assert "Traceback" not in done.stdout + done.stderr

@@ -203,7 +203,9 @@ class SQLiteBackend(SQLBackend):
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
-            raise BackendConfigError(f"sqlite database {self.path}: {exc}") from exc
+            # Unavailable, not misconfigured: a directory not mounted yet or a permission being
+            # fixed; the service keeps the institution off-line and tries again.
+            raise BackendUnavailable(f"sqlite database {self.path}: {exc}") from exc
         self._conn = conn
         try:
             self._transaction(True, schema.apply_migrations, self.now())
