@@ -623,3 +623,15 @@ def test_round_trip_per_message(code: str) -> None:
         if not utf8.isascii():
             assert encode(original, encoding="cp850") != utf8
             assert encode(original, encoding="ascii").isascii()
+
+
+def test_ascii_spells_out_letters_before_the_255_character_cut():
+    frame = encode(make("24", AE="ß" * 255), encoding="ascii")
+    assert decode(frame, encoding="ascii").get("AE") == "ss" * 127 + "s"
+
+
+def test_ascii_spelling_never_makes_a_delimiter():
+    # NFKD turns the fullwidth vertical line into "|": it must be cleaned like any other.
+    frame = encode(make("24", AE="a\uff5cb", AF="x\uff5cy"), encoding="ascii")
+    assert decode(frame, encoding="ascii").get("AE") == "ab"
+    assert frame.count(b"|") == frame.decode("ascii").count("|") == 4  # AO, AA, AE, AF

@@ -20,7 +20,7 @@ from .codes import format_date
 from .errors import ChecksumError, EncodeError, MalformedFrame, UnknownCommand
 from .fields import FIELDS, SECRET_FIELDS
 from .messages import BY_NAME, MESSAGES, Kind, MessageSpec
-from .text import encode_text
+from .text import encode_text, transliterate
 
 _LEADING_JUNK = b"\n\r\0 \t"
 _HEX_DIGITS = b"0123456789ABCDEFabcdef"
@@ -276,6 +276,8 @@ def encode(
     layout = _LAYOUTS.get(message.code)
     if layout is None:
         raise EncodeError(f"unknown message code {message.code!r}")
+    if encoding == "ascii":
+        message = _transliterated(message)  # before cleaning: "ß" -> "ss" lengthens a value
     text = _fast_text(message, layout, delimiter)
     if text is None:
         text = _careful_text(message, layout, delimiter)
@@ -287,6 +289,16 @@ def encode(
         data += b"AZ"
         data += _checksum(data).encode("ascii")
     return data + terminator
+
+
+def _transliterated(message: Message) -> Message:
+    """The message with every variable value spelt in ASCII, so the 255-character cut applies to
+    what is sent (fixed fields are codes, dates and digits: ASCII already)."""
+    fields = message.fields
+    if all(type(v) is str and v.isascii() for values in fields.values() for v in values):
+        return message
+    spelt = {fid: [transliterate(str(v)) for v in values] for fid, values in fields.items()}
+    return Message(message.code, message.fixed, spelt, message.sequence, message.checksum)
 
 
 def _fast_text(message: Message, layout: _Layout, delimiter: str) -> str | None:
