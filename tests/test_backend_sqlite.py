@@ -6,10 +6,12 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 from importlib.metadata import EntryPoint
 
 import pytest
 from twisted.internet import defer
+from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from sipserver.backend import factory, schema
@@ -147,6 +149,34 @@ class ThreadedTests(unittest.TestCase):
         self.assertEqual(back.patron_barcode, "21000000000001")
         with self.assertRaises(BackendUnavailable):
             yield backend.run_write(lambda tx: tx.execute("SELECT * FROM no_such_table"))
+
+    @defer.inlineCallbacks
+    def test_a_write_given_up_by_its_caller_rolls_back(self):
+        """The ACS cancels a call at the institution's timeout and tells the terminal it failed:
+        the checkout must then not happen behind its back."""
+        from twisted.internet import reactor
+
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder, True)
+        path = os.path.join(folder, "ils.db")
+        backend = SQLiteBackend(name="t", options={"type": "sqlite", "path": path, "seed": DEMO}, reactor=reactor)
+        yield backend.start()
+        self.addCleanup(backend.stop)
+        inside, release = threading.Event(), threading.Event()
+
+        def slow_rename(tx: Tx) -> None:
+            tx.execute("UPDATE patrons SET name = 'changed' WHERE barcode = '21000000000001'")
+            inside.set()
+            release.wait(10)
+
+        d = backend.run_write(slow_rename)
+        yield deferToThread(inside.wait, 10)
+        d.cancel()  # what addTimeout does when the institution's timeout expires
+        self.failureResultOf(d, defer.CancelledError)
+        release.set()
+        yield backend.run_write(lambda tx: None)  # the worker thread has finished the first write
+        jane = yield backend.patron("X", "21000000000001", None)
+        self.assertEqual(jane.name, "Jane Doe")
 
     def test_stop_before_start_is_harmless(self):
         backend = SQLiteBackend(name="t", options={"type": "sqlite"})

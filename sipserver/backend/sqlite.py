@@ -37,6 +37,7 @@ start they become :class:`BackendConfigError` with one line naming the file.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -126,15 +127,26 @@ class SQLiteBackend(SQLBackend):
         return self._transaction_on(self._conn, write, fn, *args, **kwargs)
 
     def _transaction_on(
-        self, conn: sqlite3.Connection | None, write: bool, fn: Callable[..., T], *args: Any, **kwargs: Any
+        self,
+        conn: sqlite3.Connection | None,
+        write: bool,
+        fn: Callable[..., T],
+        *args: Any,
+        _cancelled: threading.Event | None = None,
+        **kwargs: Any,
     ) -> T:
         if conn is None:
             raise BackendUnavailable(f"sqlite backend {self.name!r} is not started")
         try:
             cursor = conn.cursor()
             try:
+                if _cancelled is not None and _cancelled.is_set():
+                    raise BackendUnavailable("the caller gave up before the transaction began")
                 cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 result = fn(Tx(cursor, SQLITE), *args, **kwargs)
+                if _cancelled is not None and _cancelled.is_set():
+                    # The terminal was already told it failed: undo, so it happened not at all.
+                    raise BackendUnavailable("the caller gave up; rolled back")
                 cursor.execute("COMMIT")
                 return result
             finally:
@@ -164,13 +176,44 @@ class SQLiteBackend(SQLBackend):
         # ran before the commit is stale now. (data_version alone misses a single connection's
         # own writes.)
         self._writes += 1
-        d = self._call(self._transaction, True, fn, *args, **kwargs)
+        d = self._call_write(fn, *args, **kwargs)
 
         def written(result: Any) -> Any:
             self._writes += 1
             return result
 
         return d.addBoth(written)
+
+    def _call_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """A write on the worker thread whose Deferred can be cancelled (the ACS does after the
+        institution's timeout): the transaction then rolls back instead of committing, so the
+        terminal's "not available" stays true. (The last instant before COMMIT remains a race.)"""
+        if not self.threaded or self._pool is None:
+            return self._call(self._transaction, True, fn, *args, **kwargs)
+        cancelled = threading.Event()
+        d: Deferred[T] = Deferred(lambda _: cancelled.set())
+        reactor = self._get_reactor()
+
+        def deliver(success: bool, result: Any) -> None:
+            if d.called:  # cancelled: the caller has its answer; the work rolled back or never began
+                if success:
+                    self.log.warn("sqlite {backend}: a write committed after its caller gave up", backend=self.name)
+                return
+            if success:
+                d.callback(result)
+            else:
+                d.errback(result)
+
+        self._pool.callInThreadWithCallback(
+            lambda success, result: reactor.callFromThread(deliver, success, result),
+            self._transaction,  # reads self._conn on the worker thread, in order with stop()
+            True,
+            fn,
+            *args,
+            _cancelled=cancelled,
+            **kwargs,
+        )
+        return d
 
     def change_stamp(self) -> tuple[int, int] | None:
         """(this backend's write counter, sqlite's data_version): together they move on every
