@@ -32,6 +32,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/codec.py
+	$(PY) bench/load.py
+	$(PY) bench/backends.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis twisted/plugins/dropin.cache var
