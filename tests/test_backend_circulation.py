@@ -375,3 +375,42 @@ def test_every_mutation_is_audited_without_pins(backend):
     text = repr(log)
     for pin in ("1111", "8888", "6666", "9876"):
         assert pin not in text
+
+
+def test_the_item_in_each_answer_is_the_item_as_stored(backend, clock):
+    """Checkout and checkin describe the item from what they changed, without reading it back."""
+
+    def same(result, barcode):
+        assert result.item == result_of(backend.item("TEST", barcode))
+        return result
+
+    def hold(patron, **kw):
+        assert result_of(backend.hold(ctx(), HoldMode.ADD, patron, None, **kw)).ok
+
+    assert same(checkout(backend), "I1").ok
+    assert same(checkout(backend), "I1").renewal
+    hold("P2", item="I1", pickup_location="EAST", expires=NOW + datetime.timedelta(days=1))
+    assert same(checkout(backend), "I1").refusal is Refusal.RENEWAL_BLOCKED_BY_HOLD
+    assert same(checkin(backend, "I1", "MAIN"), "I1").alert_kind == "hold_other_branch"
+    assert same(checkin(backend, "I1", "EAST"), "I1").alert_kind == "hold_here"
+    assert same(checkout(backend), "I1").refusal is Refusal.ITEM_ON_HOLD_FOR_OTHER
+    clock.advance(days=2)  # P2's hold is past its expiry date: back in the queue, it no longer counts
+    r = same(checkout(backend, pin=None, no_block=True), "I1")
+    assert r.ok and r.item.hold_queue_length == 0
+    hold("P9", title="Twin")
+    hold("P2", title="Twin", pickup_location="MAIN")
+    r = same(checkout(backend, "P9", "I5", "9999"), "I5")
+    assert r.ok and r.item.hold_queue_length == 1
+    assert same(checkin(backend, "I5", "MAIN"), "I5").hold_patron_barcode == "P2"
+    assert same(checkout(backend, "P1", "I6"), "I6").ok
+    assert same(checkout(backend, "P9", "I5", None, no_block=True), "I5").ok  # P2's copy, lent offline
+    assert same(checkin(backend, "I1", "WEST"), "I1").alert_kind == "transit"
+    assert same(checkout(backend, "P9", "F1", None, no_block=True), "F1").ok  # out to P8 until now
+    assert same(checkout(backend, "P9", "IR", "9999"), "IR").refusal is Refusal.FEE_NOT_ACKNOWLEDGED
+    assert same(checkout(backend, "P9", "IR", "9999", fee_acknowledged=True), "IR").ok
+    assert same(checkin(backend, "IR", cancel=True), "IR").ok
+    assert same(checkout(backend, "P9", "IR", "9999", cancel=True), "IR").message == "checkin cancelled"
+    assert same(checkin(backend, "IR", "EAST"), "IR").alert_kind == "transit"
+    assert same(checkout(backend, "NOBODY", "I2"), "I2").refusal is Refusal.UNKNOWN_PATRON
+    assert same(checkout(backend, "P3", "I2", "3333"), "I2").refusal is Refusal.PATRON_BLOCKED
+    assert same(checkin(backend, "IL", "MAIN"), "IL").ok

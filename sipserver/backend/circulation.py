@@ -12,23 +12,27 @@ Items that do not circulate: ``lost``, ``missing``, ``in_process``, ``on_order``
 from __future__ import annotations
 
 import datetime
+import functools
+from collections.abc import Callable
 
 import attrs
 
-from sipserver.backend import audit, dbtime, fees, holds, records, rules
+from sipserver.backend import audit, circreads, dbtime, fees, holds, records, rules
 from sipserver.backend.base import (
     CheckinResult,
     CheckoutResult,
+    Item,
     ItemStatusResult,
     Refusal,
     RenewAllResult,
     RenewResult,
     TxContext,
 )
+from sipserver.backend.circreads import Borrower, ItemState
 from sipserver.backend.dialect import Tx
 from sipserver.backend.money import format_cents
 from sipserver.backend.pins import PinVerifier
-from sipserver.backend.records import ItemRow, LoanRow, PatronRow
+from sipserver.backend.records import HoldRow, ItemRow, LoanRow, PatronRow
 
 NOT_CIRCULATING = frozenset({"lost", "missing", "in_process", "on_order", "claimed_returned"})
 
@@ -54,28 +58,34 @@ def _pin_ok(pins: PinVerifier, patron: PatronRow, pin: str | None) -> bool | Non
 def _lend(
     tx: Tx,
     patron: PatronRow,
-    item: ItemRow,
+    state: ItemState,
     due: datetime.datetime,
     now: datetime.datetime,
     *,
-    own_hold: records.HoldRow | None,
-) -> int:
-    """Create the loan; fill the patron's hold; a copy trapped for someone else goes back to the queue."""
+    own_hold: HoldRow | None,
+) -> tuple[int, ItemState]:
+    """Create the loan; fill the patron's hold; a copy trapped for someone else goes back to the queue.
+
+    Returns the loan's id and the item's state after (without the new loan).
+    """
+    item = state.item
     loan_id = tx.insert(
         "INSERT INTO loans (item_id, patron_id, checked_out, due, renewals) VALUES (?, ?, ?, ?, 0)",
         (item.id, patron.id, dbtime.stamp(now), dbtime.stamp(due)),
     )
-    trapped = records.trapped_hold(tx, item.id)
+    trapped = state.trapped()
     if own_hold is not None:
         holds.fill(tx, own_hold, loan_id)
+        state = state.with_hold(attrs.evolve(own_hold, state="filled", filled_loan_id=loan_id))
     if trapped is not None and (own_hold is None or trapped.id != own_hold.id):
         holds.release(tx, trapped)
+        state = state.with_hold(attrs.evolve(trapped, state="queued", shelf_item_id=None, shelf_expires=None))
     tx.execute("UPDATE items SET status = 'charged' WHERE id = ?", (item.id,))
     if item.rental_fee > 0:
-        fees.charge(
+        fees.record_charge(
             tx, patron.id, "rental", item.rental_fee, now, item_id=item.id, loan_id=loan_id, description=item.title
         )
-    return loan_id
+    return loan_id, state.with_item(status="charged")
 
 
 def _renew(
@@ -90,14 +100,16 @@ def _renew(
     """Extend the loan; the fine for days already late is charged now, the rental fee again."""
     fine = rules.overdue_fine(loan.due_at, now, circ)
     if fine:
-        fees.charge(tx, patron.id, "overdue", fine, now, item_id=item.id, loan_id=loan.id, description=item.title)
+        fees.record_charge(
+            tx, patron.id, "overdue", fine, now, item_id=item.id, loan_id=loan.id, description=item.title
+        )
     new_due = due or max(dbtime.days_from(now, circ.loan_days), loan.due_at)
     tx.execute(
         "UPDATE loans SET prev_due = due, due = ?, renewals = renewals + 1 WHERE id = ?",
         (dbtime.stamp(new_due), loan.id),
     )
     if item.rental_fee > 0:
-        fees.charge(
+        fees.record_charge(
             tx, patron.id, "rental", item.rental_fee, now, item_id=item.id, loan_id=loan.id, description=item.title
         )
         return Renewal(new_due, "rental", format_cents(item.rental_fee), fine)
@@ -105,25 +117,32 @@ def _renew(
 
 
 def _renewal_refusal(
-    tx: Tx, item: ItemRow, loan: LoanRow, circ: rules.CircRules, now: datetime.datetime, fee_acknowledged: bool
+    item: ItemRow,
+    loan: LoanRow,
+    circ: rules.CircRules,
+    queue: Callable[[], list[HoldRow]],
+    fee_acknowledged: bool,
 ) -> Refusal | None:
+    """Why the loan may not be renewed; ``queue`` gives the copy's hold queue (read only if needed)."""
     if loan.renewals >= circ.max_renewals:
         return Refusal.TOO_MANY_RENEWALS
-    if holds.wanted_by_others(tx, item, loan.patron_id, now):
+    if holds.wanted_by_others(queue(), loan.patron_id):
         return Refusal.RENEWAL_BLOCKED_BY_HOLD
     if item.rental_fee > 0 and not fee_acknowledged:
         return Refusal.FEE_NOT_ACKNOWLEDGED
     return None
 
 
-def _end_loan(tx: Tx, loan: LoanRow, returned: datetime.datetime, now: datetime.datetime) -> int:
+def _end_loan(
+    tx: Tx, loan: LoanRow, borrower: Borrower, item: ItemRow, returned: datetime.datetime, now: datetime.datetime
+) -> int:
     """Close the loan and charge the overdue fine (by the borrower's rules); returns the fine."""
-    borrower = records.patron_by_id(tx, loan.patron_id)
-    fine = rules.overdue_fine(loan.due_at, returned, records.rules_for(tx, borrower.patron_type))
+    fine = rules.overdue_fine(loan.due_at, returned, borrower.rules)
     tx.execute("UPDATE loans SET returned = ? WHERE id = ?", (dbtime.stamp(returned), loan.id))
     if fine:
-        item = records.item_by_id(tx, loan.item_id)
-        fees.charge(tx, borrower.id, "overdue", fine, now, item_id=item.id, loan_id=loan.id, description=item.title)
+        fees.record_charge(
+            tx, borrower.id, "overdue", fine, now, item_id=item.id, loan_id=loan.id, description=item.title
+        )
     return fine
 
 
@@ -142,12 +161,20 @@ def checkout(
     renewal_allowed: bool = True,
     cancel: bool = False,
 ) -> CheckoutResult:
-    patron = records.find_patron(tx, patron_barcode, lock=True)
-    item = records.find_item(tx, item_barcode, lock=True)
+    locked = circreads.lock_patron_and_item(tx, patron_barcode, item_barcode)
+    circ: rules.CircRules | None = None
+    if locked is not None:
+        patron, item, circ = locked
+    else:  # one of them is unknown: look each up (and lock it) on its own
+        patron = records.find_patron(tx, patron_barcode, lock=True)
+        item = records.find_item(tx, item_barcode, lock=True)
+    state: ItemState | None = None  # read once both rows are locked
 
-    def done(result: CheckoutResult, detail: str = "") -> CheckoutResult:
+    def done(result: CheckoutResult, detail: str = "", shown: Item | None = None) -> CheckoutResult:
         if item is not None and result.item is None:
-            result = attrs.evolve(result, item=records.item_view(tx, records.item_by_id(tx, item.id), now))
+            if shown is None:
+                shown = state.current_view() if state is not None else _item_view(tx, item, now)
+            result = attrs.evolve(result, item=shown)
         audit.record(
             tx,
             ctx,
@@ -163,9 +190,14 @@ def checkout(
     def refuse(refusal: Refusal, message: str = "", **more: str) -> CheckoutResult:
         return done(CheckoutResult(ok=False, refusal=refusal, message=message, desensitize=False, **more))
 
-    def lent(loan_id: int, due: datetime.datetime, detail: str) -> CheckoutResult:
+    def lent(loan: tuple[int, ItemState], due: datetime.datetime, detail: str) -> CheckoutResult:
+        loan_id, after = loan
         fee = {"fee_type": "rental", "fee_amount": format_cents(item.rental_fee)} if item.rental_fee else {}
-        return done(CheckoutResult(ok=True, due=due, transaction_id=_transaction_id(loan_id, 0), **fee), detail)
+        return done(
+            CheckoutResult(ok=True, due=due, transaction_id=_transaction_id(loan_id, 0), **fee),
+            detail,
+            after.view(due=dbtime.stamp(due), borrower=patron.barcode),
+        )
 
     def renewed(loan: LoanRow, due: datetime.datetime | None, detail: str) -> CheckoutResult:
         r = _renew(tx, patron, item, loan, circ, now, due)
@@ -179,6 +211,7 @@ def checkout(
                 transaction_id=_transaction_id(loan.id, loan.renewals + 1),
             ),
             detail,
+            state.view(due=dbtime.stamp(r.due), borrower=patron.barcode),
         )
 
     if patron is None:
@@ -187,26 +220,31 @@ def checkout(
         return refuse(Refusal.UNKNOWN_ITEM)
     if cancel:
         return done(_undo_checkin(tx, patron, item, now))
-    circ = records.rules_for(tx, patron.patron_type)
-    loan = records.open_loan(tx, item.id)
+    if circ is None:  # found by the look-ups after all (loaded a moment ago)
+        circ = records.rules_for(tx, patron.patron_type)
+    state = circreads.item_state(tx, item, now, patron=patron)
+    loan = state.loan
     own_loan = loan is not None and loan.patron_id == patron.id
 
     if no_block:  # store and forward: it already happened at the terminal; record it as told
         if loan is not None and own_loan:
             return renewed(loan, nb_due, "offline renewal")
         if loan is not None:
-            _end_loan(tx, loan, now, now)
-        _, own_hold = holds.checkout_holds(tx, item, patron.id, now)
+            assert state.borrower is not None
+            _end_loan(tx, loan, state.borrower, item, now, now)
+            state = attrs.evolve(state, loan=None, borrower=None)
+        _, own_hold = holds.checkout_holds(state.trapped(), state.queue(), patron.id)
         due = nb_due or dbtime.days_from(now, circ.loan_days)
-        return lent(_lend(tx, patron, item, due, now, own_hold=own_hold), due, "offline checkout")
+        return lent(_lend(tx, patron, state, due, now, own_hold=own_hold), due, "offline checkout")
 
     pin_ok = _pin_ok(pins, patron, pin)
-    facts = records.standing(tx, patron, now)
+    facts = state.standing
+    assert facts is not None
     if loan is not None and own_loan:
         refusal = rules.patron_refusal(rules.Action.RENEW, pin_ok, facts, circ)
         if refusal is None and not renewal_allowed:
             return refuse(Refusal.NOT_PERMITTED, "already checked out to you; renew it at the desk")
-        refusal = refusal or _renewal_refusal(tx, item, loan, circ, now, fee_acknowledged)
+        refusal = refusal or _renewal_refusal(item, loan, circ, state.queue, fee_acknowledged)
         if refusal is Refusal.FEE_NOT_ACKNOWLEDGED:
             return refuse(refusal, fee_type="rental", fee_amount=format_cents(item.rental_fee))
         if refusal is not None:
@@ -220,14 +258,19 @@ def checkout(
         return refuse(Refusal.ITEM_CHECKED_OUT_TO_OTHER)
     if item.status in NOT_CIRCULATING:
         return refuse(Refusal.ITEM_NOT_CIRCULATING, f"item is {item.status.replace('_', ' ')}")
-    blocking, own_hold = holds.checkout_holds(tx, item, patron.id, now)
+    blocking, own_hold = holds.checkout_holds(state.trapped(), state.queue(), patron.id)
     if blocking is not None:
         return refuse(Refusal.ITEM_ON_HOLD_FOR_OTHER)
     if item.rental_fee > 0 and not fee_acknowledged:
         return refuse(Refusal.FEE_NOT_ACKNOWLEDGED, fee_type="rental", fee_amount=format_cents(item.rental_fee))
     due = dbtime.days_from(now, circ.loan_days)
-    loan_id = _lend(tx, patron, item, due, now, own_hold=own_hold)
-    return lent(loan_id, due, "filled hold" if own_hold is not None else "")
+    loan_made = _lend(tx, patron, state, due, now, own_hold=own_hold)
+    return lent(loan_made, due, "filled hold" if own_hold is not None else "")
+
+
+def _item_view(tx: Tx, item: ItemRow, now: datetime.datetime) -> Item:
+    """The item as it is now in the database (read back)."""
+    return records.item_view(tx, records.item_by_id(tx, item.id), now)
 
 
 def _undo_checkin(tx: Tx, patron: PatronRow, item: ItemRow, now: datetime.datetime) -> CheckoutResult:
@@ -272,13 +315,12 @@ def checkin(
     if item is None:
         audit.record(tx, ctx, now, "checkin", item=item_barcode, result=audit.outcome(Refusal.UNKNOWN_ITEM))
         return CheckinResult(ok=False, refusal=Refusal.UNKNOWN_ITEM, resensitize=False)
-    loan = records.open_loan(tx, item.id)
-    borrower = records.patron_by_id(tx, loan.patron_id).barcode if loan is not None else ""
+    state = circreads.item_state(tx, item, now)
+    loan = state.loan
+    borrower = state.borrower.barcode if state.borrower is not None else ""
     if cancel:
         result = _undo_checkout(tx, item, loan, now)
-        result = attrs.evolve(
-            result, patron_barcode=borrower, item=records.item_view(tx, records.item_by_id(tx, item.id), now)
-        )
+        result = attrs.evolve(result, patron_barcode=borrower, item=_item_view(tx, item, now))
         audit.record(
             tx,
             ctx,
@@ -291,12 +333,16 @@ def checkin(
         )
         return result
 
-    fine = _end_loan(tx, loan, return_date or now, now) if loan is not None else 0
+    fine = 0
+    if loan is not None:
+        assert state.borrower is not None
+        fine = _end_loan(tx, loan, state.borrower, item, return_date or now, now)
     here = location.strip()
     result = CheckinResult(ok=True, patron_barcode=borrower, fine_amount=format_cents(fine) if fine else "")
-    hold = holds.trap(tx, item, here, now)
+    hold = holds.trap(tx, state, here, now)
     if hold is not None:
-        hold_patron = records.patron_by_id(tx, hold.patron_id)
+        state = state.with_hold(hold)
+        hold_patron = state.hold_patrons[hold.patron_id]
         status = "on_hold_shelf" if hold.state == "waiting" else "in_transit"
         result = attrs.evolve(
             result,
@@ -312,11 +358,9 @@ def checkin(
         result = attrs.evolve(result, alert=True, alert_kind="transit", transit_to=item.home)
     else:
         status = "available"
-    tx.execute(
-        "UPDATE items SET status = ?, current_location = ? WHERE id = ?",
-        (status, here or item.current_location, item.id),
-    )
-    result = attrs.evolve(result, item=records.item_view(tx, records.item_by_id(tx, item.id), now))
+    location_now = here or item.current_location
+    tx.execute("UPDATE items SET status = ?, current_location = ? WHERE id = ?", (status, location_now, item.id))
+    result = attrs.evolve(result, item=state.with_item(status=status, current_location=location_now).view())
     detail = " ".join(
         part
         for part in (
@@ -419,7 +463,7 @@ def renew(
     if refusal is not None or loan is None or item is None:
         return done(RenewResult(ok=False, refusal=refusal))
     if not no_block:
-        refusal = _renewal_refusal(tx, item, loan, circ, now, fee_acknowledged)
+        refusal = _renewal_refusal(item, loan, circ, lambda: records.hold_queue(tx, item, now), fee_acknowledged)
         if refusal is Refusal.FEE_NOT_ACKNOWLEDGED:
             return done(RenewResult(False, refusal, fee_type="rental", fee_amount=format_cents(item.rental_fee)))
         if refusal is not None:
@@ -469,7 +513,9 @@ def renew_all(
         barcode = row.pop("item_barcode")
         loan = LoanRow(**row)
         item = records.item_by_id(tx, loan.item_id, lock=True)
-        refusal = _renewal_refusal(tx, item, loan, circ, now, fee_acknowledged)
+        refusal = _renewal_refusal(
+            item, loan, circ, functools.partial(records.hold_queue, tx, item, now), fee_acknowledged
+        )
         if refusal is None:
             r = _renew(tx, patron, item, loan, circ, now)
             renewed.append(barcode)

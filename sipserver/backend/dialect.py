@@ -69,6 +69,10 @@ class Dialect:
     def sql(self, text: str) -> str:
         return to_format_paramstyle(text) if self.paramstyle == "format" else text
 
+    def lock_of(self, *aliases: str) -> str:
+        """The locking clause for a join that must lock only these tables' rows, in this order."""
+        return f"{self.lock_clause} OF {', '.join(aliases)}" if self.lock_clause else ""
+
     def ddl(self, text: str) -> str:
         return text.replace(PK_MACRO, self.primary_key)
 
@@ -107,6 +111,10 @@ class Tx:
     def lock(self) -> str:
         """Append to a SELECT whose rows the transaction is about to change."""
         return self.dialect.lock_clause
+
+    def lock_of(self, *aliases: str) -> str:
+        """Append to a SELECT joining several tables: lock the rows of these (``FOR UPDATE OF``)."""
+        return self.dialect.lock_of(*aliases)
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
         self.cursor.execute(self.dialect.sql(sql), tuple(params))

@@ -34,6 +34,25 @@ def charge(
     )
 
 
+def record_charge(
+    tx: Tx,
+    patron_id: int,
+    fee_type: str,
+    cents: int,
+    now: datetime.datetime,
+    *,
+    item_id: int | None = None,
+    loan_id: int | None = None,
+    description: str = "",
+) -> None:
+    """:func:`charge` for a caller that does not need the new fee's id (the write may travel later)."""
+    tx.execute(
+        "INSERT INTO fees (patron_id, fee_type, amount, balance, item_id, loan_id, created, description)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (patron_id, fee_type, cents, cents, item_id, loan_id, dbtime.stamp(now), description),
+    )
+
+
 def void_unpaid(tx: Tx, loan_id: int, fee_type: str, *, since: str | None = None) -> None:
     """Drop the loan's latest fee of this type, if nothing was paid on it (undoing a transaction).
 

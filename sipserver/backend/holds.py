@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import datetime
 
+import attrs
+
 from sipserver.backend import audit, dbtime, records, rules
 from sipserver.backend.base import HoldMode, HoldResult, Refusal, TxContext
+from sipserver.backend.circreads import ItemState
 from sipserver.backend.dialect import Tx
 from sipserver.backend.pins import PinVerifier
 from sipserver.backend.records import HoldRow, ItemRow
@@ -25,21 +28,22 @@ def same_place(a: str, b: str) -> bool:
 
 
 def checkout_holds(
-    tx: Tx, item: ItemRow, patron_id: int, now: datetime.datetime
+    trapped: HoldRow | None, queue: list[HoldRow], patron_id: int
 ) -> tuple[HoldRow | None, HoldRow | None]:
-    """(a hold of another patron that stops this checkout, this patron's hold the checkout fills)."""
-    trapped = records.trapped_hold(tx, item.id)
+    """(a hold of another patron that stops this checkout, this patron's hold the checkout fills).
+
+    ``trapped`` is the hold the copy is set aside for, ``queue`` its hold queue.
+    """
     if trapped is not None:
         return (None, trapped) if trapped.patron_id == patron_id else (trapped, None)
-    queue = records.hold_queue(tx, item, now)
     if not queue:
         return None, None
     return (None, queue[0]) if queue[0].patron_id == patron_id else (queue[0], None)
 
 
-def wanted_by_others(tx: Tx, item: ItemRow, patron_id: int, now: datetime.datetime) -> bool:
+def wanted_by_others(queue: list[HoldRow], patron_id: int) -> bool:
     """Whether another patron waits for this copy or its title (so it may not be renewed)."""
-    return any(h.patron_id != patron_id for h in records.hold_queue(tx, item, now))
+    return any(h.patron_id != patron_id for h in queue)
 
 
 def fill(tx: Tx, hold: HoldRow, loan_id: int) -> None:
@@ -51,25 +55,27 @@ def release(tx: Tx, hold: HoldRow) -> None:
     tx.execute("UPDATE holds SET state = 'queued', shelf_item_id = NULL, shelf_expires = NULL WHERE id = ?", (hold.id,))
 
 
-def trap(tx: Tx, item: ItemRow, location: str, now: datetime.datetime) -> HoldRow | None:
-    """Set a checked-in copy aside for the first hold it can fill; None when nobody waits for it."""
-    hold = records.trapped_hold(tx, item.id)
+def trap(tx: Tx, state: ItemState, location: str, now: datetime.datetime) -> HoldRow | None:
+    """Set a checked-in copy aside for the first hold it can fill; None when nobody waits for it.
+
+    Returns the hold as it is now (``state`` holds the copy's holds as they were).
+    """
+    hold = state.trapped()
     if hold is None:
-        queue = records.hold_queue(tx, item, now)
+        queue = state.queue()
         if not queue:
             return None
         hold = queue[0]
     if not hold.pickup_location or not location or same_place(hold.pickup_location, location):
-        patron = records.patron_by_id(tx, hold.patron_id)
-        shelf_days = records.rules_for(tx, patron.patron_type).hold_shelf_days
-        state, shelf_expires = "waiting", dbtime.stamp(dbtime.days_from(now, shelf_days))
+        shelf_days = state.hold_patrons[hold.patron_id].rules.hold_shelf_days
+        new_state, shelf_expires = "waiting", dbtime.stamp(dbtime.days_from(now, shelf_days))
     else:
-        state, shelf_expires = "in_transit", None
+        new_state, shelf_expires = "in_transit", None
     tx.execute(
         "UPDATE holds SET state = ?, shelf_item_id = ?, shelf_expires = ? WHERE id = ?",
-        (state, item.id, shelf_expires, hold.id),
+        (new_state, state.item.id, shelf_expires, hold.id),
     )
-    return records.hold_rows(tx, "SELECT * FROM holds WHERE id = ?", (hold.id,))[0]
+    return attrs.evolve(hold, state=new_state, shelf_item_id=state.item.id, shelf_expires=shelf_expires)
 
 
 def _title_queue(tx: Tx, title: str, now: datetime.datetime) -> list[HoldRow]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,6 +55,47 @@ def resolve(own: Mapping[str, Any] | None, default: Mapping[str, Any] | None) ->
                 values[name] = bool(source[name]) if name == "allow_credit" else int(source[name])
                 break
     return CircRules(**values)
+
+
+# -- rules read together with other rows ------------------------------------------------------------
+#
+# The rules are a tiny table that changes only when a data file is loaded (``sipserver load``,
+# possibly by another process, so a cache in the daemon could not know when to forget). Instead,
+# a statement that needs a patron's rules joins them in, each ``circ_rules`` row as one text
+# column (one column costs less to send and decode than ten):
+#
+#     SELECT p.*, {rules_text_sql("r")} AS r_rules, {rules_text_sql("d")} AS d_rules FROM patrons p
+#       LEFT JOIN circ_rules r ON r.patron_type = p.patron_type
+#       LEFT JOIN circ_rules d ON d.patron_type = ?                  -- rules.DEFAULT_TYPE
+#
+# and :func:`resolve_text` turns the two columns into :class:`CircRules`, resolving each distinct
+# pair once: a cache keyed by the values themselves, so it can never be stale. A missing
+# ``circ_rules`` row reads as all NULLs, which :func:`resolve` treats like a row with no values set.
+
+
+def rules_text_sql(alias: str) -> str:
+    """A portable SQL expression: the joined ``circ_rules`` row's values as ``'21,2,,,...'`` (NULL as '')."""
+    return " || ',' || ".join(f"COALESCE(CAST({alias}.{name} AS TEXT), '')" for name in RULE_FIELDS)
+
+
+def _rule_value(name: str, text: str) -> Any:
+    if text == "":
+        return None
+    if name == "allow_credit":  # a BOOLEAN as text: true/false on PostgreSQL, 1/0 on sqlite
+        return text.lower() not in ("false", "f", "0")
+    return int(text)
+
+
+def _parse_rules_text(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    return {name: _rule_value(name, value) for name, value in zip(RULE_FIELDS, text.split(","), strict=True)}
+
+
+@functools.lru_cache(maxsize=256)
+def resolve_text(own: str | None, default: str | None) -> CircRules:
+    """:func:`resolve` for two rows read with :func:`rules_text_sql` (memoized by their text)."""
+    return resolve(_parse_rules_text(own), _parse_rules_text(default))
 
 
 class Action(enum.Enum):
