@@ -1,8 +1,9 @@
 """The audit trail: who changed what, from where, and how it ended.
 
-Each mutating operation writes its row in its own transaction, so the trail records exactly the
-changes that were committed, and refused attempts as well. PINs never reach this table: callers
-pass barcodes, outcomes and plain details only.
+Each mutating operation writes its row in the same transaction as the change (the caller's, not
+one of its own): a change is never committed without its row, and a rolled-back change leaves
+none. Refused attempts are recorded as well. PINs never reach this table: callers pass barcodes,
+outcomes and plain details only.
 """
 
 from __future__ import annotations
