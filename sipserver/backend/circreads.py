@@ -8,9 +8,10 @@ the server and kernel time on both sides, so the circulation transactions read i
    checkin locks its item with :func:`~sipserver.backend.records.find_item`;
 2. **the state**, read by :func:`item_state` in a statement that starts only once the locks are
    held, so under READ COMMITTED it sees everything that the transactions that held them before
-   committed: the item's open loan and its borrower (with the borrower's rules), every hold that
-   wants the copy or is set aside for it (with its patron and that patron's rules) and, for a
-   checkout, the patron's standing.
+   committed: the item's open loan and its borrower, every hold that wants the copy or is set
+   aside for it and, for a checkout, the patron's standing. What only the rarer paths need (the
+   borrower's rules when a fine is due, the patron of a hold the copy is set aside for) they read
+   when they need it.
 
 From then on the transaction knows the item's loan and holds, because it holds the item's lock
 and changes them itself: it records its changes in the :class:`ItemState` (:meth:`ItemState.lend`,
@@ -79,17 +80,7 @@ class Borrower:
 
     id: int
     barcode: str
-    rules: rules.CircRules
-
-
-@attrs.frozen
-class HoldPatron:
-    """The patron of a hold, as checkin reports them and sets the copy aside for them."""
-
-    id: int
-    barcode: str
-    name: str
-    rules: rules.CircRules
+    patron_type: str
 
 
 @attrs.frozen
@@ -101,7 +92,6 @@ class ItemState:
     borrower: Borrower | None  # the open loan's patron
     holds: tuple[HoldRow, ...]  # ordered by placed, id, as the hold queue is
     queueable: frozenset[int]  # ids of the holds that are in the copy's queue whenever they are queued
-    hold_patrons: dict[int, HoldPatron]  # by patron id
     standing: rules.Standing | None = None  # the checkout patron's, when asked for
 
     def trapped(self) -> HoldRow | None:
@@ -164,22 +154,16 @@ def _state_sql(with_standing: bool) -> str:
         else ""
     )
     return (
-        f"SELECT{standing} {_columns(LoanRow, 'l', 'l_')},"
-        f" b.barcode AS b_barcode, {rules.rules_text_sql('br')} AS b_rules, {rules.rules_text_sql('d')} AS d_rules,"
-        f" {_columns(HoldRow, 'h', 'h_')}, hp.barcode AS hp_barcode, hp.name AS hp_name,"
-        f" {rules.rules_text_sql('hr')} AS hp_rules,"
+        f"SELECT{standing} {_columns(LoanRow, 'l', 'l_')}, b.barcode AS b_barcode, b.patron_type AS b_type,"
+        f" {_columns(HoldRow, 'h', 'h_')},"
         " CASE WHEN (h.expires IS NULL OR h.expires >= ?) AND (h.item_id = ? OR (h.item_id IS NULL AND h.title = ?))"
         " THEN 1 ELSE 0 END AS h_queueable"
         " FROM (SELECT 1 AS base) AS base"
         " LEFT JOIN loans l ON l.item_id = ? AND l.returned IS NULL"
         " LEFT JOIN patrons b ON b.id = l.patron_id"
-        " LEFT JOIN circ_rules br ON br.patron_type = b.patron_type"
-        " LEFT JOIN circ_rules d ON d.patron_type = ?"
         " LEFT JOIN holds h ON (h.shelf_item_id = ? AND h.state IN ('in_transit', 'waiting'))"
         " OR (h.state = 'queued' AND (h.expires IS NULL OR h.expires >= ?)"
         " AND (h.item_id = ? OR (h.item_id IS NULL AND h.title = ?)))"
-        " LEFT JOIN patrons hp ON hp.id = h.patron_id"
-        " LEFT JOIN circ_rules hr ON hr.patron_type = hp.patron_type"
         " ORDER BY h.placed, h.id"
     )
 
@@ -193,24 +177,20 @@ def item_state(tx: Tx, item: ItemRow, now: datetime.datetime, *, patron: PatronR
     params: list[Any] = []
     if patron is not None:
         params += [patron.id, patron.id, now_s, patron.id, patron.id, now_s]
-    params += [now_s, item.id, item.title, item.id, rules.DEFAULT_TYPE, item.id, now_s, item.id, item.title]
+    params += [now_s, item.id, item.title, item.id, item.id, now_s, item.id, item.title]
     rows = tx.all(_STATE_SQL[patron is not None], params)
     first = rows[0]
     loan: LoanRow | None = _build(LoanRow, first, "l_")
     borrower = None
     if loan is not None:
-        borrower = Borrower(loan.patron_id, first["b_barcode"], rules.resolve_text(first["b_rules"], first["d_rules"]))
+        borrower = Borrower(loan.patron_id, first["b_barcode"], first["b_type"])
     holds: list[HoldRow] = []
     queueable: set[int] = set()
-    hold_patrons: dict[int, HoldPatron] = {}
     for row in _holds(rows):
         hold = _build(HoldRow, row, "h_")
         holds.append(hold)
         if row["h_queueable"]:
             queueable.add(hold.id)
-        hold_patrons[hold.patron_id] = HoldPatron(
-            hold.patron_id, row["hp_barcode"], row["hp_name"], rules.resolve_text(row["hp_rules"], row["d_rules"])
-        )
     standing = None
     if patron is not None:
         standing = rules.Standing(
@@ -222,7 +202,7 @@ def item_state(tx: Tx, item: ItemRow, now: datetime.datetime, *, patron: PatronR
             blocked=patron.blocked,
             card_lost=patron.card_lost,
         )
-    return ItemState(item, loan, borrower, tuple(holds), frozenset(queueable), hold_patrons, standing)
+    return ItemState(item, loan, borrower, tuple(holds), frozenset(queueable), standing)
 
 
 def _holds(rows: list[Row]) -> Iterable[Row]:

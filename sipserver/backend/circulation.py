@@ -137,7 +137,9 @@ def _end_loan(
     tx: Tx, loan: LoanRow, borrower: Borrower, item: ItemRow, returned: datetime.datetime, now: datetime.datetime
 ) -> int:
     """Close the loan and charge the overdue fine (by the borrower's rules); returns the fine."""
-    fine = rules.overdue_fine(loan.due_at, returned, borrower.rules)
+    fine = 0
+    if rules.is_late(loan.due_at, returned):
+        fine = rules.overdue_fine(loan.due_at, returned, records.rules_for(tx, borrower.patron_type))
     tx.execute("UPDATE loans SET returned = ? WHERE id = ?", (dbtime.stamp(returned), loan.id))
     if fine:
         fees.record_charge(
@@ -339,10 +341,10 @@ def checkin(
         fine = _end_loan(tx, loan, state.borrower, item, return_date or now, now)
     here = location.strip()
     result = CheckinResult(ok=True, patron_barcode=borrower, fine_amount=format_cents(fine) if fine else "")
-    hold = holds.trap(tx, state, here, now)
-    if hold is not None:
+    trapped = holds.trap(tx, state, here, now)
+    if trapped is not None:
+        hold, hold_patron = trapped
         state = state.with_hold(hold)
-        hold_patron = state.hold_patrons[hold.patron_id]
         status = "on_hold_shelf" if hold.state == "waiting" else "in_transit"
         result = attrs.evolve(
             result,

@@ -17,7 +17,7 @@ from sipserver.backend.base import HoldMode, HoldResult, Refusal, TxContext
 from sipserver.backend.circreads import ItemState
 from sipserver.backend.dialect import Tx
 from sipserver.backend.pins import PinVerifier
-from sipserver.backend.records import HoldRow, ItemRow
+from sipserver.backend.records import HoldRow, ItemRow, PatronRow
 
 #: SIP2 hold type (BY) for "any copy of a title".
 ANY_COPY = "2"
@@ -55,10 +55,10 @@ def release(tx: Tx, hold: HoldRow) -> None:
     tx.execute("UPDATE holds SET state = 'queued', shelf_item_id = NULL, shelf_expires = NULL WHERE id = ?", (hold.id,))
 
 
-def trap(tx: Tx, state: ItemState, location: str, now: datetime.datetime) -> HoldRow | None:
+def trap(tx: Tx, state: ItemState, location: str, now: datetime.datetime) -> tuple[HoldRow, PatronRow] | None:
     """Set a checked-in copy aside for the first hold it can fill; None when nobody waits for it.
 
-    Returns the hold as it is now (``state`` holds the copy's holds as they were).
+    Returns the hold as it is now (``state`` holds the copy's holds as they were) and its patron.
     """
     hold = state.trapped()
     if hold is None:
@@ -66,8 +66,9 @@ def trap(tx: Tx, state: ItemState, location: str, now: datetime.datetime) -> Hol
         if not queue:
             return None
         hold = queue[0]
+    patron = records.patron_by_id(tx, hold.patron_id)
     if not hold.pickup_location or not location or same_place(hold.pickup_location, location):
-        shelf_days = state.hold_patrons[hold.patron_id].rules.hold_shelf_days
+        shelf_days = records.rules_for(tx, patron.patron_type).hold_shelf_days
         new_state, shelf_expires = "waiting", dbtime.stamp(dbtime.days_from(now, shelf_days))
     else:
         new_state, shelf_expires = "in_transit", None
@@ -75,7 +76,7 @@ def trap(tx: Tx, state: ItemState, location: str, now: datetime.datetime) -> Hol
         "UPDATE holds SET state = ?, shelf_item_id = ?, shelf_expires = ? WHERE id = ?",
         (new_state, state.item.id, shelf_expires, hold.id),
     )
-    return attrs.evolve(hold, state=new_state, shelf_item_id=state.item.id, shelf_expires=shelf_expires)
+    return attrs.evolve(hold, state=new_state, shelf_item_id=state.item.id, shelf_expires=shelf_expires), patron
 
 
 def _title_queue(tx: Tx, title: str, now: datetime.datetime) -> list[HoldRow]:

@@ -177,12 +177,16 @@ def refusal_detail(refusal: Refusal, s: Standing, r: CircRules) -> str:
     return ""
 
 
+def is_late(due: datetime.datetime, returned: datetime.datetime) -> bool:
+    """Whether returning on ``returned`` what was due on ``due`` is late by a calendar day or more."""
+    return returned > due and (returned.date() - due.date()).days > 0
+
+
 def overdue_fine(due: datetime.datetime, returned: datetime.datetime, r: CircRules) -> int:
     """Cents owed for returning on ``returned`` what was due on ``due``: per calendar day late, capped."""
-    days_late = (returned.date() - due.date()).days
-    if days_late <= 0 or returned <= due:
+    if not is_late(due, returned):
         return 0
-    fine = days_late * r.fine_per_day
+    fine = (returned.date() - due.date()).days * r.fine_per_day
     return min(fine, r.max_fine) if r.max_fine > 0 else fine
 
 
