@@ -33,7 +33,6 @@ import attrs
 from sipserver.backend import dbtime, records, rules
 from sipserver.backend.base import Item
 from sipserver.backend.dialect import Row, Tx
-from sipserver.backend.money import format_cents
 from sipserver.backend.records import HoldRow, ItemRow, LoanRow, PatronRow
 
 #: Hold states of a copy set aside for a hold (travelling to, or on, the hold shelf).
@@ -112,29 +111,8 @@ class ItemState:
 
     def view(self, *, due: str | None = None, borrower: str = "") -> Item:
         """The item as :func:`records.item_view` describes it, with the open loan given (none by default)."""
-        item = self.item
-        trapped = self.trapped()
-        return Item(
-            barcode=item.barcode,
-            title=item.title,
-            status=records._status(item.status),
-            author=item.author,
-            call_number=item.call_number,
-            media_type=item.media_type,
-            owner=item.owner,
-            permanent_location=item.home,
-            current_location=item.current_location,
-            security_marker=item.security_marker,
-            price=format_cents(item.price) if item.price is not None else "",
-            due=dbtime.parse_stamp(due) if due else None,
-            borrower=borrower if due else "",
-            hold_queue_length=len(self.queue()),
-            hold_pickup_date=(
-                dbtime.parse_stamp(trapped.shelf_expires) if trapped and trapped.state == "waiting" else None
-            ),
-            fee_type="rental" if item.rental_fee > 0 else "",
-            fee_amount=format_cents(item.rental_fee) if item.rental_fee > 0 else "",
-            properties=item.properties,
+        return records.describe_item(
+            self.item, due=due, borrower=borrower, queue_length=len(self.queue()), trapped=self.trapped()
         )
 
     def current_view(self) -> Item:

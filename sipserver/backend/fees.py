@@ -15,6 +15,11 @@ from sipserver.backend.dialect import Tx
 from sipserver.backend.money import format_cents, parse_amount
 from sipserver.backend.pins import PinVerifier
 
+_INSERT_FEE = (
+    "INSERT INTO fees (patron_id, fee_type, amount, balance, item_id, loan_id, created, description)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 
 def charge(
     tx: Tx,
@@ -27,11 +32,7 @@ def charge(
     loan_id: int | None = None,
     description: str = "",
 ) -> int:
-    return tx.insert(
-        "INSERT INTO fees (patron_id, fee_type, amount, balance, item_id, loan_id, created, description)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (patron_id, fee_type, cents, cents, item_id, loan_id, dbtime.stamp(now), description),
-    )
+    return tx.insert(_INSERT_FEE, (patron_id, fee_type, cents, cents, item_id, loan_id, dbtime.stamp(now), description))
 
 
 def record_charge(
@@ -46,11 +47,7 @@ def record_charge(
     description: str = "",
 ) -> None:
     """:func:`charge` for a caller that does not need the new fee's id (the write may travel later)."""
-    tx.execute(
-        "INSERT INTO fees (patron_id, fee_type, amount, balance, item_id, loan_id, created, description)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (patron_id, fee_type, cents, cents, item_id, loan_id, dbtime.stamp(now), description),
-    )
+    tx.execute(_INSERT_FEE, (patron_id, fee_type, cents, cents, item_id, loan_id, dbtime.stamp(now), description))
 
 
 def void_unpaid(tx: Tx, loan_id: int, fee_type: str, *, since: str | None = None) -> None:

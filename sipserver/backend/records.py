@@ -204,7 +204,20 @@ def item_view(tx: Tx, item: ItemRow, now: datetime.datetime) -> Item:
         " WHERE l.item_id = ? AND l.returned IS NULL",
         (item.id,),
     )
-    trapped = trapped_hold(tx, item.id)
+    return describe_item(
+        item,
+        due=loan["due"] if loan else None,
+        borrower=loan["barcode"] if loan else "",
+        queue_length=len(hold_queue(tx, item, now)),
+        trapped=trapped_hold(tx, item.id),
+    )
+
+
+def describe_item(
+    item: ItemRow, *, due: str | None, borrower: str, queue_length: int, trapped: HoldRow | None
+) -> Item:
+    """The interface's Item from the row and what the caller knows of its loan and holds (read here
+    by :func:`item_view`, or kept by a circulation transaction that just changed them)."""
     return Item(
         barcode=item.barcode,
         title=item.title,
@@ -217,9 +230,9 @@ def item_view(tx: Tx, item: ItemRow, now: datetime.datetime) -> Item:
         current_location=item.current_location,
         security_marker=item.security_marker,
         price=format_cents(item.price) if item.price is not None else "",
-        due=dbtime.parse_stamp(loan["due"]) if loan else None,
-        borrower=loan["barcode"] if loan else "",
-        hold_queue_length=len(hold_queue(tx, item, now)),
+        due=dbtime.parse_stamp(due) if due else None,
+        borrower=borrower if due else "",
+        hold_queue_length=queue_length,
         hold_pickup_date=(
             dbtime.parse_stamp(trapped.shelf_expires) if trapped and trapped.state == "waiting" else None
         ),
