@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from importlib.metadata import EntryPoint
 
 import pytest
@@ -159,7 +160,8 @@ class ThreadedTests(unittest.TestCase):
         folder = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, folder, True)
         path = os.path.join(folder, "ils.db")
-        backend = SQLiteBackend(name="t", options={"type": "sqlite", "path": path, "seed": DEMO}, reactor=reactor)
+        options = {"type": "sqlite", "path": path, "seed": DEMO, "inline_writes": False}  # on the worker thread
+        backend = SQLiteBackend(name="t", options=options, reactor=reactor)
         yield backend.start()
         self.addCleanup(backend.stop)
         inside, release = threading.Event(), threading.Event()
@@ -177,6 +179,55 @@ class ThreadedTests(unittest.TestCase):
         yield backend.run_write(lambda tx: None)  # the worker thread has finished the first write
         jane = yield backend.patron("X", "21000000000001", None)
         self.assertEqual(jane.name, "Jane Doe")
+
+    @defer.inlineCallbacks
+    def _started(self, **options):
+        from twisted.internet import reactor
+
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder, True)
+        path = os.path.join(folder, "ils.db")
+        backend = SQLiteBackend(
+            name="t", options={"type": "sqlite", "path": path, "seed": DEMO, **options}, reactor=reactor
+        )
+        yield backend.start()
+        self.addCleanup(backend.stop)
+        return backend, path
+
+    @defer.inlineCallbacks
+    def test_writes_run_at_once_on_the_calling_thread(self):
+        backend, _ = yield self._started()
+        d = backend.checkout(ctx(), "21000000000001", "31000000000008", "1234")
+        self.assertTrue(self.successResultOf(d).ok)  # fired on return: no thread hop
+        loans = yield backend.run_read(
+            lambda tx: tx.all("SELECT l.id FROM loans l JOIN items i ON i.id = l.item_id"
+                              " WHERE i.barcode = '31000000000008' AND l.returned IS NULL")
+        )  # fmt: skip
+        self.assertEqual(len(loans), 1)
+        self.assertEqual(backend._write_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0], 0)
+        self.assertEqual(backend._uncheckpointed, 1)
+        backend._checkpoint_soon()  # what the LoopingCall does every second: on the worker thread
+        self.assertEqual(backend._uncheckpointed, 0)
+        yield backend.run_write(lambda tx: None)
+
+    @defer.inlineCallbacks
+    def test_a_write_that_finds_the_database_locked_waits_on_the_worker_thread(self):
+        backend, path = yield self._started()
+        other = sqlite3.connect(path, isolation_level=None)  # another process, in the middle of a write
+        other.execute("BEGIN IMMEDIATE")
+        d = backend.checkout(ctx(), "21000000000001", "31000000000008", "1234")
+        self.assertNoResult(d)  # not refused, not done: queued behind the lock
+        yield deferToThread(time.sleep, 0.2)
+        self.assertNoResult(d)
+        other.execute("COMMIT")
+        other.close()
+        result = yield d
+        self.assertTrue(result.ok)
+        loans = yield backend.run_read(
+            lambda tx: tx.all("SELECT l.id FROM loans l JOIN items i ON i.id = l.item_id"
+                              " WHERE i.barcode = '31000000000008' AND l.returned IS NULL")
+        )  # fmt: skip
+        self.assertEqual(len(loans), 1)  # once, not twice
 
     def test_stop_before_start_is_harmless(self):
         backend = SQLiteBackend(name="t", options={"type": "sqlite"})
