@@ -344,3 +344,21 @@ def test_factory_postgresql_is_imported_lazily(monkeypatch):
     monkeypatch.setitem(sys.modules, "sipserver.backend.postgresql", None)  # as if it were missing
     with pytest.raises(BackendConfigError, match="backend type 'postgresql': cannot import"):
         factory.create_backend("pg", {"type": "postgresql"})
+
+
+def test_synchronous_full_waits_for_the_disk_and_keeps_writes_off_the_reactor(tmp_path):
+    backend = SQLiteBackend(
+        name="t", options={"type": "sqlite", "path": str(tmp_path / "ils.db"), "synchronous": "FULL"}, threaded=False
+    )
+    assert backend.inline_writes is False
+    result_of(backend.start())
+    assert rows(backend, "PRAGMA synchronous")[0]["synchronous"] == 2  # FULL
+    normal = sync(tmp_path / "other.db")
+    assert normal.inline_writes is True
+    result_of(normal.start())
+    assert rows(normal, "PRAGMA synchronous")[0]["synchronous"] == 1  # NORMAL
+
+
+def test_synchronous_takes_normal_or_full_only(tmp_path):
+    with pytest.raises(BackendConfigError, match="'synchronous': expected normal or full, got 'off'"):
+        sync(tmp_path / "ils.db", synchronous="off")

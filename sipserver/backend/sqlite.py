@@ -37,6 +37,12 @@ Options (the backend's mapping in the configuration):
     not moved with time alone (``sipserver.backend.patroncache``); PINs are still checked on every
     request. It needs reads on the calling thread (``inline_reads``, or ``threaded: false``) to
     ask sqlite cheaply whether the database changed. ``false``: every look-up reads the database.
+``synchronous``
+    ``normal`` (default): sqlite's ``synchronous = NORMAL`` in WAL mode: a commit survives the
+    daemon crashing or being killed, but a power cut or an operating-system crash may undo the
+    transactions of the last moments (those not yet checkpointed). ``full``: every commit waits
+    for the disk (an fsync), so nothing that a terminal was told happened can be undone; writes
+    then always run on the worker thread (``inline_writes`` is ignored), never stalling the reactor.
 ``busy_timeout``
     Seconds a write waits for another process's lock before failing (default 5).
 
@@ -109,7 +115,15 @@ class SQLiteBackend(SQLBackend):
         self.threaded = bool(threaded)
         self.busy_timeout = float(_option(options, "busy_timeout", (int, float), "seconds", 5.0))
         self.inline_reads = bool(_option(options, "inline_reads", (bool,), "true or false", True))
-        self.inline_writes = bool(_option(options, "inline_writes", (bool,), "true or false", True))
+        synchronous = _option(options, "synchronous", (str,), "normal or full", "normal")
+        if synchronous.lower() not in ("normal", "full"):
+            raise BackendConfigError(
+                f"sqlite backend option 'synchronous': expected normal or full, got {synchronous!r}"
+            )
+        self.synchronous = synchronous.lower()
+        # An fsync per commit must not happen on the reactor thread.
+        inline_writes = self.synchronous == "normal"
+        self.inline_writes = inline_writes and bool(_option(options, "inline_writes", (bool,), "true or false", True))
         if _option(options, "patron_cache", (bool,), "true or false", True):
             self.patron_cache = PatronCache(self.pins)
         self._writes = 0  # moves when this backend starts or finishes a write (see change_stamp)
@@ -300,7 +314,7 @@ class SQLiteBackend(SQLBackend):
             conn.execute("PRAGMA foreign_keys = ON")
             if self.path != ":memory:":
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         except sqlite3.Error as exc:
             # Unavailable, not misconfigured: a directory not mounted yet or a permission being
             # fixed; the service keeps the institution off-line and tries again.
