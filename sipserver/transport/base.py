@@ -18,6 +18,7 @@ from sipserver.config import ListenerConfig
 
 if TYPE_CHECKING:
     from sipserver.service import SIPServer
+    from sipserver.session import Session
 
 log = Logger(namespace="sipserver.transport")
 
@@ -58,6 +59,27 @@ def write_now(transport: Any, data: bytes) -> None:
             return
         data = data[sent:]
     transport.write(data)
+
+
+def deliver(
+    splitter: FrameSplitter,
+    session: Session,
+    data: bytes,
+    activity: Callable[[], None],
+    close: Callable[[str], None],
+) -> None:
+    """Cut ``data`` into frames and hand them to the session in order, as both listeners do once
+    a terminal speaks SIP: ``activity`` (the idle timer) on each complete frame, ``close`` on a
+    frame over the limit, nothing more once the session has closed."""
+    frames, overflow = splitter.feed(data)
+    if frames:
+        activity()
+    for frame in frames:
+        session.frame_received(frame)
+        if session.closed:
+            return
+    if overflow:
+        close(f"frame longer than {splitter.limit} bytes")
 
 
 class FrameSplitter:

@@ -9,7 +9,7 @@ from twisted.protocols.policies import TimeoutMixin
 
 from sipserver.session import Session
 
-from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, peer_host, write_now
+from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, peer_host, write_now
 
 
 class RawSIPProtocol(Protocol, TimeoutMixin):
@@ -47,15 +47,8 @@ class RawSIPProtocol(Protocol, TimeoutMixin):
                 # tzeumer's client tries TLS first and falls back to plain TCP only when we hang up.
                 self._close("TLS handshake on a plain listener")
                 return
-        frames, overflow = self.splitter.feed(data)
-        if frames:
-            self.resetTimeout()
-        for frame in frames:
-            session.frame_received(frame)
-            if session.closed:
-                return
-        if overflow:
-            self._close(f"frame longer than {self.splitter.limit} bytes")
+        deliver(self.splitter, session, data, self.resetTimeout, self._close)
+        if session.closed:
             return
         if not self._logged_in and session.logged_in:
             self._logged_in = True

@@ -17,7 +17,7 @@ from twisted.protocols.policies import TimeoutMixin
 
 from sipserver.session import MAX_LOGIN_FAILURES, Session
 
-from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, peer_host
+from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, peer_host
 
 LOGIN_PROMPT = b"login: "
 PASSWORD_PROMPT = b"password: "
@@ -107,15 +107,7 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
         if session is None or session.closed:
             return
         if self.state == "sip":
-            frames, overflow = self.splitter.feed(data)
-            if frames:
-                self.resetTimeout()
-            for frame in frames:
-                session.frame_received(frame)
-                if session.closed:
-                    return
-            if overflow:
-                self._close(f"frame longer than {self.splitter.limit} bytes")
+            deliver(self.splitter, session, data, self.resetTimeout, self._close)
             return
         if not self._line and data.startswith(TLS_CLIENT_HELLO):
             self._close("TLS handshake on a plain listener")
