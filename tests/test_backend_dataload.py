@@ -152,7 +152,12 @@ items:
             'patrons:\n  - {barcode: "A"}\n  - {barcode: "B", expires: "31/12/2024"}\n',
             r"patrons\[1\].expires: expected a date YYYY-MM-DD, got '31/12/2024'",
         ),
-        ('patrons:\n  - {barcode: "A", pin: 1234}\n', r"patrons\[0\].pin: expected a string \(quote it"),
+        # A PIN never appears in the message: it ends up in logs and on the console.
+        (
+            'patrons:\n  - {barcode: "A", pin: 1234}\n',
+            r"patrons\[0\].pin: expected a string \(quote it\), got a hidden int$",
+        ),
+        ('patrons:\n  - {barcode: "A", pin: [9876]}\n', r"patrons\[0\].pin: expected a string, got a hidden list$"),
         ('patrons:\n  - {barcode: "A", blocked: 3}\n', r"patrons\[0\].blocked: expected true, false or a reason"),
         ('patrons:\n  - {barcode: "A", card_lost: "yes"}\n', r"patrons\[0\].card_lost: expected true or false"),
         ('patrons:\n  - {barcode: "A", colour: red}\n', r"patrons\[0\].colour: unknown key \(expected one of: barcode"),

@@ -42,6 +42,8 @@ DERIVED_STATUSES = ("charged", "on_hold_shelf")
 ITEM_STATUSES = tuple(s.value for s in CirculationStatus if s.value not in DERIVED_STATUSES)
 HOLD_STATES = ("queued", "in_transit", "waiting")
 SECTIONS = ("rules", "patrons", "items", "loans", "holds", "fees")
+#: Keys whose values never appear in an error message (they end up in logs and on the console).
+SECRET_KEYS = frozenset({"pin"})
 
 
 class DataError(ValueError):
@@ -65,7 +67,8 @@ class _Record:
 
     def fail(self, key: str, expected: str, got: Any) -> None:
         where = f"{self.path}.{key}" if key else self.path
-        raise DataError(f"{self.source}: {where}: expected {expected}, got {got!r}")
+        shown = f"a hidden {type(got).__name__}" if key in SECRET_KEYS else repr(got)
+        raise DataError(f"{self.source}: {where}: expected {expected}, got {shown}")
 
     def has(self, key: str) -> bool:
         return self.node.get(key) is not None
@@ -77,7 +80,9 @@ class _Record:
                 self.fail(key, "a value", value)
             return default
         if not isinstance(value, str):
-            hint = f" (quote it: '{value}')" if isinstance(value, int | float) and not isinstance(value, bool) else ""
+            hint = ""
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                hint = " (quote it)" if key in SECRET_KEYS else f" (quote it: '{value}')"
             self.fail(key, f"a string{hint}", value)
         value = value.strip()
         if required and not value:
