@@ -263,12 +263,17 @@ def _closed_loop_c(binary: str, conns: Sequence[Conn], seconds: float, warmup: f
     return result
 
 
-def _closed_loop_python(conns: Sequence[Conn], seconds: float, warmup: float = 0.5) -> Result:
-    conns = [c for c in conns if c.fd >= 0]
+def _watch(conns: Sequence[Conn]) -> tuple[list[Conn], select.epoll, dict[int, Conn]]:
+    """The connections still open, an epoll watching them for replies, and them by descriptor."""
+    live = [c for c in conns if c.fd >= 0]
     ep = select.epoll()
-    by_fd = {c.fd: c for c in conns}
-    for c in conns:
+    for c in live:
         ep.register(c.fd, select.EPOLLIN)
+    return live, ep, {c.fd: c for c in live}
+
+
+def _closed_loop_python(conns: Sequence[Conn], seconds: float, warmup: float = 0.5) -> Result:
+    conns, ep, by_fd = _watch(conns)
     result = Result()
     clock = time.perf_counter_ns
     try:
@@ -298,11 +303,7 @@ def _closed_loop_python(conns: Sequence[Conn], seconds: float, warmup: float = 0
 
 def open_loop(conns: Sequence[Conn], rate: float, seconds: float) -> Result:
     """``rate`` requests a second in total, each to the next idle connection in turn."""
-    conns = [c for c in conns if c.fd >= 0]
-    ep = select.epoll()
-    by_fd = {c.fd: c for c in conns}
-    for c in conns:
-        ep.register(c.fd, select.EPOLLIN)
+    conns, ep, by_fd = _watch(conns)
     result = Result()
     clock = time.perf_counter_ns
     interval = int(NS / rate)
