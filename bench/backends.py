@@ -17,13 +17,26 @@ pre-encoded frames), so the generator costs little next to the server it measure
 It prints one table (pairs/s per backend and connection count, the PostgreSQL/sqlite ratio) and
 whether PostgreSQL at 50 connections reaches 1,000 pairs/s. Exit status 0 either way; 2 when
 PostgreSQL cannot be reached.
+
+The baseline for PostgreSQL is PostgreSQL itself: in the same run, ``pgbench`` (PostgreSQL's own
+load generator, in C) runs its built-in TPC-B-like transaction (three updates, one select, one
+insert, then COMMIT) at as many clients as the daemon's pool has connections, on a scratch database
+of scale 10 (so the clients do not queue on one row). A checkout+checkin pair is two such write
+transactions, so half of pgbench's transactions per second is about the most pairs per second the
+database server alone manages on this machine with nothing else running: the ceiling the daemon's
+figure is compared with. ``--no-ceiling`` skips it; it is skipped, with a line saying so, when no
+``pgbench`` binary is found.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import multiprocessing
 import os
+import re
+import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -59,9 +72,15 @@ def bench_data(path: Path) -> None:
     path.write_text(yaml.safe_dump({"patrons": patrons, "items": items}))
 
 
-def config(folder: Path, backend: dict[str, Any], pool_max: int) -> Path:
+def config(folder: Path, backend: dict[str, Any], pool_max: int, workers: int = 1) -> Path:
     data = {
-        "server": {"name": "bench", "login_timeout": 30, "idle_timeout": 600, "max_connections": 500},
+        "server": {
+            "name": "bench",
+            "login_timeout": 30,
+            "idle_timeout": 600,
+            "max_connections": 500,
+            "workers": workers,
+        },
         "logging": {"level": "warn"},
         "listeners": [{"name": "raw", "transport": "raw", "endpoint": "tcp:0:interface=127.0.0.1"}],
         "institutions": {"MAIN": {"backend": "ils", "library_name": "Bench", "policy": {"timeout": 10}}},
@@ -140,8 +159,54 @@ def _generator(ports: list[int], indexes: list[int], start_at: float, stop_at: f
     queue.put((sum(counts), errors))
 
 
-def run_load(ports: list[int], connections: int, seconds: float, procs: int) -> tuple[float, list[str]]:
-    """Pairs per second over ``connections`` connections (spread over the daemons at ``ports``)."""
+# -- where the CPU goes ----------------------------------------------------------------------------
+
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _processes() -> dict[int, tuple[int, str, int]]:
+    """pid -> (parent pid, command name, CPU ticks used) for every process (Linux /proc; else empty)."""
+    found: dict[int, tuple[int, str, int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        found[int(entry)] = (int(fields[1]), name, int(fields[11]) + int(fields[12]))
+    return found
+
+
+def cpu_snapshot(daemon_pids: list[int]) -> dict[str, float]:
+    """CPU seconds used so far by the daemons (with their worker processes), by PostgreSQL's
+    processes, and by this script's finished children (the load generators)."""
+    table = _processes()
+    family = set(daemon_pids)
+    grew = True
+    while grew:
+        grew = False
+        for pid, (parent, _, _) in table.items():
+            if parent in family and pid not in family:
+                family.add(pid)
+                grew = True
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "daemon": sum(table[p][2] for p in family if p in table) / TICKS,
+        "postgresql": sum(t for _, name, t in table.values() if name.startswith("postgres")) / TICKS,
+        "generator": children.ru_utime + children.ru_stime,
+    }
+
+
+def run_load(
+    ports: list[int], connections: int, seconds: float, procs: int, cpu: dict[str, float] | None = None
+) -> tuple[float, list[str]]:
+    """Pairs per second over ``connections`` connections (spread over the daemons at ``ports``).
+
+    With ``cpu`` (the daemons' pids under the key ``pids``), it is filled with the CPU seconds each
+    party used per pair during the measured window."""
     procs = max(1, min(procs, connections))
     start_at = time.time() + 1.0 + connections * 0.02
     stop_at = start_at + seconds
@@ -154,6 +219,11 @@ def run_load(ports: list[int], connections: int, seconds: float, procs: int) -> 
     ]
     for w in workers:
         w.start()
+    daemon_pids = [int(p) for p in (cpu or {}).get("pids", [])]
+    time.sleep(max(0.0, start_at - time.time()))
+    before = cpu_snapshot(daemon_pids)
+    time.sleep(max(0.0, stop_at - time.time()))
+    during = cpu_snapshot(daemon_pids)
     total, errors = 0, []
     for _ in workers:
         pairs, errs = queue.get(timeout=seconds + 120)
@@ -161,6 +231,11 @@ def run_load(ports: list[int], connections: int, seconds: float, procs: int) -> 
         errors += errs
     for w in workers:
         w.join(30)
+    if cpu is not None and total:
+        after = cpu_snapshot(daemon_pids)  # the generators' usage is known once they are reaped
+        cpu["daemon"] = (during["daemon"] - before["daemon"]) / total
+        cpu["postgresql"] = (during["postgresql"] - before["postgresql"]) / total
+        cpu["generator"] = (after["generator"] - before["generator"]) / total
     return total / seconds, errors
 
 
@@ -170,7 +245,7 @@ def run_load(ports: list[int], connections: int, seconds: float, procs: int) -> 
 def measure(
     label: str, backend: dict[str, Any], args: argparse.Namespace, folder: Path, daemons: int = 1
 ) -> dict[int, float]:
-    cfg = config(folder, backend, args.pool)
+    cfg = config(folder, backend, args.pool, args.workers)
     if backend["type"] == "postgresql":
         sipserver("migrate", "--config", str(cfg))
     sipserver("load", "--config", str(cfg), str(DEMO))
@@ -186,9 +261,16 @@ def measure(
         ports = [daemon.port("raw") for daemon in running]
         run_load(ports, min(args.connections), 1.0, 1)  # warm up
         for n in args.connections:
-            rate, errors = run_load(ports, n, args.seconds, args.procs)
+            cpu: dict[str, Any] = {"pids": [daemon.process.pid for daemon in running]}
+            rate, errors = run_load(ports, n, args.seconds, args.procs, cpu)
             results[n] = rate
-            print(f"  {label:<15} {n:>3} connection(s): {rate:8.0f} pairs/s", flush=True)
+            spent = ""
+            if "daemon" in cpu:
+                parts = [("daemon", cpu["daemon"]), ("generator", cpu["generator"])]
+                if backend["type"] == "postgresql":
+                    parts.insert(1, ("PostgreSQL", cpu["postgresql"]))
+                spent = "   CPU per pair: " + ", ".join(f"{who} {ms * 1000:.2f} ms" for who, ms in parts)
+            print(f"  {label:<15} {n:>3} connection(s): {rate:8.0f} pairs/s{spent}", flush=True)
             for error in errors[:3]:
                 print(f"    problem: {error}", flush=True)
     finally:
@@ -197,6 +279,64 @@ def measure(
             if code not in (0, -15, 143):
                 print(f"  a {label} daemon exited with {code}; its log:\n{daemon.log()[-3000:]}")
     return results
+
+
+# -- the ceiling: PostgreSQL alone, driven by pgbench ----------------------------------------------
+
+
+def pgbench_binary() -> str | None:
+    """``pgbench`` on PATH, or in Debian's versioned folder (which is not on PATH)."""
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"))
+    return candidates[-1] if candidates else None
+
+
+def pgbench_ceiling(admin: Any, clients: int, seconds: float) -> tuple[float | None, str]:
+    """(TPC-B-like transactions per second, what happened) on a scratch database dropped afterwards."""
+    import psycopg2.extensions
+
+    binary = pgbench_binary()
+    if binary is None:
+        return None, "no pgbench binary (Debian: postgresql-client or the server package)"
+    dbname = f"sipserver_bench_pgbench_{os.getpid()}"
+    parts = psycopg2.extensions.parse_dsn(ADMIN_DSN)
+    parts["dbname"] = dbname
+    conninfo = psycopg2.extensions.make_dsn(**parts)
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{dbname}"')
+    try:
+        init = subprocess.run([binary, "-i", "-q", "-s", "10", conninfo], capture_output=True, text=True, timeout=300)
+        if init.returncode != 0:
+            return None, f"pgbench -i failed: {init.stderr.strip()[-300:]}"
+        threads = str(max(1, min(clients, os.cpu_count() or 1)))
+        run = subprocess.run(
+            [
+                binary,
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                str(clients),
+                "-j",
+                threads,
+                "-T",
+                str(max(1, round(seconds))),
+                conninfo,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+        )
+        found = re.search(r"tps = ([0-9.]+)", run.stdout)
+        if run.returncode != 0 or not found:
+            return None, f"pgbench failed: {(run.stderr or run.stdout).strip()[-300:]}"
+        return float(found.group(1)), f"pgbench TPC-B-like, {clients} clients, {threads} threads, prepared statements"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
 
 
 def main() -> int:
@@ -208,6 +348,10 @@ def main() -> int:
     parser.add_argument("--procs", type=int, default=2, help="load generator processes (default 2)")
     parser.add_argument("--backends", default="sqlite,postgresql", help="which backends (default both)")
     parser.add_argument("--pool", type=int, default=10, help="PostgreSQL pool.max (default 10, the default)")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the pgbench run that measures PostgreSQL alone")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="the daemon's server.workers, for both backends (default 1)"
+    )
     parser.add_argument(
         "--daemons",
         type=int,
@@ -218,6 +362,7 @@ def main() -> int:
     args.connections = sorted({min(BENCH_PATRONS, max(1, int(n))) for n in args.connections.split(",")})
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
     table: dict[str, dict[int, float]] = {}
+    ceiling: float | None = None
     pg_label = "postgresql" if args.daemons <= 1 else f"postgresql x{args.daemons}"
     print(f"checkout+checkin pairs per second, {args.seconds:g} s per run, {os.cpu_count()} CPU(s)", flush=True)
     with tempfile.TemporaryDirectory(prefix="sipserver-bench-") as tmp:
@@ -255,6 +400,17 @@ def main() -> int:
                 with admin.cursor() as cur:
                     cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
                     cur.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
+            if not args.no_ceiling:
+                try:
+                    tps, how = pgbench_ceiling(admin, args.pool, args.seconds)
+                finally:
+                    admin.close()
+                if tps is None:
+                    print(f"  PostgreSQL alone: skipped ({how})", flush=True)
+                else:
+                    ceiling = tps / 2
+                    print(f"  PostgreSQL alone: {tps:8.0f} transactions/s ({how})", flush=True)
+            else:
                 admin.close()
     print()
     print(f"{'connections':>11} | {'sqlite':>10} | {pg_label:>13} | {'pg/sqlite':>9}")
@@ -274,6 +430,11 @@ def main() -> int:
             f"\nPostgreSQL at 50 connections ({daemons}): {pg50:.0f} pairs/s,"
             f" {verdict} the {TARGET:,.0f} pairs/s target"
         )
+        if ceiling is not None:
+            print(
+                f"PostgreSQL alone (pgbench, two write transactions per pair): {ceiling:,.0f} pairs/s;"
+                f" the daemon reaches {pg50 / ceiling:.2f}x of that ceiling"
+            )
     return 0
 
 
