@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 import attrs
 
@@ -38,6 +39,26 @@ def permitted(account: AccountConfig | None, code: str) -> bool:
     return not account.permissions.isdisjoint(needed)
 
 
+_this_second: tuple[int, datetime.datetime] = (-1, datetime.datetime.min)
+
+
+def now_to_the_second() -> datetime.datetime:
+    """The local time without microseconds, worked out once per second.
+
+    Every request asks for it (the reply's transaction date, the loan's times), and
+    ``datetime.now().replace(...)`` costs more than a dictionary look-up per request; ``time.time()``
+    and a comparison do not. The pair is swapped in one assignment, so any thread may call this.
+    """
+    global _this_second
+    second = int(time.time())
+    cached = _this_second
+    if cached[0] == second:
+        return cached[1]
+    now = datetime.datetime.fromtimestamp(second)
+    _this_second = (second, now)
+    return now
+
+
 @attrs.frozen
 class RequestContext:
     """One request's circumstances: the terminal's account, its institution, where it connects from."""
@@ -46,7 +67,7 @@ class RequestContext:
     account: AccountConfig | None
     listener: str
     peer: str
-    now: datetime.datetime = attrs.field(factory=lambda: datetime.datetime.now().replace(microsecond=0))
+    now: datetime.datetime = attrs.field(factory=now_to_the_second)
 
     @property
     def login(self) -> str:
