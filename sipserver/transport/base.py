@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import address, tcp
+from twisted.internet import address
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
@@ -31,34 +31,6 @@ def peer_host(transport: Any) -> str:
     if isinstance(peer, address.IPv4Address | address.IPv6Address):
         return peer.host
     return ""
-
-
-def write_now(transport: Any, data: bytes) -> None:
-    """``transport.write(data)``, but sent at once when nothing is queued before it.
-
-    Twisted's ``write`` only queues: the bytes leave on the reactor's next turn, after two epoll
-    updates (start and stop watching for writability) and a ``doWrite`` dispatch. A SIP reply is a
-    few hundred bytes written when the socket buffer is empty, so a plain TCP connection with an
-    empty queue sends it straight away with one ``send``; anything else (TLS, a queue, a partial
-    send, an error) goes through ``transport.write`` as usual, which keeps the order of bytes and
-    reports errors the normal way. This halves the reactor's work per exchange (docs/performance.md).
-    """
-    if (
-        type(transport) is tcp.Server
-        and not transport.TLS
-        and transport.connected
-        and not transport.disconnecting
-        and not transport.dataBuffer
-        and not transport._tempDataLen
-    ):
-        try:
-            sent = transport.socket.send(data)
-        except OSError:
-            sent = 0  # EAGAIN, or a reset that the queued write below will report
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
 
 
 def deliver(

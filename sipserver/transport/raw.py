@@ -9,7 +9,7 @@ from twisted.protocols.policies import TimeoutMixin
 
 from sipserver.session import Session
 
-from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, peer_host, write_now
+from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, peer_host
 
 
 class RawSIPProtocol(Protocol, TimeoutMixin):
@@ -55,7 +55,7 @@ class RawSIPProtocol(Protocol, TimeoutMixin):
             self.setTimeout(self.factory.server.config.server.idle_timeout)
 
     def _write(self, data: bytes) -> None:
-        write_now(self.transport, data)
+        self.transport.write(data)
 
     def _close(self, reason: str) -> None:
         if self.session is not None:
