@@ -1,17 +1,23 @@
-"""What checkout and checkin read, in as few statements as the row locks allow.
+"""What checkout and checkin read, in as few round trips as the row locks allow.
 
 Every round trip to a database server costs a thread switch in the daemon, a process wake-up in
-the server and kernel time on both sides, so the circulation transactions read in two statements:
+the server and kernel time on both sides, so a checkout or a checkin reads in two statements that
+travel together:
 
-1. **the locks**: :func:`lock_patron_and_item` locks the patron and the item in one statement
-   (patron first, then item, as everywhere), with the patron's circulation rules joined in; a
-   checkin locks its item with :func:`~sipserver.backend.records.find_item`;
-2. **the state**, read by :func:`item_state` in a statement that starts only once the locks are
-   held, so under READ COMMITTED it sees everything that the transactions that held them before
-   committed: the item's open loan and its borrower, every hold that wants the copy or is set
-   aside for it and, for a checkout, the patron's standing. What only the rarer paths need (the
-   borrower's rules when a fine is due, the patron of a hold the copy is set aside for) they read
-   when they need it.
+1. **the locks**: :func:`read_for_checkout` locks the patron and the item in one statement
+   (patron first, then item, as everywhere), :func:`read_for_checkin` the item; the rows of that
+   statement are not wanted (:meth:`~sipserver.backend.dialect.Tx.take_locks`), so PostgreSQL
+   receives it together with the next one;
+2. **the state**, read in a statement that starts only once the locks are held, so under READ
+   COMMITTED it sees everything that the transactions that held them before committed: the
+   item itself, its open loan and that loan's borrower, every hold that wants the copy or is set
+   aside for it and, for a checkout, the patron, the patron's circulation rules and standing.
+   What only the rarer paths need (the borrower's rules when a fine is due, the patron of a hold
+   the copy is set aside for) they read when they need it.
+
+The state statement finds the item (and patron) by barcode in sub-selects rather than by a join
+column, so that the hold look-up can use the title and item indexes (a join condition inside an
+``OR`` would not).
 
 From then on the transaction knows the item's loan and holds, because it holds the item's lock
 and changes them itself: it records its changes in the :class:`ItemState` (:meth:`ItemState.lend`,
@@ -50,27 +56,45 @@ def _build(cls: type, row: Row, prefix: str) -> Any:
     return cls(**{a.name: row[prefix + a.name] for a in attrs.fields(cls)})
 
 
-_LOCK_SQL = (
-    f"SELECT {_columns(PatronRow, 'p', 'p_')}, {_columns(ItemRow, 'i', 'i_')},"
-    f" {rules.rules_text_sql('r')} AS r_rules, {rules.rules_text_sql('d')} AS d_rules"
-    " FROM patrons p CROSS JOIN items i"
-    " LEFT JOIN circ_rules r ON r.patron_type = p.patron_type"
-    " LEFT JOIN circ_rules d ON d.patron_type = ?"
-    " WHERE p.barcode = ? AND i.barcode = ?"
-)
+_LOCK_PATRON_AND_ITEM = "SELECT p.id FROM patrons p CROSS JOIN items i WHERE p.barcode = ? AND i.barcode = ?"
+_LOCK_ITEM = "SELECT i.id FROM items i WHERE i.barcode = ?"
 
 
-def lock_patron_and_item(
-    tx: Tx, patron_barcode: str, item_barcode: str
-) -> tuple[PatronRow, ItemRow, rules.CircRules] | None:
-    """Lock the patron's row, then the item's, and read both with the patron's rules.
-
-    None when either is unknown: the caller then looks each up on its own, as before.
-    """
-    row = tx.one(_LOCK_SQL + tx.lock_of("p", "i"), (rules.DEFAULT_TYPE, patron_barcode, item_barcode))
-    if row is None:
+def read_for_checkout(
+    tx: Tx, patron_barcode: str, item_barcode: str, now: datetime.datetime
+) -> tuple[PatronRow, rules.CircRules, ItemState] | None:
+    """Lock the patron's row, then the item's; then read both, the patron's rules and standing, and
+    the item's loan and holds. None when either is unknown: the caller then looks each up on its own."""
+    tx.take_locks(_LOCK_PATRON_AND_ITEM + tx.lock_of("p", "i"), (patron_barcode, item_barcode))
+    now_s = dbtime.stamp(now)
+    counts = [patron_barcode, patron_barcode, now_s, patron_barcode, patron_barcode, now_s]
+    rows = tx.all(
+        _CHECKOUT_SQL,
+        [*counts, now_s, rules.DEFAULT_TYPE, *_joins_params(item_barcode, now_s), patron_barcode, item_barcode],
+    )
+    if not rows:
         return None
-    return _build(PatronRow, row, "p_"), _build(ItemRow, row, "i_"), rules.resolve_text(row["r_rules"], row["d_rules"])
+    first = rows[0]
+    patron: PatronRow = _build(PatronRow, first, "p_")
+    circ = rules.resolve_text(first["r_rules"], first["d_rules"])
+    standing = rules.Standing(
+        items_out=int(first["s_items_out"]),
+        overdue=int(first["s_overdue"]),
+        balance=int(first["s_balance"]),
+        active_holds=int(first["s_active_holds"]),
+        expired=rules.is_expired(dbtime.parse_day(patron.expires), now),
+        blocked=patron.blocked,
+        card_lost=patron.card_lost,
+    )
+    return patron, circ, _item_state(rows, standing)
+
+
+def read_for_checkin(tx: Tx, item_barcode: str, now: datetime.datetime) -> ItemState | None:
+    """Lock the item's row, then read it with its loan and holds. None when the item is unknown."""
+    tx.take_locks(_LOCK_ITEM + tx.lock_of("i"), (item_barcode,))
+    now_s = dbtime.stamp(now)
+    rows = tx.all(_CHECKIN_SQL, [now_s, *_joins_params(item_barcode, now_s), item_barcode])
+    return _item_state(rows, None) if rows else None
 
 
 @attrs.frozen
@@ -122,42 +146,55 @@ class ItemState:
         return self.view(due=self.loan.due, borrower=self.borrower.barcode)
 
 
-def _state_sql(with_standing: bool) -> str:
-    standing = (
-        " (SELECT COUNT(*) FROM loans WHERE patron_id = ? AND returned IS NULL) AS s_items_out,"
-        " (SELECT COUNT(*) FROM loans WHERE patron_id = ? AND returned IS NULL AND due < ?) AS s_overdue,"
-        " (SELECT COALESCE(SUM(balance), 0) FROM fees WHERE patron_id = ?) AS s_balance,"
-        f" (SELECT COUNT(*) FROM holds WHERE patron_id = ? AND {records.active_hold_sql()}) AS s_active_holds,"
-        if with_standing
-        else ""
-    )
-    return (
-        f"SELECT{standing} {_columns(LoanRow, 'l', 'l_')}, b.barcode AS b_barcode, b.patron_type AS b_type,"
-        f" {_columns(HoldRow, 'h', 'h_')},"
-        " CASE WHEN (h.expires IS NULL OR h.expires >= ?) AND (h.item_id = ? OR (h.item_id IS NULL AND h.title = ?))"
-        " THEN 1 ELSE 0 END AS h_queueable"
-        " FROM (SELECT 1 AS base) AS base"
-        " LEFT JOIN loans l ON l.item_id = ? AND l.returned IS NULL"
-        " LEFT JOIN patrons b ON b.id = l.patron_id"
-        " LEFT JOIN holds h ON (h.shelf_item_id = ? AND h.state IN ('in_transit', 'waiting'))"
-        " OR (h.state = 'queued' AND (h.expires IS NULL OR h.expires >= ?)"
-        " AND (h.item_id = ? OR (h.item_id IS NULL AND h.title = ?)))"
-        " ORDER BY h.placed, h.id"
-    )
+_ITEM_ID = "(SELECT id FROM items WHERE barcode = ?)"
+_ITEM_TITLE = "(SELECT title FROM items WHERE barcode = ?)"
+_PATRON_ID = "(SELECT id FROM patrons WHERE barcode = ?)"
+
+#: The item, its open loan and borrower, and the holds on or for the copy, one row per hold.
+_STATE_COLUMNS = (
+    f"{_columns(ItemRow, 'i', 'i_')}, {_columns(LoanRow, 'l', 'l_')},"
+    " b.barcode AS b_barcode, b.patron_type AS b_type,"
+    f" {_columns(HoldRow, 'h', 'h_')},"
+    " CASE WHEN (h.expires IS NULL OR h.expires >= ?)"
+    " AND (h.item_id = i.id OR (h.item_id IS NULL AND h.title = i.title))"
+    " THEN 1 ELSE 0 END AS h_queueable"
+)
+_STATE_JOINS = (
+    " LEFT JOIN loans l ON l.item_id = i.id AND l.returned IS NULL"
+    " LEFT JOIN patrons b ON b.id = l.patron_id"
+    f" LEFT JOIN holds h ON (h.shelf_item_id = {_ITEM_ID} AND h.state IN ('in_transit', 'waiting'))"
+    " OR (h.state = 'queued' AND (h.expires IS NULL OR h.expires >= ?)"
+    f" AND (h.item_id = {_ITEM_ID} OR (h.item_id IS NULL AND h.title = {_ITEM_TITLE})))"
+)
 
 
-_STATE_SQL = {True: _state_sql(True), False: _state_sql(False)}
+def _joins_params(item_barcode: str, now_s: str) -> list[Any]:
+    """The values of :data:`_STATE_JOINS`, in order (:data:`_STATE_COLUMNS` takes one: now)."""
+    return [item_barcode, now_s, item_barcode, item_barcode]
 
 
-def item_state(tx: Tx, item: ItemRow, now: datetime.datetime, *, patron: PatronRow | None = None) -> ItemState:
-    """Read the item's open loan and holds (and ``patron``'s standing) in one statement; see the module."""
-    now_s = dbtime.stamp(now)
-    params: list[Any] = []
-    if patron is not None:
-        params += [patron.id, patron.id, now_s, patron.id, patron.id, now_s]
-    params += [now_s, item.id, item.title, item.id, item.id, now_s, item.id, item.title]
-    rows = tx.all(_STATE_SQL[patron is not None], params)
+_CHECKIN_SQL = f"SELECT {_STATE_COLUMNS} FROM items i{_STATE_JOINS} WHERE i.barcode = ? ORDER BY h.placed, h.id"
+
+_CHECKOUT_SQL = (
+    f"SELECT {_columns(PatronRow, 'p', 'p_')},"
+    f" (SELECT COUNT(*) FROM loans WHERE patron_id = {_PATRON_ID} AND returned IS NULL) AS s_items_out,"
+    f" (SELECT COUNT(*) FROM loans WHERE patron_id = {_PATRON_ID} AND returned IS NULL AND due < ?) AS s_overdue,"
+    f" (SELECT COALESCE(SUM(balance), 0) FROM fees WHERE patron_id = {_PATRON_ID}) AS s_balance,"
+    f" (SELECT COUNT(*) FROM holds WHERE patron_id = {_PATRON_ID} AND {records.active_hold_sql()}) AS s_active_holds,"
+    f" {rules.rules_text_sql('r')} AS r_rules, {rules.rules_text_sql('d')} AS d_rules, {_STATE_COLUMNS}"
+    " FROM patrons p CROSS JOIN items i"
+    " LEFT JOIN circ_rules r ON r.patron_type = p.patron_type"
+    " LEFT JOIN circ_rules d ON d.patron_type = ?"
+    f"{_STATE_JOINS}"
+    " WHERE p.barcode = ? AND i.barcode = ?"
+    " ORDER BY h.placed, h.id"
+)
+
+
+def _item_state(rows: list[Row], standing: rules.Standing | None) -> ItemState:
+    """The :class:`ItemState` from the rows of a state statement (at least one)."""
     first = rows[0]
+    item: ItemRow = _build(ItemRow, first, "i_")
     loan: LoanRow | None = _build(LoanRow, first, "l_")
     borrower = None
     if loan is not None:
@@ -169,17 +206,6 @@ def item_state(tx: Tx, item: ItemRow, now: datetime.datetime, *, patron: PatronR
         holds.append(hold)
         if row["h_queueable"]:
             queueable.add(hold.id)
-    standing = None
-    if patron is not None:
-        standing = rules.Standing(
-            items_out=int(first["s_items_out"]),
-            overdue=int(first["s_overdue"]),
-            balance=int(first["s_balance"]),
-            active_holds=int(first["s_active_holds"]),
-            expired=rules.is_expired(dbtime.parse_day(patron.expires), now),
-            blocked=patron.blocked,
-            card_lost=patron.card_lost,
-        )
     return ItemState(item, loan, borrower, tuple(holds), frozenset(queueable), standing)
 
 

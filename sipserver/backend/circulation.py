@@ -163,14 +163,14 @@ def checkout(
     renewal_allowed: bool = True,
     cancel: bool = False,
 ) -> CheckoutResult:
-    locked = circreads.lock_patron_and_item(tx, patron_barcode, item_barcode)
-    circ: rules.CircRules | None = None
-    if locked is not None:
-        patron, item, circ = locked
+    read = circreads.read_for_checkout(tx, patron_barcode, item_barcode, now)
+    state: ItemState | None = None
+    if read is not None:
+        patron, circ, state = read
+        item: ItemRow | None = state.item
     else:  # one of them is unknown: look each up (and lock it) on its own
         patron = records.find_patron(tx, patron_barcode, lock=True)
         item = records.find_item(tx, item_barcode, lock=True)
-    state: ItemState | None = None  # read once both rows are locked
 
     def done(result: CheckoutResult, detail: str = "", shown: Item | None = None) -> CheckoutResult:
         if item is not None and result.item is None:
@@ -221,10 +221,13 @@ def checkout(
     if item is None:
         return refuse(Refusal.UNKNOWN_ITEM)
     if cancel:
+        state = None  # the undo changes the item: done() describes it as read afterwards
         return done(_undo_checkin(tx, patron, item, now))
-    if circ is None:  # found by the look-ups after all (loaded a moment ago)
-        circ = records.rules_for(tx, patron.patron_type)
-    state = circreads.item_state(tx, item, now, patron=patron)
+    if read is None:  # both found by the look-ups after all (loaded a moment ago): read again
+        read = circreads.read_for_checkout(tx, patron_barcode, item_barcode, now)
+        assert read is not None
+        patron, circ, state = read
+        item = state.item
     loan = state.loan
     own_loan = loan is not None and loan.patron_id == patron.id
 
@@ -313,11 +316,11 @@ def checkin(
     no_block: bool = False,
     cancel: bool = False,
 ) -> CheckinResult:
-    item = records.find_item(tx, item_barcode, lock=True)
-    if item is None:
+    state = circreads.read_for_checkin(tx, item_barcode, now)
+    if state is None:
         audit.record(tx, ctx, now, "checkin", item=item_barcode, result=audit.outcome(Refusal.UNKNOWN_ITEM))
         return CheckinResult(ok=False, refusal=Refusal.UNKNOWN_ITEM, resensitize=False)
-    state = circreads.item_state(tx, item, now)
+    item = state.item
     loan = state.loan
     borrower = state.borrower.barcode if state.borrower is not None else ""
     if cancel:

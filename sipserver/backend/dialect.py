@@ -119,6 +119,16 @@ class Tx:
     def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
         self.cursor.execute(self.dialect.sql(sql), tuple(params))
 
+    def take_locks(self, sql: str, params: Iterable[Any] = ()) -> None:
+        """Run a ``SELECT ... FOR UPDATE`` for its row locks alone: its rows are not wanted.
+
+        A database without row locks (sqlite: a write transaction holds the whole database) skips
+        it; PostgreSQL's Tx sends it together with the next statement.
+        """
+        if self.dialect.lock_clause:
+            self.execute(sql, params)
+            self.cursor.fetchall()
+
     def _rows(self) -> list[Row]:
         names = [d[0] for d in self.cursor.description or ()]
         return [dict(zip(names, r, strict=True)) for r in self.cursor.fetchall()]

@@ -158,6 +158,15 @@ class PgTx(Tx):
         else:
             self._send(text)
 
+    def take_locks(self, sql: str, params: Any = ()) -> None:
+        """Send the locking statement with the next one (in a write transaction): PostgreSQL runs
+        it first and the next statement starts only once its locks are held."""
+        text = self._text(sql, tuple(params))
+        if self.write:
+            self.pending.append(text)
+        else:
+            self._send(text)
+
     def all(self, sql: str, params: Any = ()) -> list[Any]:
         self._send(self._text(sql, tuple(params)))
         return self._rows()
