@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Backend throughput: checkout+checkin pairs per second through the real daemon, sqlite vs PostgreSQL.
 
-    python bench/backends.py [--seconds N] [--connections 1,50] [--procs N] [--backends sqlite,postgresql]
+    python bench/backends.py [--seconds N] [--connections 1,50] [--backends sqlite,postgresql]
+                             [--pool N] [--workers N] [--daemons N] [--no-ceiling]
 
 For each backend it starts the real daemon (``twistd -n sip``) on free loopback ports: first on the
 embedded sqlite backend (a file in a temporary folder), then on PostgreSQL (a temporary database it
@@ -11,8 +12,12 @@ with ``sipserver migrate``/``sipserver load`` before the daemon starts, and the 
 
 Then, for each number of connections, every connection logs in and runs a closed loop for
 ``--seconds``: check out its own item to its own patron, check it in, again. A pair counts when both
-answers say ok. The load comes from ``--procs`` processes (threads inside each, raw sockets and
-pre-encoded frames), so the generator costs little next to the server it measures.
+answers say ok. The loop is ``bench/loadgen.py``'s, as in ``bench/load.py``: the C closed loop
+(``bench/closedloop.c``, compiled on first use) on pre-encoded frames, so the generator costs little
+next to the servers it shares the machine with; the Python loop without a C compiler.
+
+Each line also says where the CPU went, per pair: the daemon (with its worker processes),
+PostgreSQL's processes (all of the cluster's, background writers included) and the generator.
 
 It prints one table (pairs/s per backend and connection count, the PostgreSQL/sqlite ratio) and
 whether PostgreSQL at 50 connections reaches 1,000 pairs/s. Exit status 0 either way; 2 when
@@ -32,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import multiprocessing
 import os
 import re
 import resource
@@ -41,7 +45,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
+from loadgen import Conn, close_all, closed_loop, connect  # noqa: E402
 
 from sipserver.sip2 import encode, make  # noqa: E402
 from tests.daemon import Daemon, write_config  # noqa: E402
@@ -108,55 +112,18 @@ def _frames(index: int) -> tuple[bytes, bytes]:
     return encode(out, sequence="1"), encode(back, sequence="2")
 
 
-def _exchange(sock: socket.socket, frame: bytes, buffer: bytearray) -> bytes:
+def _check_in_first(sock: socket.socket, frame: bytes) -> None:
+    """Check the connection's item in before the loop, in case an earlier run left it out."""
+    sock.setblocking(True)
+    sock.settimeout(30)
     sock.sendall(frame)
-    while b"\r" not in buffer:
+    reply = b""
+    while not reply.endswith(b"\r"):
         chunk = sock.recv(4096)
         if not chunk:
             raise ConnectionError("the server closed the connection")
-        buffer += chunk
-    end = buffer.index(b"\r")
-    reply = bytes(buffer[:end])
-    del buffer[: end + 1]
-    return reply
-
-
-def _connection(
-    ports: list[int], index: int, start_at: float, stop_at: float, counts: list[int], errors: list[str]
-) -> None:
-    try:
-        sock = socket.create_connection(("127.0.0.1", ports[index % len(ports)]), timeout=30)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buffer = bytearray()
-        if not _exchange(sock, encode(make("93", CN="bench", CO="bench"), sequence="0"), buffer).startswith(b"941"):
-            raise RuntimeError("login refused")
-        checkout, checkin = _frames(index)
-        _exchange(sock, checkin, buffer)  # in case an earlier run left the item out
-        time.sleep(max(0.0, start_at - time.time()))
-        pairs = 0
-        while time.time() < stop_at:
-            out = _exchange(sock, checkout, buffer)
-            back = _exchange(sock, checkin, buffer)
-            if out.startswith(b"121") and back.startswith(b"101"):
-                pairs += 1
-            elif len(errors) < 5:
-                errors.append(f"{out[:40]!r} / {back[:40]!r}")
-        counts.append(pairs)
-        sock.close()
-    except Exception as exc:  # reported by the parent
-        errors.append(f"connection {index}: {exc}")
-
-
-def _generator(ports: list[int], indexes: list[int], start_at: float, stop_at: float, queue: Any) -> None:
-    counts: list[int] = []
-    errors: list[str] = []
-    args = (start_at, stop_at, counts, errors)
-    threads = [threading.Thread(target=_connection, args=(ports, i, *args)) for i in indexes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(stop_at - time.time() + 60)
-    queue.put((sum(counts), errors))
+        reply += chunk
+    sock.setblocking(False)
 
 
 # -- where the CPU goes ----------------------------------------------------------------------------
@@ -182,7 +149,7 @@ def _processes() -> dict[int, tuple[int, str, int]]:
 
 def cpu_snapshot(daemon_pids: list[int]) -> dict[str, float]:
     """CPU seconds used so far by the daemons (with their worker processes), by PostgreSQL's
-    processes, and by this script's finished children (the load generators)."""
+    processes, and by the load generator (this script and its reaped children: the C loop)."""
     table = _processes()
     family = set(daemon_pids)
     grew = True
@@ -192,51 +159,46 @@ def cpu_snapshot(daemon_pids: list[int]) -> dict[str, float]:
             if parent in family and pid not in family:
                 family.add(pid)
                 grew = True
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    children, own = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     return {
         "daemon": sum(table[p][2] for p in family if p in table) / TICKS,
         "postgresql": sum(t for _, name, t in table.values() if name.startswith("postgres")) / TICKS,
-        "generator": children.ru_utime + children.ru_stime,
+        "generator": children.ru_utime + children.ru_stime + own.ru_utime + own.ru_stime,
     }
 
 
 def run_load(
-    ports: list[int], connections: int, seconds: float, procs: int, cpu: dict[str, float] | None = None
+    ports: list[int], connections: int, seconds: float, cpu: dict[str, float] | None = None
 ) -> tuple[float, list[str]]:
     """Pairs per second over ``connections`` connections (spread over the daemons at ``ports``).
 
-    With ``cpu`` (the daemons' pids under the key ``pids``), it is filled with the CPU seconds each
+    Every connection logs in, checks its item in once, then keeps one request outstanding:
+    checkout, checkin, again (``loadgen.closed_loop``: the C loop when a compiler is at hand). With
+    ``cpu`` (the daemons' pids under the key ``pids``), it is filled with the CPU seconds each
     party used per pair during the measured window."""
-    procs = max(1, min(procs, connections))
-    start_at = time.time() + 1.0 + connections * 0.02
-    stop_at = start_at + seconds
-    queue: Any = multiprocessing.get_context("fork").Queue()
-    workers = [
-        multiprocessing.get_context("fork").Process(
-            target=_generator, args=(ports, list(range(p, connections, procs)), start_at, stop_at, queue)
-        )
-        for p in range(procs)
-    ]
-    for w in workers:
-        w.start()
-    daemon_pids = [int(p) for p in (cpu or {}).get("pids", [])]
-    time.sleep(max(0.0, start_at - time.time()))
-    before = cpu_snapshot(daemon_pids)
-    time.sleep(max(0.0, stop_at - time.time()))
-    during = cpu_snapshot(daemon_pids)
-    total, errors = 0, []
-    for _ in workers:
-        pairs, errs = queue.get(timeout=seconds + 120)
-        total += pairs
-        errors += errs
-    for w in workers:
-        w.join(30)
-    if cpu is not None and total:
-        after = cpu_snapshot(daemon_pids)  # the generators' usage is known once they are reaped
-        cpu["daemon"] = (during["daemon"] - before["daemon"]) / total
-        cpu["postgresql"] = (during["postgresql"] - before["postgresql"]) / total
-        cpu["generator"] = (after["generator"] - before["generator"]) / total
-    return total / seconds, errors
+    login = encode(make("93", CN="bench", CO="bench"), sequence="0")
+    conns: list[Conn] = []
+    try:
+        for index in range(connections):
+            (sock,) = connect("127.0.0.1", ports[index % len(ports)], 1, [login])
+            checkout, checkin = _frames(index)
+            conns.append(Conn(sock, [(checkout, b"12", 2), (checkin, b"10", 2)]))
+            _check_in_first(sock, checkin)
+        daemon_pids = [int(p) for p in (cpu or {}).get("pids", [])]
+        before, began = cpu_snapshot(daemon_pids), time.monotonic()
+        result = closed_loop(conns, seconds)
+        after, ended = cpu_snapshot(daemon_pids), time.monotonic()
+    finally:
+        close_all(conns)
+    errors = []
+    if result.wrong or result.refused or result.lost:
+        errors.append(f"{result.wrong} wrong replies, {result.refused} refused, {result.lost} connections lost")
+    pairs = (result.messages - result.wrong - result.refused) / 2
+    if cpu is not None and pairs:
+        counted = result.seconds / max(result.seconds, ended - began)  # CPU is read around the warm-up too
+        for party in ("daemon", "postgresql", "generator"):
+            cpu[party] = (after[party] - before[party]) * counted / pairs
+    return pairs / result.seconds if result.seconds else 0.0, errors
 
 
 # -- the two backends ------------------------------------------------------------------------------
@@ -259,10 +221,10 @@ def measure(
             daemon.wait_ready(1, timeout=60)
             daemon.wait_for_log("backend ils ready", timeout=60)
         ports = [daemon.port("raw") for daemon in running]
-        run_load(ports, min(args.connections), 1.0, 1)  # warm up
+        run_load(ports, min(args.connections), 1.0)  # warm up
         for n in args.connections:
             cpu: dict[str, Any] = {"pids": [daemon.process.pid for daemon in running]}
-            rate, errors = run_load(ports, n, args.seconds, args.procs, cpu)
+            rate, errors = run_load(ports, n, args.seconds, cpu)
             results[n] = rate
             spent = ""
             if "daemon" in cpu:
@@ -345,7 +307,6 @@ def main() -> int:
     parser.add_argument(
         "--connections", default="1,50", help="comma-separated connection counts (default 1,50; at most 100)"
     )
-    parser.add_argument("--procs", type=int, default=2, help="load generator processes (default 2)")
     parser.add_argument("--backends", default="sqlite,postgresql", help="which backends (default both)")
     parser.add_argument("--pool", type=int, default=10, help="PostgreSQL pool.max (default 10, the default)")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the pgbench run that measures PostgreSQL alone")
