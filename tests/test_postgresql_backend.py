@@ -217,6 +217,41 @@ def test_the_audit_row_is_written_in_the_same_transaction_as_the_change(backend)
     assert rows(backend, "SELECT * FROM loans l JOIN items i ON i.id = l.item_id WHERE i.barcode = 'I1'") == []
 
 
+# -- round trips -----------------------------------------------------------------------------------
+
+
+class _CountingCursor(psycopg2.extensions.cursor):
+    """A cursor that records every statement text it sends: one ``execute`` is one round trip."""
+
+    sent: list[str] = []
+
+    def execute(self, query, vars=None):
+        _CountingCursor.sent.append(query if isinstance(query, str) else query.decode())
+        return super().execute(query, vars)
+
+
+def test_a_checkout_is_three_round_trips_and_a_checkin_two(backend):
+    """The lock statements travel with the reads they guard, and writes with the COMMIT."""
+    for conn in backend.pool._idle:
+        conn.cursor_factory = _CountingCursor
+    c = ctx()
+    for _ in range(2):  # the first pair also prepares its statements
+        assert result_of(backend.checkout(c, "P1", "I1", "1111")).ok
+        assert result_of(backend.checkin(c, "I1", "MAIN")).ok
+    _CountingCursor.sent = []
+    assert result_of(backend.checkout(c, "P1", "I1", "1111")).ok
+    checkout = _CountingCursor.sent
+    _CountingCursor.sent = []
+    assert result_of(backend.checkin(c, "I1", "MAIN")).ok
+    checkin = _CountingCursor.sent
+    assert len(checkout) == 3, checkout
+    assert len(checkin) == 2, checkin
+    # the lock is taken in the same round trip as, and before, the read it guards
+    assert checkout[0].startswith("BEGIN; EXECUTE") and checkout[0].count("EXECUTE") == 2
+    assert checkin[0].startswith("BEGIN; EXECUTE") and checkin[0].count("EXECUTE") == 2
+    assert checkout[-1].endswith("COMMIT") and checkin[-1].endswith("COMMIT")
+
+
 # -- retries, timeouts ------------------------------------------------------------------------------
 
 
