@@ -29,8 +29,9 @@ insert, then COMMIT) at as many clients as the daemon's pool has connections, on
 of scale 10 (so the clients do not queue on one row). A checkout+checkin pair is two such write
 transactions, so half of pgbench's transactions per second is about the most pairs per second the
 database server alone manages on this machine with nothing else running: the ceiling the daemon's
-figure is compared with. ``--no-ceiling`` skips it; it is skipped, with a line saying so, when no
-``pgbench`` binary is found.
+figure is compared with. pgbench runs just before the daemon's PostgreSQL run and just after it,
+and the ceiling is the mean of the two, because the machine's speed drifts within minutes.
+``--no-ceiling`` skips it; it is skipped, with a line saying so, when no ``pgbench`` binary is found.
 """
 
 from __future__ import annotations
@@ -255,50 +256,63 @@ def pgbench_binary() -> str | None:
     return candidates[-1] if candidates else None
 
 
-def pgbench_ceiling(admin: Any, clients: int, seconds: float) -> tuple[float | None, str]:
-    """(TPC-B-like transactions per second, what happened) on a scratch database dropped afterwards."""
-    import psycopg2.extensions
+class Pgbench:
+    """pgbench's TPC-B-like load on a scratch database (scale 10), run before and after the daemon's.
 
-    binary = pgbench_binary()
-    if binary is None:
-        return None, "no pgbench binary (Debian: postgresql-client or the server package)"
-    dbname = f"sipserver_bench_pgbench_{os.getpid()}"
-    parts = psycopg2.extensions.parse_dsn(ADMIN_DSN)
-    parts["dbname"] = dbname
-    conninfo = psycopg2.extensions.make_dsn(**parts)
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{dbname}"')
-    try:
-        init = subprocess.run([binary, "-i", "-q", "-s", "10", conninfo], capture_output=True, text=True, timeout=300)
-        if init.returncode != 0:
-            return None, f"pgbench -i failed: {init.stderr.strip()[-300:]}"
-        threads = str(max(1, min(clients, os.cpu_count() or 1)))
-        run = subprocess.run(
-            [
-                binary,
-                "-n",
-                "-M",
-                "prepared",
-                "-c",
-                str(clients),
-                "-j",
-                threads,
-                "-T",
-                str(max(1, round(seconds))),
-                conninfo,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 120,
+    The machine's speed drifts within minutes, so the ceiling is the mean of a run just before
+    the daemon is measured and one just after."""
+
+    def __init__(self, admin: Any, clients: int, seconds: float) -> None:
+        import psycopg2.extensions
+
+        self.admin = admin
+        self.clients = clients
+        self.seconds = max(1, round(seconds))
+        self.threads = max(1, min(clients, os.cpu_count() or 1))
+        self.binary = pgbench_binary()
+        self.dbname = f"sipserver_bench_pgbench_{os.getpid()}"
+        parts = psycopg2.extensions.parse_dsn(ADMIN_DSN)
+        parts["dbname"] = self.dbname
+        self.conninfo = psycopg2.extensions.make_dsn(**parts)
+        self.problem = "" if self.binary else "no pgbench binary (Debian: postgresql-client or the server package)"
+        self.created = False
+        self.runs: list[float] = []
+
+    def describe(self) -> str:
+        return f"pgbench TPC-B-like, {self.clients} clients, {self.threads} threads, prepared statements"
+
+    def prepare(self) -> None:
+        if self.problem:
+            return
+        with self.admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{self.dbname}"')
+        self.created = True
+        init = subprocess.run(
+            [str(self.binary), "-i", "-q", "-s", "10", self.conninfo], capture_output=True, text=True, timeout=300
         )
-        found = re.search(r"tps = ([0-9.]+)", run.stdout)
-        if run.returncode != 0 or not found:
-            return None, f"pgbench failed: {(run.stderr or run.stdout).strip()[-300:]}"
-        return float(found.group(1)), f"pgbench TPC-B-like, {clients} clients, {threads} threads, prepared statements"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
+        if init.returncode != 0:
+            self.problem = f"pgbench -i failed: {init.stderr.strip()[-300:]}"
+
+    def run(self) -> None:
+        """One timed run; its transactions per second join :attr:`runs`."""
+        if self.problem:
+            return
+        argv = [str(self.binary), "-n", "-M", "prepared", "-c", str(self.clients), "-j", str(self.threads)]
+        done = subprocess.run(
+            [*argv, "-T", str(self.seconds), self.conninfo], capture_output=True, text=True, timeout=self.seconds + 120
+        )
+        found = re.search(r"tps = ([0-9.]+)", done.stdout)
+        if done.returncode != 0 or not found:
+            self.problem = f"pgbench failed: {(done.stderr or done.stdout).strip()[-300:]}"
+            return
+        self.runs.append(float(found.group(1)))
+
+    def drop(self) -> None:
+        if not self.created:
+            return
+        with self.admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (self.dbname,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{self.dbname}"')
 
 
 def main() -> int:
@@ -344,9 +358,13 @@ def main() -> int:
                 return 2
             admin.autocommit = True
             dbname = f"sipserver_bench_{os.getpid()}"
+            pgbench = Pgbench(admin, args.pool, args.seconds) if not args.no_ceiling else None
             with admin.cursor() as cur:
                 cur.execute(f'CREATE DATABASE "{dbname}"')
             try:
+                if pgbench is not None:
+                    pgbench.prepare()
+                    pgbench.run()
                 parts = psycopg2.extensions.parse_dsn(ADMIN_DSN)
                 parts["dbname"] = dbname
                 (folder / "postgresql").mkdir()
@@ -357,22 +375,25 @@ def main() -> int:
                     folder / "postgresql",
                     daemons=max(1, args.daemons),
                 )
+                if pgbench is not None:
+                    pgbench.run()
             finally:
                 with admin.cursor() as cur:
                     cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
                     cur.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
-            if not args.no_ceiling:
-                try:
-                    tps, how = pgbench_ceiling(admin, args.pool, args.seconds)
-                finally:
-                    admin.close()
-                if tps is None:
-                    print(f"  PostgreSQL alone: skipped ({how})", flush=True)
-                else:
-                    ceiling = tps / 2
-                    print(f"  PostgreSQL alone: {tps:8.0f} transactions/s ({how})", flush=True)
-            else:
+                if pgbench is not None:
+                    pgbench.drop()
                 admin.close()
+            if pgbench is not None and pgbench.problem:
+                print(f"  PostgreSQL alone: skipped ({pgbench.problem})", flush=True)
+            elif pgbench is not None and pgbench.runs:
+                tps = sum(pgbench.runs) / len(pgbench.runs)
+                ceiling = tps / 2
+                each = " and ".join(f"{r:.0f}" for r in pgbench.runs)
+                print(
+                    f"  PostgreSQL alone: {tps:8.0f} transactions/s ({pgbench.describe()}; before and after: {each})",
+                    flush=True,
+                )
     print()
     print(f"{'connections':>11} | {'sqlite':>10} | {pg_label:>13} | {'pg/sqlite':>9}")
     print(f"{'-' * 11}-+-{'-' * 10}-+-{'-' * 13}-+-{'-' * 9}")
