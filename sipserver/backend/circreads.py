@@ -67,26 +67,14 @@ def read_for_checkout(
     the item's loan and holds. None when either is unknown: the caller then looks each up on its own."""
     tx.take_locks(_LOCK_PATRON_AND_ITEM + tx.lock_of("p", "i"), (patron_barcode, item_barcode))
     now_s = dbtime.stamp(now)
-    counts = [patron_barcode, patron_barcode, now_s, patron_barcode, patron_barcode, now_s]
-    rows = tx.all(
-        _CHECKOUT_SQL,
-        [*counts, now_s, rules.DEFAULT_TYPE, *_joins_params(item_barcode, now_s), patron_barcode, item_barcode],
-    )
+    params = [*records.standing_params(patron_barcode, now_s), now_s, rules.DEFAULT_TYPE]
+    rows = tx.all(_CHECKOUT_SQL, [*params, *_joins_params(item_barcode, now_s), patron_barcode, item_barcode])
     if not rows:
         return None
     first = rows[0]
     patron: PatronRow = _build(PatronRow, first, "p_")
     circ = rules.resolve_text(first["r_rules"], first["d_rules"])
-    standing = rules.Standing(
-        items_out=int(first["s_items_out"]),
-        overdue=int(first["s_overdue"]),
-        balance=int(first["s_balance"]),
-        active_holds=int(first["s_active_holds"]),
-        expired=rules.is_expired(dbtime.parse_day(patron.expires), now),
-        blocked=patron.blocked,
-        card_lost=patron.card_lost,
-    )
-    return patron, circ, _item_state(rows, standing)
+    return patron, circ, _item_state(rows, records.standing_from(first, patron, now, "s_"))
 
 
 def read_for_checkin(tx: Tx, item_barcode: str, now: datetime.datetime) -> ItemState | None:
@@ -176,11 +164,7 @@ def _joins_params(item_barcode: str, now_s: str) -> list[Any]:
 _CHECKIN_SQL = f"SELECT {_STATE_COLUMNS} FROM items i{_STATE_JOINS} WHERE i.barcode = ? ORDER BY h.placed, h.id"
 
 _CHECKOUT_SQL = (
-    f"SELECT {_columns(PatronRow, 'p', 'p_')},"
-    f" (SELECT COUNT(*) FROM loans WHERE patron_id = {_PATRON_ID} AND returned IS NULL) AS s_items_out,"
-    f" (SELECT COUNT(*) FROM loans WHERE patron_id = {_PATRON_ID} AND returned IS NULL AND due < ?) AS s_overdue,"
-    f" (SELECT COALESCE(SUM(balance), 0) FROM fees WHERE patron_id = {_PATRON_ID}) AS s_balance,"
-    f" (SELECT COUNT(*) FROM holds WHERE patron_id = {_PATRON_ID} AND {records.active_hold_sql()}) AS s_active_holds,"
+    f"SELECT {_columns(PatronRow, 'p', 'p_')}, {records.standing_columns(_PATRON_ID, 's_')},"
     f" {rules.rules_text_sql('r')} AS r_rules, {rules.rules_text_sql('d')} AS d_rules, {_STATE_COLUMNS}"
     " FROM patrons p CROSS JOIN items i"
     " LEFT JOIN circ_rules r ON r.patron_type = p.patron_type"

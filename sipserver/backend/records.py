@@ -164,26 +164,42 @@ def rules_for(tx: Tx, patron_type: str) -> rules.CircRules:
     return rules.resolve(rows.get(patron_type), rows.get(rules.DEFAULT_TYPE))
 
 
-def standing(tx: Tx, patron: PatronRow, now: datetime.datetime) -> rules.Standing:
-    now_s = dbtime.stamp(now)
-    row = tx.one(
-        "SELECT"
-        " (SELECT COUNT(*) FROM loans WHERE patron_id = ? AND returned IS NULL) AS items_out,"
-        " (SELECT COUNT(*) FROM loans WHERE patron_id = ? AND returned IS NULL AND due < ?) AS overdue,"
-        " (SELECT COALESCE(SUM(balance), 0) FROM fees WHERE patron_id = ?) AS balance,"
-        f" (SELECT COUNT(*) FROM holds WHERE patron_id = ? AND {active_hold_sql()}) AS active_holds",
-        (patron.id, patron.id, now_s, patron.id, patron.id, now_s),
+def standing_columns(patron_id: str, prefix: str = "") -> str:
+    """The patron's four counts as columns of a SELECT (see :func:`standing_params` for the values).
+
+    ``patron_id`` is SQL: a ``?``, or a sub-select that finds the patron (the checkout's read).
+    """
+    return (
+        f"(SELECT COUNT(*) FROM loans WHERE patron_id = {patron_id} AND returned IS NULL) AS {prefix}items_out,"
+        f" (SELECT COUNT(*) FROM loans WHERE patron_id = {patron_id} AND returned IS NULL AND due < ?)"
+        f" AS {prefix}overdue,"
+        f" (SELECT COALESCE(SUM(balance), 0) FROM fees WHERE patron_id = {patron_id}) AS {prefix}balance,"
+        f" (SELECT COUNT(*) FROM holds WHERE patron_id = {patron_id} AND {active_hold_sql()}) AS {prefix}active_holds"
     )
-    assert row is not None
+
+
+def standing_params(patron: Any, now_s: str) -> list[Any]:
+    """The values of :func:`standing_columns`, in order: ``patron`` fills each ``patron_id`` that is a ``?``."""
+    return [patron, patron, now_s, patron, patron, now_s]
+
+
+def standing_from(row: Row, patron: PatronRow, now: datetime.datetime, prefix: str = "") -> rules.Standing:
+    """The patron's :class:`~sipserver.backend.rules.Standing` from a row with :func:`standing_columns`."""
     return rules.Standing(
-        items_out=int(row["items_out"]),
-        overdue=int(row["overdue"]),
-        balance=int(row["balance"]),
-        active_holds=int(row["active_holds"]),
+        items_out=int(row[prefix + "items_out"]),
+        overdue=int(row[prefix + "overdue"]),
+        balance=int(row[prefix + "balance"]),
+        active_holds=int(row[prefix + "active_holds"]),
         expired=rules.is_expired(dbtime.parse_day(patron.expires), now),
         blocked=patron.blocked,
         card_lost=patron.card_lost,
     )
+
+
+def standing(tx: Tx, patron: PatronRow, now: datetime.datetime) -> rules.Standing:
+    row = tx.one("SELECT " + standing_columns("?"), standing_params(patron.id, dbtime.stamp(now)))
+    assert row is not None
+    return standing_from(row, patron, now)
 
 
 def balance(tx: Tx, patron_id: int) -> int:
