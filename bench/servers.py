@@ -149,30 +149,29 @@ class OurServer(Server):
         )
 
 
-class Pysip2Server(Server):
+class _ScriptServer(Server):
+    """A server run from a script of this folder that takes ``--port``."""
+
+    script = ""
+
+    def __init__(self, workdir: Path, *, cpus: set[int] | None) -> None:
+        port = free_port()
+        super().__init__(
+            [sys.executable, str(ROOT / "bench" / self.script), "--port", str(port)],
+            port,
+            cpus,
+            workdir / f"{self.name}-{port}.log",
+        )
+
+
+class Pysip2Server(_ScriptServer):
     name = "pysip2"
-
-    def __init__(self, workdir: Path, *, cpus: set[int] | None) -> None:
-        port = free_port()
-        super().__init__(
-            [sys.executable, str(ROOT / "bench" / "pysip2_baseline.py"), "--port", str(port)],
-            port,
-            cpus,
-            workdir / f"pysip2-{port}.log",
-        )
+    script = "pysip2_baseline.py"
 
 
-class FloorServer(Server):
+class FloorServer(_ScriptServer):
     name = "floor"
-
-    def __init__(self, workdir: Path, *, cpus: set[int] | None) -> None:
-        port = free_port()
-        super().__init__(
-            [sys.executable, str(ROOT / "bench" / "floor_server.py"), "--port", str(port)],
-            port,
-            cpus,
-            workdir / f"floor-{port}.log",
-        )
+    script = "floor_server.py"
 
 
 def bench_config(workdir: Path, port: int, *, workers: int = 1, level: str = "warn", **server: Any) -> dict:
