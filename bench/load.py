@@ -151,6 +151,21 @@ def alternate(
     return merged, ratios
 
 
+def closed_loop_rounds(
+    servers: list[Server], cycles: Sequence[Cycle], args: argparse.Namespace
+) -> tuple[dict[str, Result], list[float]]:
+    """Log ``cycles`` in on every server, run :func:`alternate` closed loops on them, then close
+    the terminals and stop the servers (also on errors)."""
+    try:
+        conns = {s.name: terminals(s, cycles) for s in servers}
+        merged, ratios = alternate(servers, lambda s, r: closed_loop(conns[s.name], args.seconds), args.rounds)
+        for cs in conns.values():
+            close_all(cs)
+    finally:
+        stop_all(servers)
+    return merged, ratios
+
+
 def row(name: str, result: Result, extra: str = "") -> str:
     return (
         f"  {name:<10} {result.rate:>10,.0f} msg/s   p50 {result.percentile(0.5):6.2f} ms   "
@@ -181,12 +196,10 @@ def mode_status(args: argparse.Namespace, work: Path, report: Report) -> None:
     servers = start_pair(work)
     try:
         servers.append(start(FloorServer, work))
-        conns = {s.name: terminals(s, cycles) for s in servers}
-        merged, ratios = alternate(servers, lambda s, r: closed_loop(conns[s.name], args.seconds), args.rounds)
-        for cs in conns.values():
-            close_all(cs)
-    finally:
+    except BaseException:
         stop_all(servers)
+        raise
+    merged, ratios = closed_loop_rounds(servers, cycles, args)
     ours, base, floor = merged["sipserver"], merged["pysip2"], merged["floor"]
     ratio = statistics.median(ratios)
     print(f"\nstatus mix (99 + 23 with PIN), {args.connections} connections, closed loop, server on 1 CPU, "
@@ -208,14 +221,7 @@ def mode_circ(args: argparse.Namespace, work: Path, report: Report) -> None:
     count = min(args.connections, len(items))
     cycles = [circ_cycle(i, patrons, items) for i in range(count)]
     check_frames_with_pysip2(cycles)
-    servers = start_pair(work)
-    try:
-        conns = {s.name: terminals(s, cycles) for s in servers}
-        merged, ratios = alternate(servers, lambda s, r: closed_loop(conns[s.name], args.seconds), args.rounds)
-        for cs in conns.values():
-            close_all(cs)
-    finally:
-        stop_all(servers)
+    merged, ratios = closed_loop_rounds(start_pair(work), cycles, args)
     print(f"\ncirculation mix (11, 29, 09), {count} connections (one free item each), closed loop, server on 1 CPU")
     for name in ("sipserver", "pysip2"):
         print(row(name, merged[name], f"  refused {merged[name].refused}"))
