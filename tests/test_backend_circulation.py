@@ -41,6 +41,19 @@ def test_checkout_lends_the_item_until_the_end_of_the_loan_period(backend):
     assert [i.barcode for i in patron.charged_items] == ["I1"]
 
 
+def test_each_loan_gets_a_new_id_named_by_its_transaction_id_never_reused(backend):
+    """The checkout's read allocates the loan id (no RETURNING round trip): it must be the stored
+    loan's, and new even when the largest loan so far was deleted."""
+    first = checkout(backend)
+    assert checkin(backend).ok
+    stored = rows(backend, "SELECT id FROM loans ORDER BY id DESC LIMIT 1")[0]["id"]
+    assert first.transaction_id == f"L{stored}"
+    result_of(backend.run_write(lambda tx: tx.execute("DELETE FROM loans WHERE id = ?", (stored,))))
+    second = checkout(backend)
+    newest = rows(backend, "SELECT id FROM loans ORDER BY id DESC LIMIT 1")[0]["id"]
+    assert second.ok and second.transaction_id == f"L{newest}" and newest > stored
+
+
 def test_pin_none_is_not_checked(backend):
     assert checkout(backend, pin=None).ok
 

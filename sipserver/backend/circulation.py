@@ -63,15 +63,17 @@ def _lend(
     now: datetime.datetime,
     *,
     own_hold: HoldRow | None,
+    loan_id: int,
 ) -> tuple[int, ItemState]:
-    """Create the loan; fill the patron's hold; a copy trapped for someone else goes back to the queue.
+    """Create the loan, with the id the checkout's read allocated; fill the patron's hold; a copy
+    trapped for someone else goes back to the queue.
 
     Returns the loan's id and the item's state after (without the new loan).
     """
     item = state.item
-    loan_id = tx.insert(
-        "INSERT INTO loans (item_id, patron_id, checked_out, due, renewals) VALUES (?, ?, ?, ?, 0)",
-        (item.id, patron.id, dbtime.stamp(now), dbtime.stamp(due)),
+    tx.execute(
+        "INSERT INTO loans (id, item_id, patron_id, checked_out, due, renewals) VALUES (?, ?, ?, ?, ?, 0)",
+        (loan_id, item.id, patron.id, dbtime.stamp(now), dbtime.stamp(due)),
     )
     trapped = state.trapped()
     if own_hold is not None:
@@ -166,7 +168,7 @@ def checkout(
     read = circreads.read_for_checkout(tx, patron_barcode, item_barcode, now)
     state: ItemState | None = None
     if read is not None:
-        patron, circ, state = read
+        patron, circ, state = read.patron, read.circ, read.state
         item: ItemRow | None = state.item
     else:  # one of them is unknown: look each up (and lock it) on its own
         patron = records.find_patron(tx, patron_barcode, lock=True)
@@ -226,7 +228,7 @@ def checkout(
     if read is None:  # both found by the look-ups after all (loaded a moment ago): read again
         read = circreads.read_for_checkout(tx, patron_barcode, item_barcode, now)
         assert read is not None
-        patron, circ, state = read
+        patron, circ, state = read.patron, read.circ, read.state
         item = state.item
     loan = state.loan
     own_loan = loan is not None and loan.patron_id == patron.id
@@ -240,7 +242,8 @@ def checkout(
             state = attrs.evolve(state, loan=None, borrower=None)
         _, own_hold = holds.checkout_holds(state.trapped(), state.queue(), patron.id)
         due = nb_due or dbtime.days_from(now, circ.loan_days)
-        return lent(_lend(tx, patron, state, due, now, own_hold=own_hold), due, "offline checkout")
+        made = _lend(tx, patron, state, due, now, own_hold=own_hold, loan_id=read.loan_id)
+        return lent(made, due, "offline checkout")
 
     pin_ok = _pin_ok(pins, patron, pin)
     facts = state.standing
@@ -269,7 +272,7 @@ def checkout(
     if item.rental_fee > 0 and not fee_acknowledged:
         return refuse(Refusal.FEE_NOT_ACKNOWLEDGED, fee_type="rental", fee_amount=format_cents(item.rental_fee))
     due = dbtime.days_from(now, circ.loan_days)
-    loan_made = _lend(tx, patron, state, due, now, own_hold=own_hold)
+    loan_made = _lend(tx, patron, state, due, now, own_hold=own_hold, loan_id=read.loan_id)
     return lent(loan_made, due, "filled hold" if own_hold is not None else "")
 
 

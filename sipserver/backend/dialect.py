@@ -65,6 +65,7 @@ class Dialect:
     lock_clause: str  # appended to a SELECT that must lock the rows it reads
     primary_key: str  # what @PK@ expands to in the migrations
     table_exists_sql: str  # one ? parameter, the table name; returns a row when the table exists
+    next_id_sql: str  # a scalar sub-select: the id the next row of {table} will take (see next_id)
 
     def sql(self, text: str) -> str:
         return to_format_paramstyle(text) if self.paramstyle == "format" else text
@@ -72,6 +73,16 @@ class Dialect:
     def lock_of(self, *aliases: str) -> str:
         """The locking clause for a join that must lock only these tables' rows, in this order."""
         return f"{self.lock_clause} OF {', '.join(aliases)}" if self.lock_clause else ""
+
+    def next_id(self, table: str) -> str:
+        """A sub-select giving the id a new row of ``table`` will take, for an INSERT with that id.
+
+        Knowing the id in the read that precedes the INSERT lets the INSERT travel with the COMMIT
+        (no ``RETURNING`` round trip). On PostgreSQL it takes the identity's next value, which no
+        other transaction will get; sqlite's write transaction holds the database, so nobody else
+        can take the id before the INSERT. Read outside a write transaction, it promises nothing.
+        """
+        return self.next_id_sql.format(table=table)
 
     def ddl(self, text: str) -> str:
         return text.replace(PK_MACRO, self.primary_key)
@@ -83,6 +94,11 @@ SQLITE = Dialect(
     lock_clause="",
     primary_key="INTEGER PRIMARY KEY AUTOINCREMENT",
     table_exists_sql="SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?",
+    # AUTOINCREMENT never reuses an id, not even the largest one deleted: sqlite_sequence remembers it.
+    next_id_sql=(
+        "(SELECT max(n) + 1 FROM (SELECT coalesce(max(id), 0) AS n FROM {table}"
+        " UNION ALL SELECT seq FROM sqlite_sequence WHERE name = '{table}'))"
+    ),
 )
 
 POSTGRESQL = Dialect(
@@ -93,6 +109,11 @@ POSTGRESQL = Dialect(
     table_exists_sql=(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?"
     ),
+    # An uncorrelated sub-select runs once per statement (an InitPlan), however many rows it returns.
+    # The identity's sequence by its name (PostgreSQL names it table_column_seq): the name is
+    # resolved once, when the statement is prepared; pg_get_serial_sequence() would search
+    # pg_depend on every call.
+    next_id_sql="(SELECT nextval('{table}_id_seq'))",
 )
 
 
