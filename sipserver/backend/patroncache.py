@@ -6,9 +6,10 @@ cards. A look-up is three SQL statements and their mapping, about ten times the 
 the exchange, so the embedded backend remembers its answers, under strict conditions:
 
 * an entry is valid only under the **stamp** it was made under: the backend's write counter and the
-  database's own change counter (sqlite's ``PRAGMA data_version``, which moves when any other
-  connection or process commits), so a checkout, a fee payment or a ``sipserver load`` from another
-  process is seen by the very next look-up;
+  database's own record of commits (sqlite's WAL-index header, :mod:`~sipserver.backend.walheader`,
+  or else ``PRAGMA data_version``, both of which move when any other connection or process
+  commits), so a checkout, a fee payment or a ``sipserver load`` from another process is seen by
+  the very next look-up;
 * and only until the moment the patron's standing would move with time alone: the next due date
   of their loans (the loan falls overdue), the expiry of a queued hold, the end of the card's last
   day, and a minute at most; the look-up that fills the entry reads those moments too;
