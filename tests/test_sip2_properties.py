@@ -17,7 +17,7 @@ from sipserver.sip2 import (
     decode,
     encode,
 )
-from sipserver.sip2.checksum import checksum, verify
+from sipserver.sip2.checksum import byte_sum, checksum, verify
 from sipserver.sip2.codes import format_date
 from sipserver.sip2.messages import Kind, MessageSpec
 
@@ -307,3 +307,12 @@ def test_a_flipped_bit_under_the_checksum_is_detected(message: Message, sequence
     # fails, or the flip hit the AZ itself and the frame no longer claims a checksum.
     result = _decode_or_error(flipped)
     assert result is None or result.checksum is None
+
+
+@PROPERTY
+@given(data=st.binary(max_size=2000) | st.integers(0, 2000).map(lambda n: b"\xff" * n))
+@example(data=b"\xff" * 256)
+@example(data=b"\xff" * 257)
+def test_the_byte_sum_is_the_exact_sum_at_every_length(data: bytes) -> None:
+    """adler32 stands in for sum() only while a slice's sum stays below its modulus."""
+    assert byte_sum(data) == sum(data)

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import zlib
+
+#: Bytes summed per adler32 call: 256 bytes sum to at most 65,280, below adler32's modulus 65,521.
+_SLICE = 256
+
+
+def byte_sum(data: bytes) -> int:
+    """``sum(data)``, computed in C.
+
+    Every frame in and out is summed, and Python's ``sum`` over bytes steps through one int per
+    byte (1.8 µs for a 130-byte frame here, a tenth of a codec round trip). adler32's low 16 bits
+    are 1 plus the byte sum modulo 65,521: the exact sum for up to 256 bytes (0.5 µs), so longer
+    data is summed 256 bytes at a time.
+    """
+    if len(data) <= _SLICE:
+        return (zlib.adler32(data) & 0xFFFF) - 1
+    return sum((zlib.adler32(data[i : i + _SLICE]) & 0xFFFF) - 1 for i in range(0, len(data), _SLICE))
+
 
 def checksum(data: bytes) -> str:
     """Four upper-case hex digits for ``data``, which must end with the characters ``AZ``."""
-    return "%04X" % (-sum(data) & 0xFFFF)
+    return "%04X" % (-byte_sum(data) & 0xFFFF)
 
 
 def verify(data: bytes, digits: bytes) -> bool:
@@ -18,4 +36,4 @@ def verify(data: bytes, digits: bytes) -> bool:
         value = int(digits, 16)
     except ValueError:
         return False
-    return (sum(data) + value) & 0xFFFF == 0
+    return (byte_sum(data) + value) & 0xFFFF == 0
