@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Instructions per status-mix message, counted by callgrind: ours against pysip2's server.
+
+    python bench/instructions.py [--messages 3000] [--tree DIR]
+
+The development machine's speed drifts by up to 3x between hours and by ±10 % between runs a minute
+apart, which hides any change to the hot path smaller than that from ``bench/load.py``. Counted
+instructions do not drift: each server runs under ``valgrind --tool=callgrind`` twice, once
+answering ``--messages`` requests of the status mix (99 and 23 with PIN in turn, as ``load.py``
+sends them) on one logged-in connection and once answering none; the difference divided by the
+messages is what one message costs in user space (the kernel's share is not counted). pysip2's
+server is the baseline, in the same run, as in ``load.py``.
+
+``--tree DIR`` measures our daemon from another checkout (``git worktree add /tmp/before HEAD~3``)
+with this tree's benchmark code: an A/B of two versions without the machine's noise. It takes about
+two minutes a run on the 2-CPU machine; valgrind must be installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import yaml  # noqa: E402
+from load import demo, login_frame, status_cycle  # noqa: E402
+from servers import ROOT, TWISTD, bench_config, free_port  # noqa: E402
+
+
+def count(argv: list[str], port: int, messages: int, cwd: Path, env: dict[str, str], work: Path) -> int:
+    """Instructions callgrind counts in the server run by ``argv`` while it answers ``messages``."""
+    out = work / f"callgrind-{port}.out"
+    log = open(work / f"server-{port}.log", "wb")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+        cwd=str(cwd),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        sock = _connect(port, server)
+        try:
+            assert _ask(sock, login_frame()).startswith(b"941"), "login refused"
+            cycle = status_cycle(0, demo()[0])
+            for i in range(messages):
+                frame, expected, _ = cycle[i % len(cycle)]
+                reply = _ask(sock, frame)
+                assert reply.startswith(expected), f"{frame!r} answered {reply!r}"
+        finally:
+            sock.close()
+        time.sleep(0.5)  # the server notices the close
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(300)  # callgrind writes its counts on the way out
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(30)
+        log.close()
+    for line in out.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {out}")
+
+
+def _connect(port: int, server: subprocess.Popen[bytes], timeout: float = 300.0) -> socket.socket:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode} before it listened")
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
+
+
+def _ask(sock: socket.socket, frame: bytes) -> bytes:
+    sock.sendall(frame)
+    reply = b""
+    while not reply.endswith(b"\r"):
+        data = sock.recv(65536)
+        if not data:
+            raise RuntimeError(f"connection closed after {frame!r}")
+        reply += data
+    return reply
+
+
+def per_message(name: str, argv_for_port, messages: int, cwd: Path, env: dict[str, str], work: Path) -> float:
+    counted = {}
+    for n in (0, messages):
+        port = free_port()
+        counted[n] = count(argv_for_port(port, work), port, n, cwd, env, work)
+    cost = (counted[messages] - counted[0]) / messages
+    print(f"  {name:<10} {cost:>10,.0f} instructions a message   (runs of 0 and {messages}:"
+          f" {counted[0]:,} and {counted[messages]:,})")  # fmt: skip
+    return cost
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=3000, help="status-mix requests counted (default 3000)")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose daemon is measured")
+    parser.add_argument("--no-baseline", action="store_true", help="skip pysip2's server")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        print("bench/instructions.py: valgrind is not installed (apt install valgrind)", file=sys.stderr)
+        return 2
+    tree = args.tree.resolve()
+    # The same hash seed in every run: dict and set layouts, hence instruction counts, repeat.
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONUNBUFFERED="1")
+    ours_env = dict(env, PYTHONPATH=str(tree))
+
+    def ours(port: int, work: Path) -> list[str]:
+        config = work / f"sip-{port}.yaml"
+        config.write_text(yaml.safe_dump(bench_config(work, port), allow_unicode=True))
+        return [sys.executable, TWISTD, "-n", "--pidfile=", "--logfile=-", "sip", "-c", str(config)]
+
+    def pysip2(port: int, work: Path) -> list[str]:
+        return [sys.executable, str(BENCH / "pysip2_baseline.py"), "--port", str(port)]
+
+    print(f"status mix (99 + 23 with PIN), one connection, {args.messages} messages, user-space instructions"
+          f" (valgrind --tool=callgrind); ours from {tree}")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="sipbench-") as folder:
+        work = Path(folder)
+        mine = per_message("sipserver", ours, args.messages, tree, ours_env, work)
+        if args.no_baseline:
+            return 0
+        theirs = per_message("pysip2", pysip2, args.messages, ROOT, env, work)
+    print(f"  ratio      {theirs / mine:.2f}x fewer instructions a message for sipserver")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
