@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -99,8 +100,11 @@ def _ask(sock: socket.socket, frame: bytes) -> bytes:
     return reply
 
 
-def per_message(name: str, argv_for_port, messages: int, cwd: Path, env: dict[str, str], work: Path) -> float:
-    counted = {}
+Argv = Callable[[int, Path], list[str]]  # the server's command line for a port and a work folder
+
+
+def per_message(name: str, argv_for_port: Argv, messages: int, cwd: Path, env: dict[str, str], work: Path) -> float:
+    counted: dict[int, int] = {}
     for n in (0, messages):
         port = free_port()
         counted[n] = count(argv_for_port(port, work), port, n, cwd, env, work)
