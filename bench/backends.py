@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
-from loadgen import Conn, close_all, closed_loop, connect  # noqa: E402
+from loadgen import Conn, close_all, closed_loop, connect, exchange  # noqa: E402
 
 from sipserver.sip2 import encode, make  # noqa: E402
 from tests.daemon import Daemon, write_config  # noqa: E402
@@ -115,15 +115,8 @@ def _frames(index: int) -> tuple[bytes, bytes]:
 
 def _check_in_first(sock: socket.socket, frame: bytes) -> None:
     """Check the connection's item in before the loop, in case an earlier run left it out."""
-    sock.setblocking(True)
     sock.settimeout(30)
-    sock.sendall(frame)
-    reply = b""
-    while not reply.endswith(b"\r"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("the server closed the connection")
-        reply += chunk
+    exchange(sock, frame)
     sock.setblocking(False)
 
 

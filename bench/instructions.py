@@ -19,11 +19,8 @@ two minutes a run on the 2-CPU machine; valgrind must be installed.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,69 +32,48 @@ sys.path.insert(0, str(BENCH))
 
 import yaml  # noqa: E402
 from load import demo, login_frame, status_cycle  # noqa: E402
-from servers import ROOT, TWISTD, bench_config, free_port  # noqa: E402
+from loadgen import exchange  # noqa: E402
+from servers import ROOT, TWISTD, Server, bench_config, free_port  # noqa: E402
 
 
 def count(argv: list[str], port: int, messages: int, cwd: Path, env: dict[str, str], work: Path) -> int:
     """Instructions callgrind counts in the server run by ``argv`` while it answers ``messages``."""
     out = work / f"callgrind-{port}.out"
-    log = open(work / f"server-{port}.log", "wb")  # noqa: SIM115 (closed below)
-    server = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
-        cwd=str(cwd),
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv]
+    server = Server(valgrind, port, None, work / f"server-{port}.log", cwd, env)
     try:
-        sock = _connect(port, server)
+        sock = _connect(server)
         try:
-            assert _ask(sock, login_frame()).startswith(b"941"), "login refused"
+            assert exchange(sock, login_frame()).startswith(b"941"), "login refused"
             cycle = status_cycle(0, demo()[0])
             for i in range(messages):
                 frame, expected, _ = cycle[i % len(cycle)]
-                reply = _ask(sock, frame)
+                reply = exchange(sock, frame)
                 assert reply.startswith(expected), f"{frame!r} answered {reply!r}"
         finally:
             sock.close()
         time.sleep(0.5)  # the server notices the close
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(300)  # callgrind writes its counts on the way out
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(30)
-        log.close()
+        server.stop(timeout=300)  # callgrind writes its counts on the way out of SIGTERM
     for line in out.read_text().splitlines():
         if line.startswith(("summary:", "totals:")):
             return int(line.split()[1])
-    raise RuntimeError(f"no totals in {out}")
+    raise RuntimeError(f"no totals in {out}:\n{server.log()}")
 
 
-def _connect(port: int, server: subprocess.Popen[bytes], timeout: float = 300.0) -> socket.socket:
+def _connect(server: Server, timeout: float = 300.0) -> socket.socket:
+    """A connection to the server once it listens (no probe request: it would be counted)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.returncode} before it listened")
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.process.returncode}:\n{server.log()}")
         try:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=120)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return sock
         except OSError:
             time.sleep(0.5)
-    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
-
-
-def _ask(sock: socket.socket, frame: bytes) -> bytes:
-    sock.sendall(frame)
-    reply = b""
-    while not reply.endswith(b"\r"):
-        data = sock.recv(65536)
-        if not data:
-            raise RuntimeError(f"connection closed after {frame!r}")
-        reply += data
-    return reply
+    raise RuntimeError(f"nothing listening on port {server.port} after {timeout}s")
 
 
 Argv = Callable[[int, Path], list[str]]  # the server's command line for a port and a work folder
@@ -125,7 +101,7 @@ def main() -> int:
         return 2
     tree = args.tree.resolve()
     # The same hash seed in every run: dict and set layouts, hence instruction counts, repeat.
-    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONUNBUFFERED="1")
+    env = {"PYTHONHASHSEED": "0"}
     ours_env = dict(env, PYTHONPATH=str(tree))
 
     def ours(port: int, work: Path) -> list[str]:

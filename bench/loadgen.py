@@ -97,6 +97,18 @@ class Conn:
             pass
 
 
+def exchange(sock: socket.socket, frame: bytes) -> bytes:
+    """Send ``frame`` on a blocking socket and return the reply, up to and including its CR."""
+    sock.sendall(frame)
+    reply = b""
+    while not reply.endswith(b"\r"):
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError(f"the server closed the connection after {frame[:2]!r}")
+        reply += data
+    return reply
+
+
 def raise_fd_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:

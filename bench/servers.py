@@ -71,7 +71,15 @@ class Server:
 
     name = "server"
 
-    def __init__(self, argv: list[str], port: int, cpus: set[int] | None, log: Path, cwd: Path = ROOT) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        port: int,
+        cpus: set[int] | None,
+        log: Path,
+        cwd: Path = ROOT,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = port
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
@@ -86,7 +94,7 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=str(cwd),
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
             preexec_fn=pin,
         )
 
@@ -118,14 +126,15 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to the server's process group; SIGKILL after ``timeout`` seconds."""
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
             try:
-                self.process.wait(15)
+                self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
