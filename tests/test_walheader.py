@@ -18,6 +18,13 @@ def wal_database(path) -> sqlite3.Connection:
     return conn
 
 
+def tear(database) -> None:
+    """Make the header's two copies differ, as a commit halfway through writing them leaves them."""
+    with open(f"{database}-shm", "r+b") as shm:
+        shm.seek(HEADER_SIZE + 8)  # the second copy's change counter
+        shm.write(b"\xff\xff\xff\xff")
+
+
 def test_the_header_moves_on_every_commit_and_only_then(tmp_path):
     path = str(tmp_path / "t.db")
     conn = wal_database(path)
@@ -52,9 +59,7 @@ def test_two_copies_that_differ_are_no_answer(tmp_path):
     wal_database(path).execute("INSERT INTO t VALUES (1)")
     header = WalHeader.open(path)
     assert header is not None
-    with open(f"{path}-shm", "r+b") as shm:  # as a commit halfway through writing them
-        shm.seek(HEADER_SIZE + 8)
-        shm.write(b"\xff\xff\xff\xff")
+    tear(path)
     assert header.read() is None
     header.close()
 
@@ -64,9 +69,7 @@ def test_the_backend_stamps_with_the_header_and_falls_back_to_data_version(tmp_p
     backend = make_backend(str(path))
     _, seen = backend.change_stamp()
     assert isinstance(seen, bytes)
-    with open(f"{path}-shm", "r+b") as shm:  # as a commit halfway through writing the copies
-        shm.seek(HEADER_SIZE + 8)
-        shm.write(b"\xff\xff\xff\xff")
+    tear(path)
     _, seen = backend.change_stamp()
     assert isinstance(seen, int)  # PRAGMA data_version (and sqlite rebuilds its header)
     _, seen = backend.change_stamp()
