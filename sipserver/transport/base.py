@@ -15,6 +15,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from sipserver.config import ListenerConfig
+from sipserver.transport.turnwriter import ReplyChannel, TurnWriter
 
 if TYPE_CHECKING:
     from sipserver.service import SIPServer
@@ -86,6 +87,14 @@ class ListenerFactory(Factory):
         self.listener = listener
         self._protocol = protocol
         self.connections = 0
+        self._turn: TurnWriter | None = None
+
+    def reply_channel(self, transport: Any) -> ReplyChannel:
+        """The way out for a new connection's replies (see :mod:`sipserver.transport.turnwriter`)."""
+        reactor = getattr(transport, "reactor", None)
+        if reactor is not None and (self._turn is None or self._turn.reactor is not reactor):
+            self._turn = TurnWriter(reactor)
+        return ReplyChannel(transport, self._turn if reactor is not None else None)
 
     def buildProtocol(self, addr: Any) -> Any:
         proto = self._protocol()

@@ -13,7 +13,7 @@ from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, pee
 
 
 class RawSIPProtocol(Protocol, TimeoutMixin):
-    """Frames in, one write per reply out; the login timeout until login, then the idle timeout."""
+    """Frames in, replies out through a :class:`ReplyChannel`; the login timeout until login, then the idle timeout."""
 
     factory: ListenerFactory
     session: Session | None = None
@@ -32,7 +32,8 @@ class RawSIPProtocol(Protocol, TimeoutMixin):
         factory.opened()
         self._counted = True
         self.splitter = FrameSplitter(server.config.server.max_frame_bytes)
-        self.session = Session(server, factory.listener, self.peer, self._write, self._close)
+        self.channel = factory.reply_channel(self.transport)
+        self.session = Session(server, factory.listener, self.peer, self.channel.write, self._close)
         server.events.connection_opened(self.session)
         self._logged_in = False
         self.setTimeout(server.config.server.login_timeout)
@@ -54,13 +55,11 @@ class RawSIPProtocol(Protocol, TimeoutMixin):
             self._logged_in = True
             self.setTimeout(self.factory.server.config.server.idle_timeout)
 
-    def _write(self, data: bytes) -> None:
-        self.transport.write(data)
-
     def _close(self, reason: str) -> None:
         if self.session is not None:
             self.session.closed = True
             self.factory.server.events.closing(self.session, reason)
+            self.channel.flush()  # the last reply (a 96, a refused 94) goes out before the close
         self.setTimeout(None)
         self.transport.loseConnection()
 
@@ -72,6 +71,7 @@ class RawSIPProtocol(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Any = None) -> None:
         self.setTimeout(None)
         if self._counted:
+            self.channel.discard()
             self._counted = False
             self.factory.closed()
             if self.session is not None:

@@ -1,0 +1,179 @@
+"""Replies sent at the end of the reactor's turn, straight to the socket (``transport/turnwriter.py``).
+
+Real loopback TCP sockets under a real ``tcp.Connection``, driven by a memory reactor, so each test
+decides when a turn ends (``reactor.advance(0)``) and sees whether Twisted's own write path (a
+writer registered with the reactor) was used.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+from twisted.internet import tcp
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from sipserver.transport.base import ListenerFactory
+from sipserver.transport.raw import RawSIPProtocol
+from sipserver.transport.turnwriter import ReplyChannel, TurnWriter
+from tests.support import Hub, make_config, sync_backend
+
+
+def tcp_pair(buffer: int | None = None) -> tuple[socket.socket, socket.socket]:
+    """(the server's end, the terminal's end) of one loopback TCP connection; ``buffer`` shrinks
+    the kernel's buffers, set before the connection is made as TCP needs."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        terminal = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if buffer:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
+            terminal.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+        terminal.settimeout(5)
+        terminal.connect(listener.getsockname())
+        server, _ = listener.accept()
+    server.setblocking(False)
+    return server, terminal
+
+
+@pytest.fixture
+def sockets() -> Iterator[tuple[socket.socket, socket.socket]]:
+    server, terminal = tcp_pair()
+    yield server, terminal
+    server.close()
+    terminal.close()
+
+
+@pytest.fixture
+def small_sockets() -> Iterator[tuple[socket.socket, socket.socket]]:
+    server, terminal = tcp_pair(buffer=4096)
+    yield server, terminal
+    server.close()
+    terminal.close()
+
+
+def connection(server: socket.socket, reactor: MemoryReactorClock) -> tcp.Connection:
+    conn = tcp.Connection(server, Protocol(), reactor)
+    conn.connected = 1
+    return conn
+
+
+def waiting(sock: socket.socket) -> bytes:
+    """What has arrived at ``sock`` so far, without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1 << 20)
+    except BlockingIOError:
+        return b""
+    finally:
+        sock.setblocking(True)
+
+
+def test_the_replies_of_a_turn_leave_together_at_its_end_without_the_reactor_writing(sockets):
+    server, terminal = sockets
+    reactor = MemoryReactorClock()
+    conn = connection(server, reactor)
+    channel = ReplyChannel(conn, TurnWriter(reactor))
+    assert channel.direct
+
+    channel.write(b"98YYYNYN\r")
+    channel.write(b"24              00020261202    120000\r")
+    assert waiting(terminal) == b""  # nothing before the turn ends
+
+    reactor.advance(0)
+    assert terminal.recv(4096) == b"98YYYNYN\r24              00020261202    120000\r"
+    assert conn not in reactor.getWriters()  # no epoll writer, no doWrite
+
+
+def test_one_flush_a_turn_serves_every_connection(sockets):
+    server, terminal = sockets
+    reactor = MemoryReactorClock()
+    turn = TurnWriter(reactor)
+    channel = ReplyChannel(connection(server, reactor), turn)
+    for _ in range(3):
+        channel.write(b"x\r")
+    assert len(reactor.getDelayedCalls()) == 1
+    reactor.advance(0)
+    assert terminal.recv(4096) == b"x\rx\rx\r"
+    assert reactor.getDelayedCalls() == []
+
+
+def test_a_full_socket_hands_the_rest_to_twisted_and_nothing_overtakes(small_sockets):
+    """A terminal that stops reading: the kernel takes part of a reply, Twisted's buffer the rest,
+    and every later reply queues behind it, so the terminal reads them all, in order."""
+    server, terminal = small_sockets
+    reactor = MemoryReactorClock()
+    conn = connection(server, reactor)
+    channel = ReplyChannel(conn, TurnWriter(reactor))
+    replies = [b"64" + bytes([65 + i % 26]) * 20_000 + b"\r" for i in range(12)]
+
+    for reply in replies[:6]:
+        channel.write(reply)
+    reactor.advance(0)
+    assert not channel.direct  # the kernel buffer filled: Twisted's write path from now on
+    assert conn in reactor.getWriters()
+    for reply in replies[6:]:
+        channel.write(reply)
+        reactor.advance(0)
+
+    received = b""
+    expected = b"".join(replies)
+    for _ in range(10_000):
+        received += waiting(terminal)
+        if received == expected:
+            break
+        conn.doWrite()
+    assert received == expected
+
+
+def test_a_connection_that_is_gone_sends_nothing_and_raises_nothing(sockets):
+    server, terminal = sockets
+    reactor = MemoryReactorClock()
+    conn = connection(server, reactor)
+    channel = ReplyChannel(conn, TurnWriter(reactor))
+    channel.write(b"98\r")
+    conn.disconnected = 1
+    reactor.advance(0)
+    assert waiting(terminal) == b""
+
+
+def test_a_reset_connection_goes_to_twisted_which_closes_it(sockets):
+    server, terminal = sockets
+    terminal.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    terminal.close()  # an RST: the next send fails with ECONNRESET or EPIPE
+    reactor = MemoryReactorClock()
+    conn = connection(server, reactor)
+    channel = ReplyChannel(conn, TurnWriter(reactor))
+    for _ in range(3):
+        channel.write(b"98\r")
+        reactor.advance(0)
+    assert not channel.direct
+    assert conn in reactor.getWriters()  # Twisted's doWrite will find the error and close
+
+
+def test_other_transports_write_at_once_through_twisted():
+    """TLS encrypts in its transport and tests use StringTransport: both keep ``transport.write``."""
+    transport = StringTransport()
+    channel = ReplyChannel(transport, TurnWriter(MemoryReactorClock()))
+    assert not channel.direct
+    channel.write(b"98\r")
+    assert transport.value() == b"98\r"
+
+
+def test_the_last_reply_goes_out_before_the_connection_closes(sockets, tmp_path, monkeypatch):
+    """The third wrong login is answered, then the connection closes: the 94 may not wait for a
+    turn's end that comes after the close."""
+    server, terminal = sockets
+    hub = Hub(make_config(tmp_path), sync_backend())
+    hub.connection_count = 0
+    monkeypatch.setattr(RawSIPProtocol, "callLater", hub.clock.callLater, raising=False)
+    reactor = MemoryReactorClock()
+    factory = ListenerFactory(hub, hub.config.listener("raw"), RawSIPProtocol)
+    protocol = factory.buildProtocol(None)
+    conn = tcp.Server(server, protocol, ("127.0.0.1", 40000), None, 1, reactor)
+    protocol.makeConnection(conn)
+
+    protocol.dataReceived(b"9300CNkiosk|COwrong|CPMAIN|\r" * 3)
+    assert protocol.session is not None and protocol.session.closed
+    assert conn.disconnecting
+    assert waiting(terminal) == b"940\r" * 3
