@@ -351,7 +351,9 @@ def main() -> int:
                 return 2
             admin.autocommit = True
             dbname = f"sipserver_bench_{os.getpid()}"
-            pgbench = Pgbench(admin, args.pool, args.seconds) if not args.no_ceiling else None
+            # as many clients as the daemons can hold connections: pool.max in every worker of every daemon
+            clients = args.pool * max(1, args.workers) * max(1, args.daemons)
+            pgbench = Pgbench(admin, clients, args.seconds) if not args.no_ceiling else None
             with admin.cursor() as cur:
                 cur.execute(f'CREATE DATABASE "{dbname}"')
             try:
@@ -401,6 +403,8 @@ def main() -> int:
     if pg50 is not None:
         verdict = "meets" if pg50 >= TARGET else "does NOT meet"
         daemons = "one daemon" if args.daemons <= 1 else f"{args.daemons} daemons"
+        daemons += f", {args.workers} workers each" if args.workers > 1 else ""
+        daemons += f", pool.max {args.pool}"
         print(
             f"\nPostgreSQL at 50 connections ({daemons}): {pg50:.0f} pairs/s,"
             f" {verdict} the {TARGET:,.0f} pairs/s target"
