@@ -52,7 +52,7 @@ class ReplyChannel:
         direct = turn is not None and isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False)
         self._turn = turn if direct else None
         self._socket = transport.getHandle() if direct else None
-        self._pending: bytes | None = None
+        self._pending: bytes | list[bytes] | None = None  # a list once a turn has two replies
 
     @property
     def direct(self) -> bool:
@@ -60,19 +60,23 @@ class ReplyChannel:
 
     def write(self, data: bytes) -> None:
         turn = self._turn
+        pending = self._pending
         if turn is None:
             self.transport.write(data)
-        elif self._pending is None:
+        elif pending is None:
             self._pending = data
             turn.wait(self)
+        elif isinstance(pending, bytes):
+            self._pending = [pending, data]
         else:
-            self._pending += data
+            pending.append(data)  # many pipelined requests in one read: joined once, not copied each time
 
     def flush(self) -> None:
         """Send what waits now (before a close, and at the end of the turn)."""
-        data, self._pending = self._pending, None
-        if not data:
+        pending, self._pending = self._pending, None
+        if not pending:
             return
+        data = pending if isinstance(pending, bytes) else b"".join(pending)
         transport = self.transport
         if transport.disconnected:
             return
