@@ -260,6 +260,8 @@ class SIPServer(MultiService):
             if self.events.in_flight <= 0 or self.reactor.seconds() >= deadline:
                 if self.events.in_flight > 0:
                     log.warn("stopping with {count} request(s) unanswered", count=self.events.in_flight)
+                for factory in self.factories.values():
+                    factory.flush_replies()  # the last answers may be waiting for a turn that never comes
                 done.callback(None)
             else:
                 self.reactor.callLater(0.05, check)

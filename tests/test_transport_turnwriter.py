@@ -182,3 +182,25 @@ def test_the_last_reply_goes_out_before_the_connection_closes(sockets, tmp_path,
     assert protocol.session is not None and protocol.session.closed
     assert conn.disconnecting
     assert waiting(terminal) == b"940\r" * 3
+
+
+def test_replies_waiting_for_the_turn_go_out_when_the_server_drains(sockets, tmp_path, monkeypatch):
+    """SIGTERM answers the requests in flight: a reply written in the reactor's last turn, whose
+    end never comes once the reactor drops every connection, is sent by the drain itself."""
+    from sipserver.service import SIPServer
+
+    server_sock, terminal = sockets
+    reactor = MemoryReactorClock()
+    config = make_config(tmp_path)
+    daemon = SIPServer(config, reactor, {"embedded": sync_backend()}, listen=False)
+    monkeypatch.setattr(RawSIPProtocol, "callLater", reactor.callLater, raising=False)
+    factory = daemon.factories["raw"]
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(tcp.Server(server_sock, protocol, ("127.0.0.1", 40000), None, 1, reactor))
+
+    protocol.dataReceived(b"9900302.00\r")
+    assert waiting(terminal) == b""  # the 98 waits for the end of the turn
+
+    drained = daemon._drain()
+    assert drained.called
+    assert waiting(terminal).startswith(b"98")

@@ -96,6 +96,12 @@ class ListenerFactory(Factory):
             self._turn = TurnWriter(reactor)
         return ReplyChannel(transport, self._turn if reactor is not None else None)
 
+    def flush_replies(self) -> None:
+        """Send every reply still waiting for the end of the turn (at shutdown, before the reactor
+        drops the connections)."""
+        if self._turn is not None:
+            self._turn.flush()
+
     def buildProtocol(self, addr: Any) -> Any:
         proto = self._protocol()
         proto.factory = self

@@ -2,17 +2,20 @@
 
 Why: under load one reactor turn reads many terminals' requests. ``transport.write`` queues each
 reply until the reactor sees the socket writable, which costs two ``epoll_ctl`` calls and one
-more event for the reactor to dispatch (its logging context, ``doWrite``) per reply: a sixth of
-what the daemon spends on a status request. Sending each reply at once instead wakes the terminal
-side once per reply and spreads the replies of a turn over it (measured slower at 50 terminals,
-see ``docs/performance.md`` step 2). Here each reply waits only for the end of the turn (one
-``callLater(0)`` per turn, however many replies), then goes straight to the kernel in the order
-written, so the replies of a turn still leave together.
+more event for the reactor to dispatch (its logging context, ``doWrite``) per reply: about a tenth
+of the daemon's user-space instructions for a status request, and two of its system calls.
+Sending each reply at once instead wakes the terminal side once per reply and spreads the replies
+of a turn over it (measured slower at 50 terminals, see ``docs/performance.md`` step 2). Here each
+reply waits only for the end of the turn (one ``callLater(0)`` per turn, however many replies),
+then goes straight to the kernel in the order written, so the replies of a turn still leave
+together.
 
 Only a plain TCP or unix-socket connection is written this way. TLS (whose transport encrypts),
 telnet and test transports keep ``transport.write``. A connection whose kernel buffer is full (a
 terminal that stopped reading) hands the rest to ``transport.write`` and keeps using it for
-good, so bytes never overtake each other.
+good, so bytes never overtake each other. At shutdown the server's drain sends what still waits
+(:meth:`ListenerFactory.flush_replies`), because the reactor drops every connection before the
+turn would end.
 """
 
 from __future__ import annotations
