@@ -93,7 +93,7 @@ def config(folder: Path, backend: dict[str, Any], pool_max: int, workers: int = 
         "backends": {"ils": backend},
     }
     if backend["type"] == "postgresql":
-        backend.setdefault("pool", {"min": 2, "max": pool_max})
+        backend.setdefault("pool", {"min": min(2, pool_max), "max": pool_max})
     return write_config(folder, data)
 
 
