@@ -85,10 +85,8 @@ class ReplyChannel:
             return
         try:
             sent = self._socket.send(data)  # type: ignore[union-attr]
-        except BlockingIOError:
+        except OSError:  # full (EAGAIN), or reset: transport.write queues it, or lets Twisted see the error
             sent = 0
-        except OSError:
-            sent = 0  # reset or closed: transport.write lets Twisted see it and close as usual
         if sent < len(data):
             self._turn = None
             transport.write(data[sent:])
