@@ -360,12 +360,15 @@ class SQLiteBackend(SQLBackend):
         conn.execute("PRAGMA wal_autocheckpoint = 0")
         return conn
 
+    def _drop_wal_header(self) -> None:
+        header, self._wal_header = self._wal_header, None
+        if header is not None:
+            header.close()
+
     def _close(self, detached: tuple[sqlite3.Connection, ...] = ()) -> None:
         for conn in detached:
             conn.close()
-        if self._wal_header is not None:
-            self._wal_header.close()
-            self._wal_header = None
+        self._drop_wal_header()
         if self._write_conn is not None:
             self._write_conn.close()
             self._write_conn = None
@@ -392,9 +395,7 @@ class SQLiteBackend(SQLBackend):
         # thread closes them, so no request can be using one while it closes.
         detached = tuple(c for c in (self._read_conn, self._write_conn) if c is not None)
         self._read_conn = self._write_conn = None
-        if self._wal_header is not None:
-            self._wal_header.close()
-            self._wal_header = None
+        self._drop_wal_header()  # on the reactor thread too: change_stamp reads it there
         d = self._call(self._close, detached)
         if self.threaded:
             if self._shutdown_trigger is not None:
