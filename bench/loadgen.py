@@ -44,6 +44,9 @@ class Result:
     wrong: int = 0
     refused: int = 0  # well-formed replies whose ok flag said no (circulation)
     lost: int = 0
+    # clock ticks of all CPUs while the loop ran (warm-up included): the hypervisor's share, and all
+    stolen_ticks: int = 0
+    cpu_ticks: int = 0
 
     @property
     def messages(self) -> int:
@@ -60,8 +63,15 @@ class Result:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
+    @property
+    def steal(self) -> float:
+        """The share of the CPUs' time the hypervisor gave to other guests while this ran (0..1)."""
+        return self.stolen_ticks / self.cpu_ticks if self.cpu_ticks else 0.0
+
     def merge(self, other: Result) -> None:
         self.seconds += other.seconds
+        self.stolen_ticks += other.stolen_ticks
+        self.cpu_ticks += other.cpu_ticks
         self.latencies.extend(other.latencies)
         self.wrong += other.wrong
         self.refused += other.refused
@@ -238,9 +248,34 @@ def generator_name() -> str:
 def closed_loop(conns: Sequence[Conn], seconds: float, warmup: float = 0.5) -> Result:
     """Every connection keeps one request outstanding for ``warmup + seconds``; the warm-up is not counted."""
     binary = c_generator()
+    before = steal_ticks()
     if binary is not None:
-        return _closed_loop_c(binary, [c for c in conns if c.fd >= 0], seconds, warmup)
-    return _closed_loop_python(conns, seconds, warmup)
+        result = _closed_loop_c(binary, [c for c in conns if c.fd >= 0], seconds, warmup)
+    else:
+        result = _closed_loop_python(conns, seconds, warmup)
+    _count_steal(result, before)
+    return result
+
+
+def steal_ticks() -> tuple[int, int]:
+    """(stolen, all) clock ticks of every CPU since boot, from the first line of ``/proc/stat``.
+
+    On a virtual machine the host may run other guests on our CPUs; that time (steal) counts in
+    no process's CPU time, yet it stops the server and the generator alike. The runs record it so
+    a slow or jittery figure can be told from a slow server. (0, 0) where there is no /proc/stat.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    return fields[7], sum(fields)  # user nice system idle iowait irq softirq steal
+
+
+def _count_steal(result: Result, before: tuple[int, int]) -> None:
+    stolen, total = steal_ticks()
+    result.stolen_ticks += stolen - before[0]
+    result.cpu_ticks += total - before[1]
 
 
 def _closed_loop_c(binary: str, conns: Sequence[Conn], seconds: float, warmup: float) -> Result:
@@ -317,6 +352,7 @@ def open_loop(conns: Sequence[Conn], rate: float, seconds: float) -> Result:
     """``rate`` requests a second in total, each to the next idle connection in turn."""
     conns, ep, by_fd = _watch(conns)
     result = Result()
+    before = steal_ticks()
     clock = time.perf_counter_ns
     interval = int(NS / rate)
     try:
@@ -342,6 +378,7 @@ def open_loop(conns: Sequence[Conn], rate: float, seconds: float) -> Result:
         _drain(ep, by_fd)
     finally:
         ep.close()
+    _count_steal(result, before)
     return result
 
 
