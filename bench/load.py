@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml
+from cpuidle import cpus_awake
 from loadgen import Conn, Result, close_all, closed_loop, connect, generator_name, open_loop, raise_fd_limit
 from servers import DEMO_DATA, LOGIN, PASSWORD, FloorServer, OurServer, Pysip2Server, Server, workdir
 
@@ -408,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=50, help="terminals in the closed-loop modes")
     parser.add_argument("--idle", type=int, default=10000, help="connections held in idle mode")
     parser.add_argument("--light-rate", type=float, default=1000, help="msg/s of the light load in idle mode")
+    parser.add_argument("--allow-idle", action="store_true",
+                        help="let idle CPUs halt (by default the run holds them awake: bench/cpuidle.py)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         import pysip2  # noqa: F401
@@ -422,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench/load.py: {machine()}")
     print(f"load generator: {generator_name()} on CPU {min(CLIENT_CPU)}")
     report = Report()
-    with workdir() as tmp:
+    with workdir() as tmp, cpus_awake(not args.allow_idle) as idle:
+        print(idle)
         for name, fn in MODES.items():
             if args.mode in ("all", name):
                 fn(args, Path(tmp), report)
