@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from sipserver.acs import ACS, Reply, RequestContext
+from sipserver.acs.context import now_to_the_second
 from sipserver.config import AccountConfig, InstitutionConfig, ListenerConfig
 from sipserver.registry import Registry
 from sipserver.sip2 import ChecksumError, MalformedFrame, Message, UnknownCommand, decode, encode, make
@@ -78,6 +79,8 @@ class Session:
         self._ed_seen = False  # the terminal has used error detection on this connection
         self._queue: collections.deque[bytes] = collections.deque()
         self._busy = False
+        self._last_context: RequestContext | None = None
+        self._context_of: tuple[Registry, AccountConfig | None] | None = None
 
     # ---------------------------------------------------------------------------------------------
     # What the transport calls
@@ -251,15 +254,23 @@ class Session:
         return True
 
     def _context(self) -> RequestContext:
+        """The request's context; the last one again while the second, the registry and the account
+        are the same (a terminal sends many requests a second, and the context is frozen)."""
         registry = self.hub.registry
+        now = now_to_the_second()
+        last = self._last_context
+        if last is not None and last.now is now and self._context_of == (registry, self.account):
+            return last
         institution: InstitutionConfig | None = None
         if self.account is not None:
             institution = registry.institution(self.account.institution)
         if institution is None:
             institution = registry.listener_institution(self.listener.name)
-        return RequestContext(
-            institution=institution, account=self.account, listener=self.listener.name, peer=self.peer
+        context = RequestContext(
+            institution=institution, account=self.account, listener=self.listener.name, peer=self.peer, now=now
         )
+        self._last_context, self._context_of = context, (registry, self.account)
+        return context
 
     # ---------------------------------------------------------------------------------------------
     # Output

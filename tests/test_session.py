@@ -224,6 +224,8 @@ def test_reload_that_removes_the_account_closes_the_session(hub, tmp_path):
 def test_reload_with_a_changed_account_applies_on_the_next_message(hub):
     terminal = Terminal(hub)
     login(terminal)
+    # A request before the reload: the session keeps its context for the rest of the second.
+    assert decode(terminal.one(framed(make("99", protocol_version="2.00"), "0"))).get("AN") != "NEW-DESK"
     config = hub.config
     accounts = tuple(attrs.evolve(a, location="NEW-DESK") if a.login == "sco" else a for a in config.accounts)
     hub.registry = Registry.from_config(attrs.evolve(config, accounts=accounts), hub.lockout)
