@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
+from cpuidle import cpus_awake  # noqa: E402
 from loadgen import Conn, close_all, closed_loop, connect, exchange  # noqa: E402
 
 from sipserver.sip2 import encode, make  # noqa: E402
@@ -192,6 +193,7 @@ def run_load(
         counted = result.seconds / max(result.seconds, ended - began)  # CPU is read around the warm-up too
         for party in ("daemon", "postgresql", "generator"):
             cpu[party] = (after[party] - before[party]) * counted / pairs
+        cpu["steal"] = result.steal
     return pairs / result.seconds if result.seconds else 0.0, errors
 
 
@@ -226,6 +228,7 @@ def measure(
                 if backend["type"] == "postgresql":
                     parts.insert(1, ("PostgreSQL", cpu["postgresql"]))
                 spent = "   CPU per pair: " + ", ".join(f"{who} {ms * 1000:.2f} ms" for who, ms in parts)
+                spent += f"   steal {cpu['steal']:.0%}"
             print(f"  {label:<15} {n:>3} connection(s): {rate:8.0f} pairs/s{spent}", flush=True)
             for error in errors[:3]:
                 print(f"    problem: {error}", flush=True)
@@ -326,6 +329,9 @@ def main() -> int:
         default=1,
         help="PostgreSQL: daemons sharing one database and the connections (default 1)",
     )
+    parser.add_argument(
+        "--allow-idle", action="store_true", help="let idle CPUs halt (default: held awake, cpuidle.py)"
+    )
     args = parser.parse_args()
     args.connections = sorted({min(BENCH_PATRONS, max(1, int(n))) for n in args.connections.split(",")})
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -333,7 +339,8 @@ def main() -> int:
     ceiling: float | None = None
     pg_label = "postgresql" if args.daemons <= 1 else f"postgresql x{args.daemons}"
     print(f"checkout+checkin pairs per second, {args.seconds:g} s per run, {os.cpu_count()} CPU(s)", flush=True)
-    with tempfile.TemporaryDirectory(prefix="sipserver-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sipserver-bench-") as tmp, cpus_awake(not args.allow_idle) as idle:
+        print(idle, flush=True)
         folder = Path(tmp)
         if "sqlite" in wanted:
             (folder / "sqlite").mkdir()

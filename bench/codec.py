@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cpuidle import cpus_awake  # this folder, on the path as the script's own
+
 from sipserver.sip2 import decode, encode
 
 ENCODING = "cp850"  # the protocol's default, and pysip2's
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="total time to spend measuring (default 10)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per codec and frame (default 15)")
     parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU (default: not pinned)")
+    parser.add_argument("--allow-idle", action="store_true", help="let idle CPUs halt (default: held awake)")
     args = parser.parse_args(argv)
 
     theirs = make_theirs()
@@ -130,19 +133,21 @@ def main(argv: list[str] | None = None) -> int:
     rounds = max(1, args.rounds)
     slice_seconds = args.seconds / (rounds * len(FRAMES) * 2)
     results: dict[str, dict[str, list[float]]] = {name: {"ours": [], "pysip2": []} for name in FRAMES}
-    for index in range(rounds):
-        for name, frame in FRAMES.items():
-            # Alternate which codec goes first, so neither always runs on a warmer cache.
-            pair = [("ours", ours), ("pysip2", theirs)]
-            if index % 2:
-                pair.reverse()
-            for label, codec in pair:
-                results[name][label].append(rate(codec, frame, slice_seconds))
+    with cpus_awake(not args.allow_idle) as idle:
+        for index in range(rounds):
+            for name, frame in FRAMES.items():
+                # Alternate which codec goes first, so neither always runs on a warmer cache.
+                pair = [("ours", ours), ("pysip2", theirs)]
+                if index % 2:
+                    pair.reverse()
+                for label, codec in pair:
+                    results[name][label].append(rate(codec, frame, slice_seconds))
 
     print(
         f"SIP2 codec round trips (decode + encode) per second: Python {sys.version.split()[0]}, {where}, "
         f"pysip2 {pysip2_version}, {ENCODING}, {rounds} interleaved rounds of {slice_seconds * 1000:.0f} ms"
     )
+    print(idle)
     print("ours/s and pysip2/s are the best round of each; ratio is the median of the per-round ratios")
     print(f"{'frame':<18} {'bytes':>5} {'ours/s':>10} {'pysip2/s':>10} {'ratio':>7}")
     ratios = {}
