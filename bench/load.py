@@ -280,11 +280,12 @@ def mode_workers(args: argparse.Namespace, work: Path, report: Report) -> None:
     """Two workers against one worker at its best.
 
     One worker is run two ways each round: alone on CPU 0 with the generator on CPU 1, and with
-    nothing pinned. On this VM the scheduler sometimes puts an unpinned worker beside the
-    generator, and one worker then costs half as much CPU again per message (75 against 57 µs,
-    2026-12-02), which would flatter the ratio past 2x; so each round's two workers (nothing
-    pinned: there is no CPU left for the generator alone) are compared with the faster of the
-    two one-worker runs of that round.
+    nothing pinned (where the scheduler may put it beside the generator). Each round's two workers
+    (nothing pinned: there is no CPU left for the generator alone) are compared with the faster of
+    that round's two one-worker runs, so that nothing which slows one worker alone flatters the
+    ratio. On 2026-12-02, before the CPUs were held awake, the host took a quarter of the CPUs'
+    time from one-worker runs and a twelfth from two-worker runs, and ratios of 2.4x to 2.8x came
+    out of two CPUs.
     """
     patrons, _ = demo()
     cycles = [status_cycle(i, patrons) for i in range(args.connections)]
