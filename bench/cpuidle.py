@@ -2,7 +2,7 @@
 
 On the development VM (Firecracker, the ``haltpoll`` cpuidle driver) a virtual CPU with nothing
 to run halts, and the host then gives its time to other work. A run that leaves one CPU mostly
-idle (the server on CPU 0, the light generator on CPU 1) lost 10 to 38 % of the CPUs' time to
+idle (the server on CPU 0, the light generator on CPU 1) lost 9 to 38 % of the CPUs' time to
 steal on 2026-12-02, against 1 to 8 % for a run that kept both busy, which skews every one-CPU
 figure and every ratio between a one-CPU and a two-CPU run. A PM QoS request of zero latency,
 held through ``/dev/cpu_dma_latency`` as tuned's latency-performance profile and cyclictest do,
