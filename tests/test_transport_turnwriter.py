@@ -17,7 +17,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from sipserver.transport.base import ListenerFactory
 from sipserver.transport.raw import RawSIPProtocol
-from sipserver.transport.turnwriter import ReplyChannel, TurnWriter
+from sipserver.transport.turnwriter import MAX_WAIT, ReplyChannel, TurnWriter
 from tests.support import Hub, make_config, sync_backend
 
 
@@ -101,6 +101,39 @@ def test_one_flush_a_turn_sends_every_reply_in_order(sockets):
         received += terminal.recv(1 << 16)
     assert received == b"".join(replies)
     assert reactor.getDelayedCalls() == []
+
+
+def test_a_long_turn_sends_what_waited_half_a_millisecond_before_the_next_reply_joins():
+    """The first replies of a long turn do not wait for all the others (MAX_WAIT)."""
+    pairs = [tcp_pair() for _ in range(3)]
+    try:
+        reactor = MemoryReactorClock()
+        turn = TurnWriter(reactor)
+        first, second, third = (ReplyChannel(connection(server, reactor), turn) for server, _ in pairs)
+        terminals = [terminal for _, terminal in pairs]
+
+        def arrived(terminal: socket.socket) -> bytes:
+            terminal.settimeout(5)  # waiting() leaves it blocking without a bound
+            return terminal.recv(64)
+
+        first.write(b"98first\r")
+        reactor.rightNow += MAX_WAIT / 2  # time passes within the turn (requests take time): no timer runs
+        second.write(b"98second\r")
+        assert [waiting(t) for t in terminals] == [b"", b"", b""]
+
+        reactor.rightNow += MAX_WAIT / 2  # the first reply has now waited MAX_WAIT
+        third.write(b"98third\r")  # joins after the two that waited are sent
+        assert arrived(terminals[0]) == b"98first\r"
+        assert arrived(terminals[1]) == b"98second\r"
+        assert waiting(terminals[2]) == b""
+
+        reactor.advance(0)  # the end of the turn sends the rest, from the one timer of the turn
+        assert arrived(terminals[2]) == b"98third\r"
+        assert reactor.getDelayedCalls() == []
+    finally:
+        for server, terminal in pairs:
+            server.close()
+            terminal.close()
 
 
 def test_a_full_socket_hands_the_rest_to_twisted_and_nothing_overtakes(small_sockets):

@@ -6,9 +6,11 @@ more event for the reactor to dispatch (its logging context, ``doWrite``) per re
 of the daemon's user-space instructions for a status request, and two of its system calls.
 Sending each reply at once instead wakes the terminal side once per reply and spreads the replies
 of a turn over it (measured slower at 50 terminals, see ``docs/performance.md`` step 2). Here each
-reply waits only for the end of the turn (one ``callLater(0)`` per turn, however many replies),
-then goes straight to the kernel in the order written, so the replies of a turn still leave
-together.
+reply waits for the end of the turn (one ``callLater(0)`` per turn, however many replies), or until
+the first of those waiting has waited :data:`MAX_WAIT`, then goes straight to the kernel in the
+order written, so the replies of a turn still leave in a few batches. Without that bound the first
+reply of a long turn waited for all the others: under load a turn reads 35 to 45 requests, 2 ms of
+work, and the slowest replies waited two turns (``docs/performance.md`` step 17).
 
 Only a plain TCP or unix-socket connection is written this way. TLS (whose transport encrypts),
 telnet and test transports keep ``transport.write``. A connection whose kernel buffer is full (a
@@ -24,20 +26,37 @@ from typing import Any
 
 from twisted.internet import tcp
 
+#: Seconds the first waiting reply may wait for the rest of its turn; past that, whatever waits is
+#: sent before the next reply joins. About ten status replies or one or two checkouts.
+MAX_WAIT = 0.0005
+
 
 class TurnWriter:
     """The connections with replies waiting for the end of this turn, for one reactor."""
 
-    __slots__ = ("_waiting", "reactor")
+    __slots__ = ("_first", "_scheduled", "_waiting", "reactor")
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
         self._waiting: list[ReplyChannel] = []
+        self._first = 0.0  # when the first of those waiting began to wait (the reactor's clock)
+        self._scheduled = False  # the end-of-turn flush is set for this turn
 
     def wait(self, channel: ReplyChannel) -> None:
+        now = self.reactor.seconds()
         if not self._waiting:
-            self.reactor.callLater(0, self.flush)
+            self._first = now
+            if not self._scheduled:
+                self._scheduled = True
+                self.reactor.callLater(0, self._end_of_turn)
+        elif now - self._first >= MAX_WAIT:
+            self.flush()
+            self._first = now
         self._waiting.append(channel)
+
+    def _end_of_turn(self) -> None:
+        self._scheduled = False
+        self.flush()
 
     def flush(self) -> None:
         waiting, self._waiting = self._waiting, []
@@ -46,7 +65,8 @@ class TurnWriter:
 
 
 class ReplyChannel:
-    """One connection's way out: :meth:`write` now, bytes on the wire at the end of the turn."""
+    """One connection's way out: :meth:`write` now, bytes on the wire at the end of the turn (or
+    sooner in a long turn, :data:`MAX_WAIT`)."""
 
     __slots__ = ("_pending", "_socket", "_turn", "transport")
 
