@@ -95,7 +95,7 @@ class ReplyChannel:
             pending.append(data)  # many pipelined requests in one read: joined once, not copied each time
 
     def flush(self) -> None:
-        """Send what waits now (before a close, and at the end of the turn)."""
+        """Send what waits now (before a close, at the end of the turn, or once a turn runs long)."""
         pending, self._pending = self._pending, None
         if not pending:
             return
