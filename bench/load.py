@@ -133,10 +133,17 @@ def terminals(server: Server, cycles: Sequence[Cycle]) -> list[Conn]:
 
 
 def alternate(
-    servers: Sequence[Server], run: Callable[[Server, int], Result], rounds: int
+    servers: Sequence[Server],
+    run: Callable[[Server, int], Result],
+    rounds: int,
+    ratio: Callable[[dict[str, float]], float | None] | None = None,
 ) -> tuple[dict[str, Result], list[float]]:
     """``rounds`` rounds of ``run`` on each server, alternating the order; merged results and the
-    per-round ratios of the first server's rate to the second's."""
+    per-round ratios: ``ratio`` of the round's rates by server name (None skips the round), by
+    default the first server's rate over the second's."""
+    a, b = servers[0].name, servers[1].name
+    if ratio is None:
+        ratio = lambda rates: rates[a] / rates[b] if rates[b] else None  # noqa: E731
     merged = {s.name: Result() for s in servers}
     ratios = []
     for r in range(rounds):
@@ -146,9 +153,9 @@ def alternate(
             result = run(server, r)
             merged[server.name].merge(result)
             rates[server.name] = result.rate
-        a, b = servers[0].name, servers[1].name
-        if rates[b]:
-            ratios.append(rates[a] / rates[b])
+        value = ratio(rates)
+        if value is not None:
+            ratios.append(value)
     return merged, ratios
 
 
@@ -301,25 +308,25 @@ def mode_workers(args: argparse.Namespace, work: Path, report: Report) -> None:
             server.name = name
             runs.append((name, server, generator_cpus))
         conns = {name: terminals(server, cycles) for name, server, _ in runs}
-        merged = {name: Result() for name, _, _ in runs}
+        generator_cpus = {name: cpus for name, _, cpus in runs}
         cpu: dict[str, float] = dict.fromkeys(conns, 0.0)
         generator: dict[str, float] = dict.fromkeys(conns, 0.0)
-        ratios: list[float] = []
-        for r in range(args.rounds):
-            rates: dict[str, float] = {}
-            for name, server, generator_cpus in runs if r % 2 == 0 else reversed(runs):
-                os.sched_setaffinity(0, generator_cpus)  # the C loop, a child, inherits it
-                used, spent, began = server.cpu(), _children_cpu(), time.monotonic()
-                result = closed_loop(conns[name], args.seconds)
-                # CPU is read around the whole loop, warm-up included; messages only in the measured part
-                counted = result.seconds / max(result.seconds, time.monotonic() - began)
-                cpu[name] += (server.cpu() - used) * counted
-                generator[name] += (_children_cpu() - spent) * counted
-                merged[name].merge(result)
-                rates[name] = result.rate
+
+        def run(server: Server, _round: int) -> Result:
+            os.sched_setaffinity(0, generator_cpus[server.name])  # the C loop, a child, inherits it
+            used, spent, began = server.cpu(), _children_cpu(), time.monotonic()
+            result = closed_loop(conns[server.name], args.seconds)
+            # CPU is read around the whole loop, warm-up included; messages only in the measured part
+            counted = result.seconds / max(result.seconds, time.monotonic() - began)
+            cpu[server.name] += (server.cpu() - used) * counted
+            generator[server.name] += (_children_cpu() - spent) * counted  # the C loop: a reaped child
+            return result
+
+        def two_over_best_one(rates: dict[str, float]) -> float | None:
             best_one = max(rates["workers=1 pinned"], rates["workers=1"])
-            if best_one:
-                ratios.append(rates["workers=2"] / best_one)
+            return rates["workers=2"] / best_one if best_one else None
+
+        merged, ratios = alternate([server for _, server, _ in runs], run, args.rounds, two_over_best_one)
         pids = {name: len(server.pids()) for name, server, _ in runs}
         for cs in conns.values():
             close_all(cs)
