@@ -357,6 +357,10 @@ def mode_workers(args: argparse.Namespace, work: Path, report: Report) -> None:
         print(f"  servers    2 x {one_us:.0f} / {server_us:.0f} us = {2 * one_us / server_us:.2f}x: two workers against"
               f" one ({best}) by server CPU per message alone, as with the generator on other CPUs;"
               " computed, not measured")  # fmt: skip
+        if one_us:
+            bound = 2 / (1 + generator_us / one_us)
+            print(f"  bound      2 / (1 + {generator_us:.0f} / {one_us:.0f}) = {bound:.2f}x: the ceiling if each of two"
+                  " workers cost no more a message than one (generator's CPU a message over one worker's)")  # fmt: skip
     report.target("2 workers >= 1.7x one", f"{ratio:.2f}x", ratio >= 1.7)
     for name, _, _ in runs:
         report.stolen(name, merged[name])
