@@ -163,7 +163,7 @@ class SIPServer(MultiService):
             if waiting is not None:
                 waiting.addCallback(self._report_listening, service.name)
                 if service.name.startswith("listener:"):
-                    bound.append(waiting.addCallback(lambda port, name=service.name[9:]: (name, port)))
+                    bound.append(_when_bound(waiting, service.name[len("listener:") :]))
         if self.workers is not None:
             defer.gatherResults(bound).addCallback(lambda ports: self.workers.spawn_all(dict(ports)))
         log.info(
@@ -351,6 +351,19 @@ def _merge_live(old: Config, new: Config) -> Config:
     return attrs.evolve(
         new, listeners=old.listeners, backends=old.backends, http=old.http, server=server, logging=logging
     )
+
+
+def _when_bound(waiting: defer.Deferred[Any], name: str) -> defer.Deferred[tuple[str, Any]]:
+    """(name, port) once the listener is bound, without touching ``waiting``'s own result: strports'
+    service stops listening through that result on SIGTERM, so it must stay the port."""
+    bound: defer.Deferred[tuple[str, Any]] = defer.Deferred()
+
+    def forward(port: Any) -> Any:
+        bound.callback((name, port))
+        return port
+
+    waiting.addCallback(forward)
+    return bound
 
 
 def _raise_fd_limit() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import signal
 import socket
 import sqlite3
@@ -349,17 +350,19 @@ def refused(port: int) -> bool:
 
 
 def test_sigterm_stops_accepting_answers_requests_in_flight_and_exits(tmp_path):
-    daemon = Daemon(write_config(tmp_path, slow_config(tmp_path, delay=2.0)), tmp_path / "daemon.log").wait_ready(2)
+    daemon = Daemon(write_config(tmp_path, slow_config(tmp_path, delay=4.0)), tmp_path / "daemon.log").wait_ready(2)
     port = daemon.port("raw")
     sock, reader = login(port)
     with sock:
         sock.sendall(checkout())
-        time.sleep(0.3)  # the checkout is now waiting on the backend
+        time.sleep(0.3)  # the checkout is now waiting on the backend, for 4 s
         daemon.signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 3
         while not refused(port):
             assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
             time.sleep(0.05)
+        # the port closed while the checkout was still in flight, not when the reactor stopped
+        assert not reader.buffer and not select.select([sock], [], [], 0)[0], "closed only after the drain"
         reply = reader.frame(timeout=10.0)
         assert reply is not None and reply.startswith(b"121"), reply  # the checkout in flight was answered
     daemon.process.wait(15)
