@@ -303,6 +303,11 @@ class SIPServer(MultiService):
             restart.append("http")
         if new.server.workers != self.config.server.workers:
             restart.append("server.workers")
+        if (
+            new.logging.destination != self.config.logging.destination
+            or new.logging.format != self.config.logging.format
+        ):
+            restart.append("logging destination/format")
         unknown_backends = {inst.backend for inst in new.institutions.values()} - set(self.backends)
         if unknown_backends:
             log.error(
@@ -310,21 +315,28 @@ class SIPServer(MultiService):
                 names=", ".join(sorted(unknown_backends)),
             )
             return False
+        # The listeners that stay open until a restart are the running ones: the registry must
+        # know them by their running names, and each must still find its institution.
+        live = new if not restart else _merge_live(self.config, new)
+        orphans = [ln for ln in live.listeners if ln.institution and ln.institution not in live.institutions]
+        if orphans:
+            log.error(
+                "reload refused: listener {listener} serves institution {institution}, which the new file"
+                " removes; restart to apply it",
+                listener=orphans[0].name,
+                institution=orphans[0].institution,
+            )
+            return False
         lockout = new.server.lockout
         self.lockout.reconfigure(lockout.failures, lockout.window, lockout.duration)
-        self.registry = Registry.from_config(new, self.lockout)
+        self.registry = Registry.from_config(live, self.lockout)
         self.events.set_level(new.logging.level)
         predicate = getattr(self, "_log_predicate", None)
         if predicate is not None:
             from sipserver.events import LEVELS
 
             predicate.defaultLogLevel = LEVELS[new.logging.level]
-        if (
-            new.logging.destination != self.config.logging.destination
-            or new.logging.format != self.config.logging.format
-        ):
-            restart.append("logging destination/format")
-        self.config = new if not restart else _merge_live(self.config, new)
+        self.config = live
         for warning in new.warnings:
             log.warn("{warning}", warning=warning)
         log.info(

@@ -293,6 +293,37 @@ def test_sighup_reloads_accounts_without_dropping_connections(tmp_path):
         running.stop()
 
 
+def test_a_reload_that_renames_a_listener_keeps_the_running_one_serving_until_restart(tmp_path):
+    data = config_data(tmp_path)
+    data["listeners"][0]["institution"] = "MAIN"
+    path = write_config(tmp_path, data)
+    running = Daemon(path, tmp_path / "d.log")
+    try:
+        running.wait_ready(2)
+        port = running.port("raw")
+        data["listeners"][0]["name"] = "raw2"
+        write_config(tmp_path, data)
+        running.signal(signal.SIGHUP)
+        running.wait_for_log("need a restart")
+        with SIPClient("127.0.0.1", port) as client:
+            assert client.sc_status().code == "98"  # before login, on the listener still called raw
+        # The running listener serves MAIN until a restart: a file without MAIN is refused whole.
+        data["institutions"]["OTHER"] = data["institutions"].pop("MAIN")
+        data["listeners"][0]["institution"] = "OTHER"
+        for account in data["accounts"]:
+            account["institution"] = "OTHER"
+        write_config(tmp_path, data)
+        running.signal(signal.SIGHUP)
+        running.wait_for_log("serves institution MAIN, which the new file removes")
+        with SIPClient("127.0.0.1", port) as client:
+            assert client.sc_status().code == "98"
+            assert client.login("sco", "scpass")
+        assert running.process.poll() is None
+        assert "Traceback" not in running.log()
+    finally:
+        running.stop()
+
+
 def test_health_and_metrics(daemon):
     with SIPClient("127.0.0.1", daemon.port("raw")) as client:
         assert client.login("sco", "scpass")
