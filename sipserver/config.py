@@ -277,6 +277,18 @@ def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> Any:
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
+def _construct_timestamp(loader: _Loader, node: yaml.ScalarNode) -> Any:
+    """An impossible date (2030-02-30) stays the text written, so the key's own check names it;
+    PyYAML would raise a bare ValueError with neither file nor line."""
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except (ValueError, OverflowError):
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+
+
 def load_config(path: str) -> Config:
     """Read and validate the YAML file at *path*; raise :class:`ConfigError` on any problem."""
     try:
@@ -288,6 +300,8 @@ def load_config(path: str) -> Config:
         raise ConfigError(path, None, _yaml_error_text(exc)) from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, None, f"invalid YAML: {' '.join(str(exc).split())}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a constructor's own error, without a position
+        raise ConfigError(path, None, f"invalid YAML: {exc}") from None
     return parse_config(data, path)
 
 
@@ -800,7 +814,7 @@ class _Parser:
             raise self.error(key, "expected a list of permissions, got null (omit the key to grant all)")
         result = set()
         for index, item in enumerate(self.sequence(m["permissions"], key, allow_scalar=True)):
-            if item not in PERMISSIONS:
+            if not isinstance(item, str) or item not in PERMISSIONS:
                 hint = _hint(item, PERMISSION_NAMES) if isinstance(item, str) else ""
                 raise self.error(
                     _join(key, index),

@@ -677,6 +677,21 @@ def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
     assert [(a.login, a.location) for a in config.accounts[:2]] == [("a", "X"), ("b", "X")]
 
 
+def test_an_impossible_date_names_its_key(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL_YAML.replace("expires: 2030-12-31", "expires: 2030-02-30"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: accounts[0].expires: expected a date like 2030-12-31, got '2030-02-30'"
+
+
+def test_a_list_inside_permissions_is_an_unknown_permission(tmp_path: Path) -> None:
+    text = MINIMAL_YAML.replace("    institution: MAIN\n", "    institution: MAIN\n    permissions: [[checkin]]\n")
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: accounts[0].permissions[0]: unknown permission a list; expected one of")
+
+
 def test_undecodable_file(tmp_path: Path) -> None:
     path = tmp_path / "sip.yaml"
     path.write_bytes(b"listeners: \xff\xfe\xfa\n")
