@@ -84,18 +84,12 @@ class SIPServer(MultiService):
         self._starting: set[str] = set()
         self._attempted: set[str] = set()  # backends whose first start has come back
         self.factories: dict[str, ListenerFactory] = {}
-        for listener in config.listeners:
+        for index, listener in enumerate(config.listeners):
             factory = self._factory_for(listener)
             self.factories[listener.name] = factory
             if not listen:
                 continue
-            try:
-                service = strports.service(listener.endpoint, factory, reactor=reactor)
-            except Exception as exc:  # systemd: without passed sockets raises IndexError
-                raise ValueError(
-                    f"listener {listener.name}: cannot use endpoint {listener.endpoint!r}: "
-                    f"{exc or type(exc).__name__}"
-                ) from exc
+            service = endpoint_service(f"listeners[{index}].endpoint", listener.endpoint, factory, reactor)
             service.setName(f"listener:{listener.name}")
             service.setServiceParent(self)
         if listen and config.server.workers > 1:
@@ -104,7 +98,7 @@ class SIPServer(MultiService):
         if listen and config.http is not None:
             from sipserver.status import site
 
-            http = strports.service(config.http.endpoint, site(self), reactor=reactor)
+            http = endpoint_service("http.endpoint", config.http.endpoint, site(self), reactor)
             http.setName("http")
             http.setServiceParent(self)
         timer = TimerService(HEALTH_INTERVAL, self._probe)
@@ -149,6 +143,11 @@ class SIPServer(MultiService):
         except CannotListenError as exc:
             message = f"sipserver: cannot listen on {exc.interface or '*'}:{exc.port}: {exc.socketError}"
             print(message, file=sys.stderr)
+            raise SystemExit(1) from None
+        except OSError as exc:  # a unix socket's directory missing or not writable (its lock file)
+            names = [os.fsdecode(n) for n in (exc.filename2, exc.filename) if n]  # the lock is symlink()'s second
+            where = next((n.removesuffix(".lock") for n in names if n.endswith(".lock")), names[0] if names else "?")
+            print(f"sipserver: cannot listen on unix:{where}: {exc.strerror or exc}", file=sys.stderr)
             raise SystemExit(1) from None
 
     def startService(self) -> None:
@@ -363,6 +362,16 @@ def _merge_live(old: Config, new: Config) -> Config:
     return attrs.evolve(
         new, listeners=old.listeners, backends=old.backends, http=old.http, server=server, logging=logging
     )
+
+
+def endpoint_service(key: str, endpoint: str, factory: Any, reactor: Any) -> Any:
+    """``strports.service`` for the endpoint at config *key*; a ValueError naming the key when
+    Twisted cannot use it (an unknown option, a missing certificate, systemd: without passed
+    sockets). Nothing is bound yet, so ``--check`` runs it too."""
+    try:
+        return strports.service(endpoint, factory, reactor=reactor)
+    except Exception as exc:
+        raise ValueError(f"{key}: cannot use endpoint {endpoint!r}: {exc or type(exc).__name__}") from exc
 
 
 def _when_bound(waiting: defer.Deferred[Any], name: str) -> defer.Deferred[tuple[str, Any]]:

@@ -37,10 +37,30 @@ class Options(usage.Options):
                     create_backend(backend.name, {"type": backend.type, **backend.options})
                 except BackendConfigError as exc:
                     _fail(f"{self['config']}: backends.{backend.name}: {exc}")
+            _check_endpoints(self.loaded)
             for warning in self.loaded.warnings:
-                print(f"warning: {self['config']}: {warning}", file=sys.stderr)
+                print(f"warning: {warning}", file=sys.stderr)  # each warning already names the file
             print(f"{self['config']}: configuration OK")
             raise SystemExit(0)
+
+
+def _check_endpoints(config: Any) -> None:
+    """Parse every endpoint as start-up will (certificates included), binding nothing. A
+    ``systemd:`` endpoint needs the sockets systemd passes, so only start-up can check it."""
+    from twisted.internet import protocol, reactor
+
+    from sipserver.service import endpoint_service
+
+    endpoints = [(f"listeners[{i}].endpoint", listener.endpoint) for i, listener in enumerate(config.listeners)]
+    if config.http is not None:
+        endpoints.append(("http.endpoint", config.http.endpoint))
+    for key, endpoint in endpoints:
+        if endpoint.startswith("systemd:"):
+            continue
+        try:
+            endpoint_service(key, endpoint, protocol.Factory(), reactor)
+        except ValueError as exc:
+            _fail(f"{config.path}: {exc}")
 
 
 def _fail(line: str) -> None:
@@ -65,6 +85,6 @@ def makeService(options: Options, reactor: Any = None) -> Any:
         server = SIPServer(config, reactor)
     except BackendConfigError as exc:
         _fail(f"{config.path}: backends: {exc}")
-    except ValueError as exc:  # an endpoint string Twisted cannot parse
-        _fail(f"{config.path}: listeners: {exc}")
+    except ValueError as exc:  # an endpoint Twisted cannot use; the message names its key
+        _fail(f"{config.path}: {exc}")
     return server

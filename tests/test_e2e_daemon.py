@@ -224,6 +224,43 @@ def test_check_accepts_a_good_config(tmp_path):
     assert "configuration OK" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("key", "endpoint", "why"),
+    [
+        ("http.endpoint", "tcp:0:interfac=127.0.0.1", "unexpected keyword argument 'interfac'"),
+        ("http.endpoint", "tcp:0:interface=127.0.0.1:backlog=x", "invalid literal for int()"),
+        ("listeners[0].endpoint", "ssl:0:interface=127.0.0.1:privateKey=nokey.pem", "No such file or directory"),
+    ],
+    ids=["http-option", "http-backlog", "missing-certificate"],
+)
+def test_an_endpoint_twisted_cannot_use_fails_check_and_start_up_with_one_line_naming_its_key(
+    tmp_path, key, endpoint, why
+):
+    data = config_data(tmp_path)
+    if key == "http.endpoint":
+        data["http"]["endpoint"] = endpoint
+    else:
+        data["listeners"][0]["endpoint"] = endpoint
+    path = write_config(tmp_path, data)
+    for extra in (("--check",), ()):
+        result = run_to_exit(path, 30.0, *extra)
+        assert result.returncode == 1, (extra, result.stdout, result.stderr)
+        output = (result.stdout + result.stderr).strip().splitlines()
+        assert len(output) == 1 and output[0].startswith(f"sipserver: {path}: {key}: cannot use endpoint"), output
+        assert why in output[0]
+
+
+def test_a_unix_socket_in_a_missing_directory_fails_start_up_with_one_line(tmp_path):
+    socket_path = tmp_path / "gone" / "sip.sock"
+    data = config_data(tmp_path)
+    data["listeners"][0]["endpoint"] = f"unix:{socket_path}"
+    result = run_to_exit(write_config(tmp_path, data))
+    assert result.returncode == 1
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if "cannot listen" in line]
+    assert lines and lines[0].endswith(f"sipserver: cannot listen on unix:{socket_path}: No such file or directory")
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_bad_seed_data_stops_the_daemon_with_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("patrons:\n  - {barcode: 123}\n")
@@ -377,7 +414,7 @@ def test_unusable_endpoint_fails_start_up_with_one_line(tmp_path):
     del data["http"]
     result = run_to_exit(write_config(tmp_path, data))
     assert result.returncode == 1
-    assert "listener activated: cannot use endpoint" in result.stderr
+    assert ": listeners[0].endpoint: cannot use endpoint 'systemd:domain=INET:index=0'" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 
