@@ -96,9 +96,13 @@ class Events:
                 reason=reason,
             )
 
-    def connection_closed(self, session: Session) -> None:
+    def logged_out(self, session: Session) -> None:
+        """The session is about to drop its account (a new 93, or a reload that removed it)."""
         if session.login:
             self.metrics.open_by_login[(session.listener.name, session.login)] -= 1
+
+    def connection_closed(self, session: Session) -> None:
+        self.logged_out(session)
         if self._info:
             log.info(
                 "connection closed listener={listener} peer={peer} login={login}",
@@ -110,7 +114,10 @@ class Events:
     # Sessions ---------------------------------------------------------------------------------------
 
     def login(self, session: Session, login: str, ok: bool, reason: str | None) -> None:
+        """A 93 answered. The session's previous login, if any, ends here whatever the outcome:
+        the session takes the new account, or none."""
         self.metrics.logins[("ok" if ok else "refused", reason or "")] += 1
+        self.logged_out(session)
         if ok:
             self.metrics.open_by_login[(session.listener.name, login)] += 1
             if self._info:

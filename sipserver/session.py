@@ -247,6 +247,7 @@ class Session:
             return True
         if current is None or not current.enabled or not registry.allowed_from(current, self.peer):
             self.hub.events.protocol_error(self, f"account {self.account.login} no longer valid after reload")
+            self.hub.events.logged_out(self)
             self.account = None
             self.shutdown("account no longer valid")
             return False

@@ -221,6 +221,23 @@ def test_reload_that_removes_the_account_closes_the_session(hub, tmp_path):
     assert terminal.closed == "account no longer valid"
 
 
+def test_the_open_connections_by_login_gauge_follows_logins_again_refusals_and_reloads(hub):
+    gauge = hub.events.metrics.open_by_login
+    first, second = Terminal(hub), Terminal(hub)
+    assert login(first) and login(first, sequence="1")  # the same account twice on one connection
+    assert login(second, "sorter", "sorterpass")
+    assert not login(second, "sorter", "wrong", sequence="1")  # a refused 93 ends the earlier login
+    assert (gauge[("raw", "sco")], gauge[("raw", "sorter")]) == (1, 0)
+    hub.registry = Registry.from_config(
+        attrs.evolve(hub.config, accounts=tuple(a for a in hub.config.accounts if a.login != "sco")), hub.lockout
+    )
+    first.send(framed(make("99", protocol_version="2.00"), "2"))
+    assert first.closed == "account no longer valid"
+    hub.events.connection_closed(first.session)  # what the transport reports once the socket closed
+    hub.events.connection_closed(second.session)
+    assert (gauge[("raw", "sco")], gauge[("raw", "sorter")]) == (0, 0)
+
+
 def test_reload_with_a_changed_account_applies_on_the_next_message(hub):
     terminal = Terminal(hub)
     login(terminal)
