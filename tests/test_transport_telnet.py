@@ -137,6 +137,30 @@ def test_a_sip_device_on_the_telnet_port_does_not_leak_its_password(hub):
     assert "scpass" not in text
 
 
+@pytest.mark.parametrize(
+    "typed",
+    [
+        b"9300CNsco^COscpass^CPDESK1^AY0AZF588\r",  # a device whose account uses ^ as the delimiter
+        b"93COscpass|CNsco|\r",  # the fixed part left out: CO right after the code
+        b"sco^COscpass^\r",
+    ],
+    ids=["caret-delimiter", "no-fixed-part", "caret-login-only"],
+)
+def test_a_password_after_any_delimiter_is_masked_in_the_login_refused_line(hub, typed):
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        hub.events.set_level("info")
+        protocol, _ = connect(hub)
+        protocol.dataReceived(typed)
+        protocol.dataReceived(b"anything\r")
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    text = "\n".join(formatEvent(event) for event in seen)
+    assert "login refused" in text and "CO***" in text
+    assert "scpass" not in text
+
+
 def test_sip_replies_on_telnet_escape_0xff(hub):
     protocol, transport = connect(hub)
     log_in(protocol, transport)
