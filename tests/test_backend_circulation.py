@@ -259,6 +259,27 @@ def test_checkin_cancel_of_a_renewal_voids_only_its_rental_fee(backend):
     assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "1.00"
 
 
+def test_checkin_cancel_of_a_late_renewal_voids_its_fine_so_the_days_are_fined_once(backend, clock):
+    checkout(backend)
+    clock.advance(days=16)  # two days late
+    assert result_of(backend.renew(ctx(), "P1", "I1", None)).ok
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.50"
+    assert checkin(backend, cancel=True).ok  # the old due date is back...
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.00"
+    assert checkin(backend).fine_amount == "0.50"  # ...and the return fines those two days, once
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.50"
+
+
+def test_checkin_cancel_of_an_on_time_renewal_keeps_an_earlier_renewals_fine(backend, clock):
+    checkout(backend)
+    clock.advance(days=16)
+    assert result_of(backend.renew(ctx(), "P1", "I1", None)).ok  # late: fined 0.50
+    clock.advance(days=2)
+    assert result_of(backend.renew(ctx(), "P1", "I1", None)).ok  # on time: no fine
+    assert checkin(backend, cancel=True).ok
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.50"
+
+
 def test_checkin_cancel_puts_a_filled_hold_back_on_the_shelf(backend):
     result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="I2"))
     checkin(backend, "I2")

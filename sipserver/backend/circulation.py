@@ -389,6 +389,11 @@ def _undo_checkout(tx: Tx, item: ItemRow, loan: LoanRow | None, now: datetime.da
         return CheckinResult(ok=False, refusal=Refusal.NOT_CHECKED_OUT)
     fees.void_unpaid(tx, loan.id, "rental")
     if loan.renewals > 0 and loan.prev_due:
+        # The renewal also charged the days already late (_renew); the old, past due date comes
+        # back, so the checkin that ends the loan will charge those days again: void that fine.
+        # Only the renewal can have charged an overdue fee after the due date it replaced (an
+        # earlier renewal's fine predates it), hence since=prev_due.
+        fees.void_unpaid(tx, loan.id, "overdue", since=loan.prev_due)
         tx.execute("UPDATE loans SET due = prev_due, prev_due = NULL, renewals = renewals - 1 WHERE id = ?", (loan.id,))
         return CheckinResult(ok=True, message="renewal cancelled")
     tx.execute("UPDATE loans SET returned = checked_out WHERE id = ?", (loan.id,))
