@@ -280,6 +280,24 @@ def test_checkin_cancel_of_an_on_time_renewal_keeps_an_earlier_renewals_fine(bac
     assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.50"
 
 
+def test_a_resent_checkin_cancel_of_a_renewal_changes_nothing(backend, clock):
+    """Terminals resend on doubt, and a resend on a new connection reaches the backend: the second
+    cancel must not go on to undo the checkout under the renewal, nor void its rental fee."""
+    checkout(backend, item="IR", fee_acknowledged=True)
+    clock.advance(days=2)
+    assert checkout(backend, item="IR", fee_acknowledged=True).renewal
+    first = checkin(backend, "IR", cancel=True)
+    again = checkin(backend, "IR", cancel=True)
+    assert first.ok and again.ok and again.patron_barcode == first.patron_barcode == "P1"
+    assert again.item == first.item and again.item.borrower == "P1" and again.item.due == DUE
+    assert again.item.status is CirculationStatus.CHARGED
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "1.00"  # the checkout's fee stays
+    clock.advance(days=1)
+    assert checkout(backend, item="IR", fee_acknowledged=True).renewal  # a new renewal can be cancelled
+    assert checkin(backend, "IR", cancel=True).ok
+    assert checkin(backend, "IR", cancel=True).item.borrower == "P1"
+
+
 def test_checkin_cancel_puts_a_filled_hold_back_on_the_shelf(backend):
     result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="I2"))
     checkin(backend, "I2")

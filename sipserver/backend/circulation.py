@@ -107,7 +107,7 @@ def _renew(
         )
     new_due = due or max(dbtime.days_from(now, circ.loan_days), loan.due_at)
     tx.execute(
-        "UPDATE loans SET prev_due = due, due = ?, renewals = renewals + 1 WHERE id = ?",
+        "UPDATE loans SET prev_due = due, due = ?, renewals = renewals + 1, undone = 0 WHERE id = ?",
         (dbtime.stamp(new_due), loan.id),
     )
     if item.rental_fee > 0:
@@ -337,7 +337,7 @@ def checkin(
             patron=borrower,
             item=item_barcode,
             result=audit.outcome(result.refusal),
-            detail="checkout cancelled",
+            detail=result.message or "checkout cancelled",
         )
         return result
 
@@ -384,9 +384,16 @@ def checkin(
 
 
 def _undo_checkout(tx: Tx, item: ItemRow, loan: LoanRow | None, now: datetime.datetime) -> CheckinResult:
-    """Checkin with cancel: take back the checkout (or the renewal) the terminal could not finish."""
+    """Checkin with cancel: take back the checkout (or the renewal) the terminal could not finish.
+
+    A cancel undoes one transaction, once: after a renewal is undone the loan is marked ``undone``,
+    and a resent cancel answers as the first did and changes nothing (it must not go on to undo the
+    checkout, nor void that checkout's rental fee). A resent cancel of a checkout finds no loan.
+    """
     if loan is None:
         return CheckinResult(ok=False, refusal=Refusal.NOT_CHECKED_OUT)
+    if loan.undone:
+        return CheckinResult(ok=True, message="renewal already cancelled")
     fees.void_unpaid(tx, loan.id, "rental")
     if loan.renewals > 0 and loan.prev_due:
         # The renewal also charged the days already late (_renew); the old, past due date comes
@@ -394,7 +401,10 @@ def _undo_checkout(tx: Tx, item: ItemRow, loan: LoanRow | None, now: datetime.da
         # Only the renewal can have charged an overdue fee after the due date it replaced (an
         # earlier renewal's fine predates it), hence since=prev_due.
         fees.void_unpaid(tx, loan.id, "overdue", since=loan.prev_due)
-        tx.execute("UPDATE loans SET due = prev_due, prev_due = NULL, renewals = renewals - 1 WHERE id = ?", (loan.id,))
+        tx.execute(
+            "UPDATE loans SET due = prev_due, prev_due = NULL, renewals = renewals - 1, undone = 1 WHERE id = ?",
+            (loan.id,),
+        )
         return CheckinResult(ok=True, message="renewal cancelled")
     tx.execute("UPDATE loans SET returned = checked_out WHERE id = ?", (loan.id,))
     filled = records.hold_rows(tx, "SELECT * FROM holds WHERE filled_loan_id = ?", (loan.id,))
