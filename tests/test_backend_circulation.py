@@ -155,6 +155,22 @@ def test_store_and_forward_checkout_is_recorded_whatever_the_rules(backend):
     assert checkout(backend, "P1", "F1", None, no_block=True).renewal
 
 
+def test_an_offline_checkout_uploaded_again_changes_nothing(backend, clock):
+    nb_due = datetime.datetime(2024, 6, 20, 23, 59)
+    first = checkout(backend, "P2", "IR", None, no_block=True, nb_due=nb_due)
+    clock.advance(hours=2)  # the terminal was not sure the upload arrived: it sends it again
+    again = checkout(backend, "P2", "IR", None, no_block=True, nb_due=nb_due)
+    assert first.ok and not first.renewal and again.ok and not again.renewal
+    assert again.due == first.due == nb_due and again.transaction_id == first.transaction_id
+    assert again.item.borrower == "P2" and again.fee_amount == ""
+    assert rows(backend, "SELECT renewals FROM loans WHERE returned IS NULL AND due = ?", ("2024-06-20T23:59:00",)) == [
+        {"renewals": 0}
+    ]
+    assert result_of(backend.patron("TEST", "P2", None)).fee_balance == "1.00"  # one rental fee
+    later = checkout(backend, "P2", "IR", None, no_block=True, nb_due=nb_due + datetime.timedelta(days=7))
+    assert later.renewal and later.transaction_id == first.transaction_id + "R1"  # a real offline renewal
+
+
 def test_checkin_ends_the_loan(backend):
     checkout(backend)
     r = checkin(backend)

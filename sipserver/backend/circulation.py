@@ -235,6 +235,17 @@ def checkout(
 
     if no_block:  # store and forward: it already happened at the terminal; record it as told
         if loan is not None and own_loan:
+            if _offline_replay(loan, nb_due):
+                return done(
+                    CheckoutResult(
+                        ok=True,
+                        renewal=loan.renewals > 0,
+                        due=loan.due_at,
+                        transaction_id=_transaction_id(loan.id, loan.renewals),
+                        message="already recorded",
+                    ),
+                    "offline checkout already recorded",
+                )
             return renewed(loan, nb_due, "offline renewal")
         if loan is not None:
             assert state.borrower is not None
@@ -274,6 +285,17 @@ def checkout(
     due = dbtime.days_from(now, circ.loan_days)
     loan_made = _lend(tx, patron, state, due, now, own_hold=own_hold, loan_id=read.loan_id)
     return lent(loan_made, due, "filled hold" if own_hold is not None else "")
+
+
+def _offline_replay(loan: LoanRow, nb_due: datetime.datetime | None) -> bool:
+    """Whether an offline checkout of an item the patron has is this loan's own event uploaded again.
+
+    Terminals upload their stored transactions again when unsure the first upload arrived; recorded
+    a second time, the checkout would turn into a renewal (a renewal counted, a rental fee charged
+    twice). The loan's due date being the event's nb due date marks the replay: the upload that
+    recorded it set exactly that date. Without an nb due date the event cannot be told apart.
+    """
+    return nb_due is not None and dbtime.stamp(nb_due) == loan.due
 
 
 def _item_view(tx: Tx, item: ItemRow, now: datetime.datetime) -> Item:
