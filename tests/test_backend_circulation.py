@@ -251,6 +251,28 @@ def test_store_and_forward_checkin(backend, clock):
     assert "offline" in rows(backend, "SELECT detail FROM audit_log ORDER BY id DESC")[0]["detail"]
 
 
+def test_a_late_offline_checkin_does_not_end_a_loan_made_after_the_return(backend, clock):
+    returned = clock.now  # an offline terminal takes I1 back at 10:00 and uploads it at noon
+    clock.advance(hours=1)
+    assert checkout(backend, "P2", "I1", "2222").ok  # 11:00, online, to someone else
+    clock.advance(hours=1)
+    r = checkin(backend, no_block=True, return_date=returned)
+    assert r.ok and r.patron_barcode == "" and r.fine_amount == ""
+    assert r.item.status is CirculationStatus.CHARGED and r.item.borrower == "P2"
+    assert rows(backend, "SELECT checked_out, returned FROM loans l JOIN items i ON i.id = l.item_id"
+                " WHERE i.barcode = 'I1'") == [{"checked_out": "2024-06-03T11:00:00", "returned": None}]  # fmt: skip
+    p2 = result_of(backend.patron("TEST", "P2", None, with_lists=True))
+    assert [i.barcode for i in p2.charged_items] == ["I1"]
+    assert "before loan" in rows(backend, "SELECT detail FROM audit_log ORDER BY id DESC")[0]["detail"]
+    assert checkin(backend, no_block=True, return_date=clock.now).patron_barcode == "P2"  # a later return ends it
+
+
+def test_an_online_checkin_ends_the_loan_even_if_the_terminal_clock_lags(backend, clock):
+    assert checkout(backend).ok
+    r = checkin(backend, return_date=clock.now - datetime.timedelta(minutes=5))
+    assert r.patron_barcode == "P1" and r.item.status is CirculationStatus.AVAILABLE
+
+
 def test_checkin_cancel_undoes_a_checkout(backend):
     checkout(backend, item="IR", fee_acknowledged=True)
     r = checkin(backend, "IR", cancel=True)

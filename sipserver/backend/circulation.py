@@ -363,6 +363,16 @@ def checkin(
         )
         return result
 
+    if no_block and loan is not None and return_date is not None and _returned_before(loan, return_date):
+        # An offline terminal's late upload: the copy came back before this loan began, so the
+        # return was of an earlier loan (already closed). Ending this one would close it before it
+        # opened and show a copy on loan as available: change nothing, and say the return is known.
+        # Online checkins are happening now; their return date is only the terminal's clock, which
+        # may lag the server's by more than a loan made a moment ago is old.
+        detail = f"returned {dbtime.stamp(return_date)}, before loan L{loan.id} began: loan kept"
+        audit.record(tx, ctx, now, "checkin", patron="", item=item_barcode, detail=detail)
+        return CheckinResult(ok=True, message="returned before the current loan began", item=state.current_view())
+
     fine = 0
     if loan is not None:
         assert state.borrower is not None
@@ -403,6 +413,11 @@ def checkin(
     )
     audit.record(tx, ctx, now, "checkin", patron=borrower, item=item_barcode, detail=detail)
     return result
+
+
+def _returned_before(loan: LoanRow, return_date: datetime.datetime) -> bool:
+    """Whether a return at ``return_date`` happened before ``loan`` was made (so is not its end)."""
+    return dbtime.stamp(return_date) < loan.checked_out
 
 
 def _undo_checkout(tx: Tx, item: ItemRow, loan: LoanRow | None, now: datetime.datetime) -> CheckinResult:
