@@ -155,6 +155,22 @@ def test_store_and_forward_checkout_is_recorded_whatever_the_rules(backend):
     assert checkout(backend, "P1", "F1", None, no_block=True).renewal
 
 
+def test_an_offline_checkout_uploaded_again_changes_nothing(backend, clock):
+    nb_due = datetime.datetime(2024, 6, 20, 23, 59)
+    first = checkout(backend, "P2", "IR", None, no_block=True, nb_due=nb_due)
+    clock.advance(hours=2)  # the terminal was not sure the upload arrived: it sends it again
+    again = checkout(backend, "P2", "IR", None, no_block=True, nb_due=nb_due)
+    assert first.ok and not first.renewal and again.ok and not again.renewal
+    assert again.due == first.due == nb_due and again.transaction_id == first.transaction_id
+    assert again.item.borrower == "P2" and again.fee_amount == ""
+    assert rows(backend, "SELECT renewals FROM loans WHERE returned IS NULL AND due = ?", ("2024-06-20T23:59:00",)) == [
+        {"renewals": 0}
+    ]
+    assert result_of(backend.patron("TEST", "P2", None)).fee_balance == "1.00"  # one rental fee
+    later = checkout(backend, "P2", "IR", None, no_block=True, nb_due=nb_due + datetime.timedelta(days=7))
+    assert later.renewal and later.transaction_id == first.transaction_id + "R1"  # a real offline renewal
+
+
 def test_checkin_ends_the_loan(backend):
     checkout(backend)
     r = checkin(backend)
@@ -235,6 +251,28 @@ def test_store_and_forward_checkin(backend, clock):
     assert "offline" in rows(backend, "SELECT detail FROM audit_log ORDER BY id DESC")[0]["detail"]
 
 
+def test_a_late_offline_checkin_does_not_end_a_loan_made_after_the_return(backend, clock):
+    returned = clock.now  # an offline terminal takes I1 back at 10:00 and uploads it at noon
+    clock.advance(hours=1)
+    assert checkout(backend, "P2", "I1", "2222").ok  # 11:00, online, to someone else
+    clock.advance(hours=1)
+    r = checkin(backend, no_block=True, return_date=returned)
+    assert r.ok and r.patron_barcode == "" and r.fine_amount == ""
+    assert r.item.status is CirculationStatus.CHARGED and r.item.borrower == "P2"
+    assert rows(backend, "SELECT checked_out, returned FROM loans l JOIN items i ON i.id = l.item_id"
+                " WHERE i.barcode = 'I1'") == [{"checked_out": "2024-06-03T11:00:00", "returned": None}]  # fmt: skip
+    p2 = result_of(backend.patron("TEST", "P2", None, with_lists=True))
+    assert [i.barcode for i in p2.charged_items] == ["I1"]
+    assert "before loan" in rows(backend, "SELECT detail FROM audit_log ORDER BY id DESC")[0]["detail"]
+    assert checkin(backend, no_block=True, return_date=clock.now).patron_barcode == "P2"  # a later return ends it
+
+
+def test_an_online_checkin_ends_the_loan_even_if_the_terminal_clock_lags(backend, clock):
+    assert checkout(backend).ok
+    r = checkin(backend, return_date=clock.now - datetime.timedelta(minutes=5))
+    assert r.patron_barcode == "P1" and r.item.status is CirculationStatus.AVAILABLE
+
+
 def test_checkin_cancel_undoes_a_checkout(backend):
     checkout(backend, item="IR", fee_acknowledged=True)
     r = checkin(backend, "IR", cancel=True)
@@ -257,6 +295,45 @@ def test_checkin_cancel_of_a_renewal_voids_only_its_rental_fee(backend):
     assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "2.00"
     assert checkin(backend, "IR", cancel=True).ok
     assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "1.00"
+
+
+def test_checkin_cancel_of_a_late_renewal_voids_its_fine_so_the_days_are_fined_once(backend, clock):
+    checkout(backend)
+    clock.advance(days=16)  # two days late
+    assert result_of(backend.renew(ctx(), "P1", "I1", None)).ok
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.50"
+    assert checkin(backend, cancel=True).ok  # the old due date is back...
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.00"
+    assert checkin(backend).fine_amount == "0.50"  # ...and the return fines those two days, once
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.50"
+
+
+def test_checkin_cancel_of_an_on_time_renewal_keeps_an_earlier_renewals_fine(backend, clock):
+    checkout(backend)
+    clock.advance(days=16)
+    assert result_of(backend.renew(ctx(), "P1", "I1", None)).ok  # late: fined 0.50
+    clock.advance(days=2)
+    assert result_of(backend.renew(ctx(), "P1", "I1", None)).ok  # on time: no fine
+    assert checkin(backend, cancel=True).ok
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.50"
+
+
+def test_a_resent_checkin_cancel_of_a_renewal_changes_nothing(backend, clock):
+    """Terminals resend on doubt, and a resend on a new connection reaches the backend: the second
+    cancel must not go on to undo the checkout under the renewal, nor void its rental fee."""
+    checkout(backend, item="IR", fee_acknowledged=True)
+    clock.advance(days=2)
+    assert checkout(backend, item="IR", fee_acknowledged=True).renewal
+    first = checkin(backend, "IR", cancel=True)
+    again = checkin(backend, "IR", cancel=True)
+    assert first.ok and again.ok and again.patron_barcode == first.patron_barcode == "P1"
+    assert again.item == first.item and again.item.borrower == "P1" and again.item.due == DUE
+    assert again.item.status is CirculationStatus.CHARGED
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "1.00"  # the checkout's fee stays
+    clock.advance(days=1)
+    assert checkout(backend, item="IR", fee_acknowledged=True).renewal  # a new renewal can be cancelled
+    assert checkin(backend, "IR", cancel=True).ok
+    assert checkin(backend, "IR", cancel=True).item.borrower == "P1"
 
 
 def test_checkin_cancel_puts_a_filled_hold_back_on_the_shelf(backend):

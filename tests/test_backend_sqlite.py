@@ -36,13 +36,13 @@ def test_start_creates_and_migrates_a_file_database(tmp_path):
     backend = sync(tmp_path / "ils.db")
     result_of(backend.start())
     versions = rows(backend, "SELECT version FROM schema_version")
-    assert [r["version"] for r in versions] == [schema.code_version()]
+    assert [r["version"] for r in versions] == list(range(1, schema.code_version() + 1))
     assert rows(backend, "PRAGMA journal_mode")[0]["journal_mode"] == "wal"
     assert rows(backend, "PRAGMA foreign_keys")[0]["foreign_keys"] == 1
     result_of(backend.stop())
     again = sync(tmp_path / "ils.db")
-    result_of(again.start())  # nothing pending: no error, no second row
-    assert len(rows(again, "SELECT version FROM schema_version")) == 1
+    result_of(again.start())  # nothing pending: no error, no row added
+    assert len(rows(again, "SELECT version FROM schema_version")) == schema.code_version()
 
 
 def test_seed_loads_only_into_an_empty_database(tmp_path):
@@ -254,7 +254,8 @@ def test_check_schema_refuses_other_versions(tmp_path):
     result_of(backend.run_write(lambda tx: tx.execute(
         "INSERT INTO schema_version (version, name, applied) VALUES (99, 'future', 'x')"
     )))  # fmt: skip
-    with pytest.raises(BackendConfigError, match="version 99, newer than this sipserver's 1: upgrade sipserver"):
+    newer = f"version 99, newer than this sipserver's {schema.code_version()}: upgrade sipserver"
+    with pytest.raises(BackendConfigError, match=newer):
         result_of(backend.run_read(schema.check_schema))
     result_of(backend.stop())
     with pytest.raises(BackendConfigError, match="newer"):
@@ -266,14 +267,36 @@ def test_migrations_bring_an_empty_or_old_database_up_to_date(monkeypatch):
     tx = Tx(conn.cursor(), SQLITE)
     with pytest.raises(BackendConfigError, match=r"no sipserver schema .* run the migrations"):
         schema.check_schema(tx)
-    assert schema.apply_migrations(tx) == [1]
     shipped = schema.migrations()
-    newer = [*shipped, schema.Migration(2, "more", "-- a comment;\nCREATE TABLE extra (id @PK@);\n")]
+    last = shipped[-1].version
+    assert schema.apply_migrations(tx) == list(range(1, last + 1))
+    newer = [*shipped, schema.Migration(last + 1, "more", "-- a comment;\nCREATE TABLE extra (id @PK@);\n")]
     monkeypatch.setattr(schema, "migrations", lambda: newer)
-    with pytest.raises(BackendConfigError, match="version 1, older than this sipserver's 2: run the migrations"):
+    older = f"version {last}, older than this sipserver's {last + 1}: run the migrations"
+    with pytest.raises(BackendConfigError, match=older):
         schema.check_schema(tx)
-    assert schema.apply_migrations(tx) == [2]
-    assert schema.check_schema(tx) == 2 and tx.table_exists("extra")
+    assert schema.apply_migrations(tx) == [last + 1]
+    assert schema.check_schema(tx) == last + 1 and tx.table_exists("extra")
+
+
+def test_a_version_1_database_with_loans_migrates_and_keeps_them(tmp_path):
+    """Schema 2 adds loans.undone: a database made by the first release keeps its loans, none undone."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    tx = Tx(conn.cursor(), SQLITE)
+    first = schema.migrations()[0]
+    for statement in first.statements():
+        tx.execute(SQLITE.ddl(statement))
+    tx.execute("INSERT INTO schema_version (version, name, applied) VALUES (1, 'initial', 'x')")
+    tx.execute("INSERT INTO patrons (barcode, pin_hash, name) VALUES ('P', '', 'Pat')")
+    tx.execute("INSERT INTO items (barcode, title) VALUES ('I', 'Book')")
+    tx.execute("INSERT INTO loans (item_id, patron_id, checked_out, due) VALUES (1, 1, '2024-06-01T10:00:00', "
+               "'2024-06-15T23:59:00')")  # fmt: skip
+    conn.close()
+    backend = sync(path)
+    result_of(backend.start())  # the embedded backend migrates on start
+    assert rows(backend, "SELECT undone, renewals FROM loans") == [{"undone": 0, "renewals": 0}]
+    result_of(backend.stop())
 
 
 def test_migrations_expand_for_postgresql():

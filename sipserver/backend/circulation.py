@@ -107,7 +107,7 @@ def _renew(
         )
     new_due = due or max(dbtime.days_from(now, circ.loan_days), loan.due_at)
     tx.execute(
-        "UPDATE loans SET prev_due = due, due = ?, renewals = renewals + 1 WHERE id = ?",
+        "UPDATE loans SET prev_due = due, due = ?, renewals = renewals + 1, undone = 0 WHERE id = ?",
         (dbtime.stamp(new_due), loan.id),
     )
     if item.rental_fee > 0:
@@ -235,6 +235,17 @@ def checkout(
 
     if no_block:  # store and forward: it already happened at the terminal; record it as told
         if loan is not None and own_loan:
+            if _offline_replay(loan, nb_due):
+                return done(
+                    CheckoutResult(
+                        ok=True,
+                        renewal=loan.renewals > 0,
+                        due=loan.due_at,
+                        transaction_id=_transaction_id(loan.id, loan.renewals),
+                        message="already recorded",
+                    ),
+                    "offline checkout already recorded",
+                )
             return renewed(loan, nb_due, "offline renewal")
         if loan is not None:
             assert state.borrower is not None
@@ -274,6 +285,17 @@ def checkout(
     due = dbtime.days_from(now, circ.loan_days)
     loan_made = _lend(tx, patron, state, due, now, own_hold=own_hold, loan_id=read.loan_id)
     return lent(loan_made, due, "filled hold" if own_hold is not None else "")
+
+
+def _offline_replay(loan: LoanRow, nb_due: datetime.datetime | None) -> bool:
+    """Whether an offline checkout of an item the patron has is this loan's own event uploaded again.
+
+    Terminals upload their stored transactions again when unsure the first upload arrived; recorded
+    a second time, the checkout would turn into a renewal (a renewal counted, a rental fee charged
+    twice). The loan's due date being the event's nb due date marks the replay: the upload that
+    recorded it set exactly that date. Without an nb due date the event cannot be told apart.
+    """
+    return nb_due is not None and dbtime.stamp(nb_due) == loan.due
 
 
 def _item_view(tx: Tx, item: ItemRow, now: datetime.datetime) -> Item:
@@ -337,9 +359,19 @@ def checkin(
             patron=borrower,
             item=item_barcode,
             result=audit.outcome(result.refusal),
-            detail="checkout cancelled",
+            detail=result.message or "checkout cancelled",
         )
         return result
+
+    if no_block and loan is not None and return_date is not None and _returned_before(loan, return_date):
+        # An offline terminal's late upload: the copy came back before this loan began, so the
+        # return was of an earlier loan (already closed). Ending this one would close it before it
+        # opened and show a copy on loan as available: change nothing, and say the return is known.
+        # Online checkins are happening now; their return date is only the terminal's clock, which
+        # may lag the server's by more than a loan made a moment ago is old.
+        detail = f"returned {dbtime.stamp(return_date)}, before loan L{loan.id} began: loan kept"
+        audit.record(tx, ctx, now, "checkin", patron="", item=item_barcode, detail=detail)
+        return CheckinResult(ok=True, message="returned before the current loan began", item=state.current_view())
 
     fine = 0
     if loan is not None:
@@ -383,13 +415,33 @@ def checkin(
     return result
 
 
+def _returned_before(loan: LoanRow, return_date: datetime.datetime) -> bool:
+    """Whether a return at ``return_date`` happened before ``loan`` was made (so is not its end)."""
+    return dbtime.stamp(return_date) < loan.checked_out
+
+
 def _undo_checkout(tx: Tx, item: ItemRow, loan: LoanRow | None, now: datetime.datetime) -> CheckinResult:
-    """Checkin with cancel: take back the checkout (or the renewal) the terminal could not finish."""
+    """Checkin with cancel: take back the checkout (or the renewal) the terminal could not finish.
+
+    A cancel undoes one transaction, once: after a renewal is undone the loan is marked ``undone``,
+    and a resent cancel answers as the first did and changes nothing (it must not go on to undo the
+    checkout, nor void that checkout's rental fee). A resent cancel of a checkout finds no loan.
+    """
     if loan is None:
         return CheckinResult(ok=False, refusal=Refusal.NOT_CHECKED_OUT)
+    if loan.undone:
+        return CheckinResult(ok=True, message="renewal already cancelled")
     fees.void_unpaid(tx, loan.id, "rental")
     if loan.renewals > 0 and loan.prev_due:
-        tx.execute("UPDATE loans SET due = prev_due, prev_due = NULL, renewals = renewals - 1 WHERE id = ?", (loan.id,))
+        # The renewal also charged the days already late (_renew); the old, past due date comes
+        # back, so the checkin that ends the loan will charge those days again: void that fine.
+        # Only the renewal can have charged an overdue fee after the due date it replaced (an
+        # earlier renewal's fine predates it), hence since=prev_due.
+        fees.void_unpaid(tx, loan.id, "overdue", since=loan.prev_due)
+        tx.execute(
+            "UPDATE loans SET due = prev_due, prev_due = NULL, renewals = renewals - 1, undone = 1 WHERE id = ?",
+            (loan.id,),
+        )
         return CheckinResult(ok=True, message="renewal cancelled")
     tx.execute("UPDATE loans SET returned = checked_out WHERE id = ?", (loan.id,))
     filled = records.hold_rows(tx, "SELECT * FROM holds WHERE filled_loan_id = ?", (loan.id,))

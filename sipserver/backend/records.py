@@ -84,6 +84,7 @@ class LoanRow:
     prev_due: str | None
     renewals: int
     returned: str | None
+    undone: int = 0  # 1 once a cancel undid the latest renewal (schema 2): a resent cancel does nothing
 
     @property
     def due_at(self) -> datetime.datetime:
