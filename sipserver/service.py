@@ -22,6 +22,7 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from sipserver import sdnotify
 from sipserver.acs import ACS
 from sipserver.backend.base import BackendConfigError, ILSBackend
 from sipserver.backend.factory import create_backend
@@ -58,6 +59,7 @@ class SIPServer(MultiService):
         the parent's sockets instead (``sipserver.workers``), whose index is ``worker``."""
         super().__init__()
         self.reactor = reactor
+        self.listens = listen  # the process systemd started (a worker child tells systemd nothing)
         self.config = config
         self.events = Events(config.logging.level)
         if worker is None and config.server.workers > 1:
@@ -157,14 +159,18 @@ class SIPServer(MultiService):
             self._start_backend(name)
         super().startService()
         bound: list[defer.Deferred[Any]] = []
+        every: list[defer.Deferred[Any]] = []
         for service in self:
             waiting = getattr(service, "_waitingForPort", None)  # set by strports' endpoint service
             if waiting is not None:
                 waiting.addCallback(self._report_listening, service.name)
+                every.append(_when_bound(waiting, service.name))
                 if service.name.startswith("listener:"):
                     bound.append(_when_bound(waiting, service.name[len("listener:") :]))
         if self.workers is not None:
             defer.gatherResults(bound).addCallback(lambda ports: self.workers.spawn_all(dict(ports)))
+        if self.listens:
+            defer.gatherResults(every).addCallback(lambda _: sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}"))
         log.info(
             "{name} serving {listeners} listener(s) for {institutions} institution(s), {accounts} account(s)",
             name=self.config.server.name,
@@ -239,6 +245,8 @@ class SIPServer(MultiService):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         """Stop accepting, answer the requests in flight (bounded), then stop the backends."""
+        if self.listens:
+            sdnotify.notify("STOPPING=1")
         self._remove_sighup()
         for port in self.adopted:
             yield port.stopListening()

@@ -7,6 +7,7 @@ expected; a listener that cannot bind stops it with one line too (see ``SIPServe
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -28,6 +29,10 @@ class Options(usage.Options):
             self.loaded = load_config(self["config"])
         except ConfigError as exc:
             _fail(str(exc))
+        if not self["check"] and hasattr(signal, "SIGHUP"):
+            # Until startService installs the reload handler, a SIGHUP would end the process (its
+            # default action), and systemd counts that as a clean exit that needs no restart.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         if self["check"]:
             from sipserver.backend.base import BackendConfigError
             from sipserver.backend.factory import create_backend

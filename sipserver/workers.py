@@ -171,7 +171,7 @@ class WorkerPool(Service):
         child = _Child(self, index, ours)
         try:
             fds = {0: 0, 1: 1, 2: 2, CHILD_FD: theirs.fileno()}
-            self.server.reactor.spawnProcess(child, sys.executable, argv, env=dict(os.environ), childFDs=fds)
+            self.server.reactor.spawnProcess(child, sys.executable, argv, env=_child_environment(), childFDs=fds)
         finally:
             theirs.close()
         self.children[index] = child
@@ -271,6 +271,12 @@ class _Inbox:
 def _family(fd: int) -> int:
     with socket.socket(fileno=os.dup(fd)) as sock:
         return sock.family
+
+
+def _child_environment() -> dict[str, str]:
+    """The parent's environment without ``NOTIFY_SOCKET``: only the process systemd started
+    reports readiness (``NotifyAccess=main`` would log every child's message as refused)."""
+    return {key: value for key, value in os.environ.items() if key != "NOTIFY_SOCKET"}
 
 
 def main(argv: list[str] | None = None) -> int:

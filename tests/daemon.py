@@ -62,11 +62,11 @@ def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
 class Daemon:
     """A running ``twistd sip``; ``port("raw")`` is where a listener is."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.log_path = log
         self.ports: dict[str, int] = {}
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", "--logfile=-", "sip", "-c", str(config)],
