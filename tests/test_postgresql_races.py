@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from sipserver.backend import records
+from sipserver.backend import circreads, holds, records
+from sipserver.backend.base import HoldMode
 from tests import pg
 from tests.test_backend_support import FIXTURE, FakeClock, ctx, load, result_of, rows
 
@@ -80,6 +81,22 @@ def meanwhile(
     monkeypatch.setattr(module, name, original)
 
 
+def holds_of(backend, title: str) -> list[tuple[str, str, str | None]]:
+    """(patron, state, the copy set aside) of each hold on the title, oldest first."""
+    found = rows(
+        backend,
+        "SELECT p.barcode, h.state, s.barcode AS shelf FROM holds h"
+        " JOIN patrons p ON p.id = h.patron_id LEFT JOIN items s ON s.id = h.shelf_item_id"
+        " WHERE h.title = ? ORDER BY h.id",
+        (title,),
+    )
+    return [(r["barcode"], r["state"], r["shelf"]) for r in found]
+
+
+def item_status(backend, barcode: str) -> str:
+    return rows(backend, "SELECT status FROM items WHERE barcode = ?", (barcode,))[0]["status"]
+
+
 # -- renew all ------------------------------------------------------------------------------------
 
 
@@ -104,3 +121,84 @@ def test_renew_all_does_not_renew_an_item_checked_in_after_it_listed_the_loans(t
     assert len(loan) == 1 and loan[0]["renewals"] == 0 and loan[0]["returned"] is not None
     fees = rows(b, "SELECT f.fee_type FROM fees f JOIN items i ON i.id = f.item_id WHERE i.barcode = 'IR'")
     assert fees == [{"fee_type": "rental"}]  # the checkout's, and no renewal's after the return
+
+
+# -- checkin and holds -----------------------------------------------------------------------------
+#
+# A checkin locks the copy and reads its holds; another terminal may change one of them (a title
+# hold wants every copy) before the checkin sets the copy aside for it. The change that committed
+# first wins: the checkin then serves the next hold, or shelves the copy.
+
+
+def place_title_holds(backend, *patrons: tuple[str, str]) -> None:
+    for barcode, pin in patrons:
+        placed = result_of(backend.hold(ctx(), HoldMode.ADD, barcode, pin, title="Twin", pickup_location="MAIN"))
+        assert placed.ok, placed
+
+
+def test_a_hold_cancelled_during_a_checkin_stays_cancelled_and_the_next_hold_gets_the_copy(terminals, monkeypatch):
+    a, b = terminals
+    assert result_of(a.checkout(ctx(), "P9", "I5", "9999")).ok
+    place_title_holds(a, ("P1", "1111"), ("P2", "2222"))
+    cancel = meanwhile(
+        monkeypatch,
+        circreads,
+        "read_for_checkin",
+        lambda: b.hold(ctx(), HoldMode.CANCEL, "P1", "1111", title="Twin"),
+        after=True,
+    )
+    with cancel as done:
+        result = result_of(a.checkin(ctx(), "I5", "MAIN"))
+    assert done and done[0].ok  # cancelled after the checkin read the holds
+    assert result.ok and result.alert_kind == "hold_here" and result.hold_patron_barcode == "P2"
+    assert holds_of(b, "Twin") == [("P1", "cancelled", None), ("P2", "waiting", "I5")]
+    assert item_status(b, "I5") == "on_hold_shelf"
+
+
+def test_a_hold_filled_during_a_checkin_stays_filled_and_the_copy_goes_back_to_the_shelf(terminals, monkeypatch):
+    a, b = terminals
+    assert result_of(a.checkout(ctx(), "P9", "I5", "9999")).ok
+    place_title_holds(a, ("P1", "1111"))
+    fill = meanwhile(
+        monkeypatch,
+        circreads,
+        "read_for_checkin",
+        lambda: b.checkout(ctx(), "P1", "I6", "1111"),
+        after=True,
+    )
+    with fill as done:
+        result = result_of(a.checkin(ctx(), "I5", "MAIN"))
+    assert done and done[0].ok  # the other copy lent, filling the hold, after the checkin read it
+    assert result.ok and not result.alert and result.hold_patron_barcode == ""
+    assert result.item is not None and result.item.hold_queue_length == 0
+    assert holds_of(b, "Twin") == [("P1", "filled", None)]
+    assert item_status(b, "I5") == "available"
+    assert result_of(b.checkout(ctx(), "P2", "I5", "2222")).ok  # on the open shelf, for anyone
+
+
+def test_a_checkin_that_keeps_losing_the_race_for_a_hold_gives_up_and_shelves_the_copy(terminals, monkeypatch):
+    """Each hold the checkin chooses is cancelled before it can claim it: it tries the next one, a
+    bounded number of times (holds.TRAP_ATTEMPTS), then shelves the copy; the queue stays as is."""
+    a, b = terminals
+    place = (
+        "INSERT INTO holds (patron_id, title, state, pickup_location, placed)"
+        " SELECT id, 'Twin', 'queued', 'MAIN', '2024-06-01T09:00:00' FROM patrons WHERE barcode = 'P1'"
+    )
+    for _ in range(holds.TRAP_ATTEMPTS + 1):
+        result_of(a.run_write(lambda tx: tx.execute(place)))
+    cancel_first = (
+        "UPDATE holds SET state = 'cancelled'"
+        " WHERE id = (SELECT min(id) FROM holds WHERE title = 'Twin' AND state = 'queued')"
+    )
+    read = records.patron_with_rules
+
+    def cancel_first_then_read(tx, patron_id):  # just before each claim, terminal b cancels the hold
+        result_of(b.run_write(lambda btx: btx.execute(cancel_first)))
+        return read(tx, patron_id)
+
+    monkeypatch.setattr(records, "patron_with_rules", cancel_first_then_read)
+    result = result_of(a.checkin(ctx(), "I5", "MAIN"))
+    assert result.ok and not result.alert
+    states = [state for _, state, _ in holds_of(b, "Twin")]
+    assert states == ["cancelled"] * holds.TRAP_ATTEMPTS + ["queued"]
+    assert item_status(b, "I5") == "available"

@@ -347,10 +347,9 @@ def checkin(
         fine = _end_loan(tx, loan, state.borrower, item, return_date or now, now)
     here = location.strip()
     result = CheckinResult(ok=True, patron_barcode=borrower, fine_amount=format_cents(fine) if fine else "")
-    trapped = holds.trap(tx, state, here, now)
+    state, trapped = holds.trap(tx, state, here, now)
     if trapped is not None:
         hold, hold_patron = trapped
-        state = state.with_hold(hold)
         status = "on_hold_shelf" if hold.state == "waiting" else "in_transit"
         result = attrs.evolve(
             result,
