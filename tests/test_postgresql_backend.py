@@ -253,6 +253,24 @@ def test_a_checkout_is_two_round_trips_and_a_checkin_two(backend):
     assert checkout[-1].endswith("COMMIT") and checkin[-1].endswith("COMMIT")
 
 
+def test_a_checkin_that_sets_the_copy_aside_for_a_hold_is_four_round_trips(backend):
+    """The lock and the read; the hold's patron with their rules; the hold changed only if it is
+    still as read (holds.trap), which needs its answer; the rest of the writes with the COMMIT."""
+    for conn in backend.pool._idle:
+        conn.cursor_factory = _CountingCursor
+    c = ctx()
+    for _ in range(3):  # the first rounds also prepare their statements
+        assert result_of(backend.hold(c, HoldMode.ADD, "P2", "2222", title="Alpha", pickup_location="MAIN")).ok
+        _CountingCursor.sent = []
+        checkin = result_of(backend.checkin(c, "I1", "MAIN"))
+        assert checkin.hold_patron_barcode == "P2"
+        sent = list(_CountingCursor.sent)
+        assert result_of(backend.hold(c, HoldMode.CANCEL, "P2", "2222", title="Alpha")).ok
+        assert result_of(backend.checkin(c, "I1", "MAIN")).ok  # back on the shelf
+    assert len(sent) == 4, sent
+    assert sent[0].startswith("BEGIN; EXECUTE") and sent[-1].endswith("COMMIT")
+
+
 # -- retries, timeouts ------------------------------------------------------------------------------
 
 

@@ -26,6 +26,10 @@ From then on the transaction knows the item's loan and holds, because it holds t
 and changes them itself: it records its changes in the :class:`ItemState` (:meth:`ItemState.lend`,
 :meth:`ItemState.with_hold`...) and describes the item at the end with :meth:`ItemState.view`,
 which gives what :func:`~sipserver.backend.records.item_view` would read back, without reading.
+The one exception is a queued hold: a title hold wants every copy, and its patron cancels it, or
+fills it with another copy, without this item's lock. So a checkin sets the copy aside for a hold
+only if the hold is still as read, and otherwise reads the holds again
+(:func:`~sipserver.backend.holds.trap`, :func:`reread_holds`).
 
 The SQL is the portable SQL of this package (sqlite and PostgreSQL); comparisons of stored text
 (expiry dates) happen in SQL, never in Python, so they follow the database's rules as before.
@@ -99,6 +103,18 @@ def read_for_checkin(tx: Tx, item_barcode: str, now: datetime.datetime) -> ItemS
     now_s = dbtime.stamp(now)
     rows = tx.all(_CHECKIN_SQL, [now_s, *_joins_params(item_barcode, now_s), item_barcode])
     return _item_state(rows, None) if rows else None
+
+
+def reread_holds(tx: Tx, state: ItemState, now: datetime.datetime) -> ItemState:
+    """The state with its holds read again, as other transactions have committed them since.
+
+    Only the holds: the item and its loan are this transaction's, under its lock. For a checkin
+    that lost a race for a hold (:func:`~sipserver.backend.holds.trap`).
+    """
+    now_s = dbtime.stamp(now)
+    barcode = state.item.barcode
+    fresh = _item_state(tx.all(_CHECKIN_SQL, [now_s, *_joins_params(barcode, now_s), barcode]), None)
+    return attrs.evolve(state, holds=fresh.holds, queueable=fresh.queueable)
 
 
 @attrs.frozen

@@ -379,10 +379,9 @@ def checkin(
         fine = _end_loan(tx, loan, state.borrower, item, return_date or now, now)
     here = location.strip()
     result = CheckinResult(ok=True, patron_barcode=borrower, fine_amount=format_cents(fine) if fine else "")
-    trapped = holds.trap(tx, state, here, now)
+    state, trapped = holds.trap(tx, state, here, now)
     if trapped is not None:
         hold, hold_patron = trapped
-        state = state.with_hold(hold)
         status = "on_hold_shelf" if hold.state == "waiting" else "in_transit"
         result = attrs.evolve(
             result,
@@ -563,26 +562,31 @@ def renew_all(
         audit.record(tx, ctx, now, "renew_all", patron=patron_barcode, result=refusal.value, detail=message)
         return RenewAllResult(ok=False, refusal=refusal, message=message)
     loans = tx.all(
-        "SELECT l.*, i.barcode AS item_barcode FROM loans l JOIN items i ON i.id = l.item_id"
+        "SELECT l.id, l.item_id, i.barcode FROM loans l JOIN items i ON i.id = l.item_id"
         " WHERE l.patron_id = ? AND l.returned IS NULL ORDER BY l.due, i.barcode",
         (patron.id,),
     )
     renewed: list[str] = []
     unrenewed: list[tuple[str, str]] = []
     for row in loans:
-        barcode = row.pop("item_barcode")
-        loan = LoanRow(**row)
-        item = records.item_by_id(tx, loan.item_id, lock=True)
-        refusal = _renewal_refusal(
-            item, loan, circ, functools.partial(records.hold_queue, tx, item, now), fee_acknowledged
-        )
-        if refusal is None:
+        barcode = row["barcode"]
+        item = records.item_by_id(tx, row["item_id"], lock=True)
+        # Listed before the item was locked: a checkin (which locks the item, not the patron) may
+        # have returned it since. Read the loan again, now that nobody else can change it.
+        loan = records.open_loan(tx, item.id)
+        if loan is None or loan.id != row["id"]:
+            refusal: Refusal | None = Refusal.NOT_CHECKED_OUT
+        else:
+            refusal = _renewal_refusal(
+                item, loan, circ, functools.partial(records.hold_queue, tx, item, now), fee_acknowledged
+            )
+        if refusal is None and loan is not None:
             r = _renew(tx, patron, item, loan, circ, now)
             renewed.append(barcode)
             detail = f"due {r.due.isoformat()}"
         else:
-            unrenewed.append((barcode, rules.reason_text(refusal)))
-            detail = rules.reason_text(refusal)
+            detail = rules.reason_text(refusal or Refusal.NOT_CHECKED_OUT)
+            unrenewed.append((barcode, detail))
         audit.record(
             tx, ctx, now, "renew_all", patron=patron_barcode, item=barcode, result=audit.outcome(refusal), detail=detail
         )

@@ -12,7 +12,7 @@ import datetime
 
 import attrs
 
-from sipserver.backend import audit, dbtime, records, rules
+from sipserver.backend import audit, circreads, dbtime, records, rules
 from sipserver.backend.base import HoldMode, HoldResult, Refusal, TxContext
 from sipserver.backend.circreads import ItemState
 from sipserver.backend.dialect import Tx
@@ -55,28 +55,73 @@ def release(tx: Tx, hold: HoldRow) -> None:
     tx.execute("UPDATE holds SET state = 'queued', shelf_item_id = NULL, shelf_expires = NULL WHERE id = ?", (hold.id,))
 
 
-def trap(tx: Tx, state: ItemState, location: str, now: datetime.datetime) -> tuple[HoldRow, PatronRow] | None:
-    """Set a checked-in copy aside for the first hold it can fill; None when nobody waits for it.
+#: Holds a checkin tries to set its copy aside for, when each one it chose was changed by another
+#: terminal after the checkin read it (see :func:`trap`); then the copy is not set aside.
+TRAP_ATTEMPTS = 5
 
-    Returns the hold as it is now (``state`` holds the copy's holds as they were) and its patron.
+
+def trap(
+    tx: Tx, state: ItemState, location: str, now: datetime.datetime
+) -> tuple[ItemState, tuple[HoldRow, PatronRow] | None]:
+    """Set a checked-in copy aside for the first hold it can fill.
+
+    Returns the item's state after, and the hold as it is now with its patron (None when nobody
+    waits for the copy).
+
+    The checkin read the holds without locking them: it locks only the copy, and a title hold
+    wants every copy, so another terminal may have cancelled the hold, filled it with another
+    copy or set another copy aside for it since, and committed. The hold is therefore changed
+    only if it is still as read (:func:`_claim`); if not, the change that committed first stands,
+    and the checkin reads the holds again and tries the next one (at most :data:`TRAP_ATTEMPTS`).
+    Locking the holds in the checkin's read instead would cost a statement in every checkin and
+    hold them while the fine is charged, which waits for the borrower's row: a checkout by the
+    borrower (patron, item, then the hold) could then deadlock against it. The claim's answer is
+    needed at once, so its UPDATE cannot wait for the COMMIT; the hold's patron and their rules
+    are read in one statement to pay for that round trip.
     """
-    hold = state.trapped()
-    if hold is None:
-        queue = state.queue()
-        if not queue:
-            return None
-        hold = queue[0]
-    patron = records.patron_by_id(tx, hold.patron_id)
-    if not hold.pickup_location or not location or same_place(hold.pickup_location, location):
-        shelf_days = records.rules_for(tx, patron.patron_type).hold_shelf_days
-        new_state, shelf_expires = "waiting", dbtime.stamp(dbtime.days_from(now, shelf_days))
-    else:
-        new_state, shelf_expires = "in_transit", None
-    tx.execute(
-        "UPDATE holds SET state = ?, shelf_item_id = ?, shelf_expires = ? WHERE id = ?",
-        (new_state, state.item.id, shelf_expires, hold.id),
+    for _ in range(TRAP_ATTEMPTS):
+        hold = state.trapped()
+        if hold is None:
+            queue = state.queue()
+            if not queue:
+                return state, None
+            hold = queue[0]
+        patron, circ = records.patron_with_rules(tx, hold.patron_id)
+        if not hold.pickup_location or not location or same_place(hold.pickup_location, location):
+            new_state, shelf_expires = "waiting", dbtime.stamp(dbtime.days_from(now, circ.hold_shelf_days))
+        else:
+            new_state, shelf_expires = "in_transit", None
+        trapped = attrs.evolve(hold, state=new_state, shelf_item_id=state.item.id, shelf_expires=shelf_expires)
+        if _claim(tx, hold, trapped):
+            return state.with_hold(trapped), (trapped, patron)
+        state = circreads.reread_holds(tx, state, now)
+    return state, None
+
+
+def _claim(tx: Tx, read: HoldRow, trapped: HoldRow) -> bool:
+    """Store the hold as ``trapped`` if it is still as ``read``; False if another transaction changed it.
+
+    "As read" is what the choice of the hold and of its new state depended on. Under READ
+    COMMITTED an UPDATE that meets a row changed by a transaction still open waits for it, and
+    tests its WHERE against the row as that transaction left it, so the first change wins. On
+    sqlite nobody else writes during a write transaction and it always succeeds.
+    """
+    claimed = tx.scalar(
+        "UPDATE holds SET state = ?, shelf_item_id = ?, shelf_expires = ?"
+        " WHERE id = ? AND state = ? AND COALESCE(shelf_item_id, 0) = ? AND pickup_location = ?"
+        " AND COALESCE(expires, '') = ? RETURNING id",
+        (
+            trapped.state,
+            trapped.shelf_item_id,
+            trapped.shelf_expires,
+            read.id,
+            read.state,
+            read.shelf_item_id or 0,
+            read.pickup_location,
+            read.expires or "",
+        ),
     )
-    return attrs.evolve(hold, state=new_state, shelf_item_id=state.item.id, shelf_expires=shelf_expires), patron
+    return claimed is not None
 
 
 def _title_queue(tx: Tx, title: str, now: datetime.datetime) -> list[HoldRow]:

@@ -117,6 +117,21 @@ def patron_by_id(tx: Tx, patron_id: int) -> PatronRow:
     return _from_row(PatronRow, row)
 
 
+_PATRON_WITH_RULES = (
+    f"SELECT p.*, {rules.rules_text_sql('r')} AS r_rules, {rules.rules_text_sql('d')} AS d_rules FROM patrons p"
+    " LEFT JOIN circ_rules r ON r.patron_type = p.patron_type LEFT JOIN circ_rules d ON d.patron_type = ?"
+    " WHERE p.id = ?"
+)
+
+
+def patron_with_rules(tx: Tx, patron_id: int) -> tuple[PatronRow, rules.CircRules]:
+    """The patron and their circulation rules in one statement (one round trip, where
+    :func:`patron_by_id` and :func:`rules_for` take two)."""
+    row = tx.one(_PATRON_WITH_RULES, (rules.DEFAULT_TYPE, patron_id))
+    assert row is not None
+    return _from_row(PatronRow, row), rules.resolve_text(row["r_rules"], row["d_rules"])
+
+
 def find_item(tx: Tx, barcode: str, *, lock: bool = False) -> ItemRow | None:
     row = tx.one("SELECT * FROM items WHERE barcode = ?" + (tx.lock if lock else ""), (barcode,))
     return _from_row(ItemRow, row) if row else None
