@@ -16,15 +16,16 @@ import collections
 import re
 from typing import TYPE_CHECKING
 
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 
+from sipserver.loglevel import logger
 from sipserver.sip2.fields import SECRET_FIELDS
 from sipserver.sip2.messages import MESSAGES
 
 if TYPE_CHECKING:
     from sipserver.session import Session
 
-log = Logger(namespace="sipserver")
+log = logger("sipserver")
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 

@@ -20,22 +20,22 @@ from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.logger import Logger
 
-from sipserver import sdnotify
+from sipserver import loglevel, sdnotify
 from sipserver.acs import ACS
 from sipserver.backend.base import BackendConfigError, ILSBackend
 from sipserver.backend.factory import create_backend
 from sipserver.config import Config, ConfigError, load_config
-from sipserver.events import Events
+from sipserver.events import LEVELS, Events
 from sipserver.lockout import Lockout
+from sipserver.loglevel import logger
 from sipserver.registry import Registry
 from sipserver.transport.base import ListenerFactory
 from sipserver.transport.raw import RawSIPProtocol
 from sipserver.transport.telnet import telnet_protocol
 from sipserver.workers import WorkerPool
 
-log = Logger(namespace="sipserver.service")
+log = logger("sipserver.service")
 
 #: Seconds between backend health probes (98's on-line flag and /health read the result).
 HEALTH_INTERVAL = 5.0
@@ -62,6 +62,7 @@ class SIPServer(MultiService):
         self.listens = listen  # the process systemd started (a worker child tells systemd nothing)
         self.config = config
         self.events = Events(config.logging.level)
+        loglevel.set_level(LEVELS[config.logging.level])
         if worker is None and config.server.workers > 1:
             worker = 0  # the parent of a pool
         self.events.worker = worker
@@ -338,11 +339,10 @@ class SIPServer(MultiService):
         self.lockout.reconfigure(lockout.failures, lockout.window, lockout.duration)
         self.registry = Registry.from_config(live, self.lockout)
         self.events.set_level(new.logging.level)
+        loglevel.set_level(LEVELS[new.logging.level])
         predicate = getattr(self, "_log_predicate", None)
         if predicate is not None:
-            from sipserver.events import LEVELS
-
-            predicate.defaultLogLevel = LEVELS[new.logging.level]
+            loglevel.set_level(LEVELS[new.logging.level], predicate)
         self.config = live
         for warning in new.warnings:
             log.warn("{warning}", warning=warning)

@@ -122,11 +122,19 @@ def render_metrics(sip: SIPServer) -> str:
     return "\n".join(out) + "\n"
 
 
+class _UnloggedSite(server.Site):
+    """No access-log line per request: a monitor polling /health every few seconds would fill the
+    journal with them at every ``logging.level``; the probes' outcomes are in /metrics."""
+
+    def log(self, request: Any) -> None:
+        pass
+
+
 def site(sip: SIPServer) -> server.Site:
     root = resource.Resource()
     root.putChild(b"health", Health(sip))
     root.putChild(b"metrics", Metrics(sip))
-    factory = server.Site(root)
+    factory = _UnloggedSite(root)
     factory.noisy = False
     factory.displayTracebacks = False
     return factory

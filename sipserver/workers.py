@@ -40,13 +40,14 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import Service
 from twisted.internet import address, defer, error, protocol
 from twisted.internet.interfaces import IReadDescriptor
-from twisted.logger import Logger
 from zope.interface import implementer
+
+from sipserver.loglevel import logger
 
 if TYPE_CHECKING:
     from sipserver.service import SIPServer
 
-log = Logger(namespace="sipserver.workers")
+log = logger("sipserver.workers")
 
 #: Seconds the parent waits for a child to exit after SIGTERM before it kills it.
 STOP_GRACE = 15.0

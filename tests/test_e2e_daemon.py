@@ -361,6 +361,30 @@ def test_a_reload_that_renames_a_listener_keeps_the_running_one_serving_until_re
         running.stop()
 
 
+def test_logging_level_error_keeps_info_lines_and_health_polls_out_of_the_default_text_log(tmp_path):
+    data = config_data(tmp_path)
+    path = write_config(tmp_path, data)
+    running = Daemon(path, tmp_path / "d.log")
+    try:
+        running.wait_ready(2)  # at info, to read the ports from the log
+        data["logging"] = {**data.get("logging", {}), "level": "error"}
+        write_config(tmp_path, data)
+        started = len(running.log())
+        running.signal(signal.SIGHUP)
+        with SIPClient("127.0.0.1", running.port("raw")) as client:
+            assert client.login("sco", "scpass")
+            assert client.sc_status().code == "98"
+        base = f"http://127.0.0.1:{running.port('http')}"
+        for _ in range(3):
+            assert json.loads(urllib.request.urlopen(base + "/health", timeout=5).read())["status"] == "ok"
+        time.sleep(0.5)
+        later = running.log()[started:]
+        assert "#info]" not in later and "GET /health" not in later, later
+        assert running.process.poll() is None
+    finally:
+        running.stop()
+
+
 def test_health_and_metrics(daemon):
     with SIPClient("127.0.0.1", daemon.port("raw")) as client:
         assert client.login("sco", "scpass")

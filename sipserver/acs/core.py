@@ -14,16 +14,16 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sipserver.backend.base import BackendUnavailable, ILSBackend
+from sipserver.loglevel import logger
 from sipserver.sip2 import Message
 
 from . import handlers, screen
 from .context import Reply, RequestContext, permitted
 
-log = Logger(namespace="sipserver.acs")
+log = logger("sipserver.acs")
 
 
 class BackendHealth:

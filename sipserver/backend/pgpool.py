@@ -35,8 +35,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from sipserver.loglevel import logger
 
 T = TypeVar("T")
 Connect = Callable[[], Any]
@@ -72,7 +73,7 @@ class Workers:
     then joins them.
     """
 
-    log = Logger()
+    log = logger()
 
     def __init__(self, minimum: int, maximum: int, name: str) -> None:
         self.minimum = minimum

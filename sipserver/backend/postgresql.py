@@ -50,13 +50,13 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 
 from sipserver.backend import dataload, schema
 from sipserver.backend.base import BackendConfigError, BackendUnavailable
 from sipserver.backend.dialect import POSTGRESQL, Tx
 from sipserver.backend.pgpool import ConnectionPool, PoolStopped
 from sipserver.backend.sql import Clock, SQLBackend
+from sipserver.loglevel import logger
 
 try:
     import psycopg2
@@ -266,7 +266,7 @@ class PostgreSQLBackend(SQLBackend):
     """See the module docstring. Construct as ``PostgreSQLBackend(name=..., options=..., reactor=...)``."""
 
     dialect = POSTGRESQL
-    log = Logger()
+    log = logger()
 
     def __init__(
         self,

@@ -60,7 +60,6 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from sipserver.backend import dataload, schema
@@ -69,6 +68,7 @@ from sipserver.backend.dialect import SQLITE, Tx
 from sipserver.backend.patroncache import PatronCache
 from sipserver.backend.sql import Clock, SQLBackend
 from sipserver.backend.walheader import WalHeader
+from sipserver.loglevel import logger
 
 T = TypeVar("T")
 
@@ -95,7 +95,7 @@ class SQLiteBackend(SQLBackend):
     """See the module docstring. Construct as ``SQLiteBackend(name=..., options=..., reactor=...)``."""
 
     dialect = SQLITE
-    log = Logger()
+    log = logger()
 
     def __init__(
         self,

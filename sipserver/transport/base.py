@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import address
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 
 from sipserver.config import ListenerConfig
+from sipserver.loglevel import logger
 from sipserver.transport.turnwriter import ReplyChannel, TurnWriter
 
 if TYPE_CHECKING:
     from sipserver.service import SIPServer
     from sipserver.session import Session
 
-log = Logger(namespace="sipserver.transport")
+log = logger("sipserver.transport")
 
 TLS_CLIENT_HELLO = b"\x16\x03"
 

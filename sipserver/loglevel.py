@@ -1,0 +1,27 @@
+"""One threshold for every line sipserver writes, whichever observer twistd writes them with.
+
+With the default destination (text on stdout) twistd keeps its own observer, so that
+``--logfile`` keeps working, and nothing filters by level there. Our loggers therefore carry the
+filter themselves: each emits through :data:`LEVEL` into the global publisher. ``logging.level``
+sets it at start-up and on every reload (``sipserver.service``).
+"""
+
+from __future__ import annotations
+
+from twisted.logger import FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate, globalLogPublisher
+
+LEVEL = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+_FILTERED = FilteringLogObserver(globalLogPublisher, [LEVEL])
+
+
+def logger(namespace: str | None = None) -> Logger:
+    """A Logger whose events below ``logging.level`` are dropped before any observer sees them.
+    Without a namespace it is a class attribute named after its class, like ``Logger()``."""
+    return Logger(namespace=namespace, observer=_FILTERED)
+
+
+def set_level(level: LogLevel, predicate: LogLevelFilterPredicate = LEVEL) -> None:
+    """Move ``predicate``'s threshold (ours by default). Its root namespace keeps the level it
+    was made with until the table is cleared: setting ``defaultLogLevel`` alone changes nothing."""
+    predicate.defaultLogLevel = level
+    predicate.clearLogLevels()
