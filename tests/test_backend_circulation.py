@@ -8,7 +8,7 @@ import pytest
 
 from sipserver.backend.base import CirculationStatus, HoldMode, Refusal
 from sipserver.backend.sqlite import SQLiteBackend
-from tests.test_backend_support import NOW, FakeClock, ctx, make_backend, result_of, rows
+from tests.test_backend_support import NOW, FakeClock, ctx, load, make_backend, result_of, rows
 
 DUE = datetime.datetime(2024, 6, 17, 23, 59)  # NOW + 14 days at 23:59
 
@@ -191,6 +191,17 @@ def test_checkin_uses_the_return_date_for_fines(backend, clock):
     assert checkin(backend, return_date=NOW + datetime.timedelta(days=15)).fine_amount == "0.25"
     checkout(backend)
     assert checkin(backend, return_date=clock.now - datetime.timedelta(days=1)).fine_amount == ""
+
+
+def test_an_uncapped_fine_stays_within_what_a_money_column_holds(backend):
+    # A terminal's return date may be centuries late; with no max_fine the fine is still recordable
+    # on both databases (PostgreSQL refused it as "integer out of range", an apparent outage).
+    load(backend, {"rules": {"uncapped": {"fine_per_day": "100.00", "max_fine": "0"}},
+                   "patrons": [{"barcode": "PU", "type": "uncapped"}]})  # fmt: skip
+    checkout(backend, "PU", "I1", None)
+    r = checkin(backend, return_date=datetime.datetime(9999, 12, 31, 12, 0))
+    assert r.ok and r.fine_amount == "21474836.47"
+    assert result_of(backend.patron("TEST", "PU", None)).fee_balance == "21474836.47"
 
 
 def test_checkin_with_a_hold_here_puts_it_on_the_hold_shelf(backend):
