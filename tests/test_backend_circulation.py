@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 import pytest
 
@@ -202,6 +203,21 @@ def test_an_uncapped_fine_stays_within_what_a_money_column_holds(backend):
     r = checkin(backend, return_date=datetime.datetime(9999, 12, 31, 12, 0))
     assert r.ok and r.fine_amount == "21474836.47"
     assert result_of(backend.patron("TEST", "PU", None)).fee_balance == "21474836.47"
+
+
+def test_a_utc_date_at_the_end_of_the_calendar_is_its_last_second_locally(backend, monkeypatch):
+    # A terminal's "99991231Z   235959" raised OverflowError converting it to local time on a
+    # server east of UTC, where that moment is already past the calendar's end.
+    last = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        r = checkout(backend, "P1", "I1", None, no_block=True, nb_due=last)
+        assert r.ok and r.due == datetime.datetime(9999, 12, 31, 23, 59, 59)
+        assert checkin(backend, return_date=last).ok
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_checkin_with_a_hold_here_puts_it_on_the_hold_shelf(backend):
