@@ -369,6 +369,20 @@ def test_fee_paid_partial_then_rest(terminal):
     assert "BV" not in ask(terminal, "23", AA=JANE, AC="").fields
 
 
+def test_fee_paid_with_numbers_too_large_for_the_database_is_refused_and_the_acs_stays_online(terminal):
+    # On PostgreSQL these were "bigint/integer out of range": the 98 then showed the ACS off-line.
+    def pay(**fields):
+        return ask(terminal, "37", fee_type="04", payment_type="00", currency_type="USD", AA=JANE, AC="", **fields)
+
+    unknown, huge = pay(BV="1.00", CG="999999"), pay(BV="1.00", CG="99999999999999999999")
+    assert unknown.fixed["payment_accepted"] == huge.fixed["payment_accepted"] == "N"
+    assert huge.get("AF") == unknown.get("AF").replace("999999", "99999999999999999999")
+    assert pay(BV="999999999.99").fixed["payment_accepted"] == "N"
+    status = ask(terminal, "99", status_code="0", max_print_width=" 80", protocol_version="2.00")
+    assert status.fixed["online_status"] == "Y"
+    assert ask(terminal, "23", AA=JANE, AC="").get("BV") == "2.50"  # nothing was paid
+
+
 def test_end_session(terminal):
     reply = ask(terminal, "35", AA=JANE, AC="", AD=JANE_PIN)
     assert reply.code == "36" and reply.fixed["end_session"] == "Y" and reply.get("AA") == JANE

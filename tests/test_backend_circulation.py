@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 import pytest
 
 from sipserver.backend.base import CirculationStatus, HoldMode, Refusal
 from sipserver.backend.sqlite import SQLiteBackend
-from tests.test_backend_support import NOW, FakeClock, ctx, make_backend, result_of, rows
+from tests.test_backend_support import NOW, FakeClock, ctx, load, make_backend, result_of, rows
 
 DUE = datetime.datetime(2024, 6, 17, 23, 59)  # NOW + 14 days at 23:59
 
@@ -207,6 +208,32 @@ def test_checkin_uses_the_return_date_for_fines(backend, clock):
     assert checkin(backend, return_date=NOW + datetime.timedelta(days=15)).fine_amount == "0.25"
     checkout(backend)
     assert checkin(backend, return_date=clock.now - datetime.timedelta(days=1)).fine_amount == ""
+
+
+def test_an_uncapped_fine_stays_within_what_a_money_column_holds(backend):
+    # A terminal's return date may be centuries late; with no max_fine the fine is still recordable
+    # on both databases (PostgreSQL refused it as "integer out of range", an apparent outage).
+    load(backend, {"rules": {"uncapped": {"fine_per_day": "100.00", "max_fine": "0"}},
+                   "patrons": [{"barcode": "PU", "type": "uncapped"}]})  # fmt: skip
+    checkout(backend, "PU", "I1", None)
+    r = checkin(backend, return_date=datetime.datetime(9999, 12, 31, 12, 0))
+    assert r.ok and r.fine_amount == "21474836.47"
+    assert result_of(backend.patron("TEST", "PU", None)).fee_balance == "21474836.47"
+
+
+def test_a_utc_date_at_the_end_of_the_calendar_is_its_last_second_locally(backend, monkeypatch):
+    # A terminal's "99991231Z   235959" raised OverflowError converting it to local time on a
+    # server east of UTC, where that moment is already past the calendar's end.
+    last = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        r = checkout(backend, "P1", "I1", None, no_block=True, nb_due=last)
+        assert r.ok and r.due == datetime.datetime(9999, 12, 31, 23, 59, 59)
+        assert checkin(backend, return_date=last).ok
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_checkin_with_a_hold_here_puts_it_on_the_hold_shelf(backend):

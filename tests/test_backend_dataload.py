@@ -213,6 +213,59 @@ items:
         ("rules:\n  default: {loans: 3}\n", r"rules.default.loans: unknown key"),
         ("rules: [1]\n", r"rules: expected a mapping of patron type to rules"),
         ("patrons:\n  - {barcode: 'A'\n", r"line \d+: invalid YAML: "),
+        # Impossible dates: PyYAML's own date parsing raised a bare ValueError, with no file or key.
+        (
+            'patrons:\n  - {barcode: "A", expires: 2024-13-45}\n',
+            r"patrons\[0\].expires: expected a date YYYY-MM-DD, got '2024-13-45'$",
+        ),
+        (
+            BASE + 'holds:\n  - {patron: "P1", title: "Book", placed: 2024-02-30}\n',
+            r"holds\[0\].placed: expected a date YYYY-MM-DD or a date and time YYYY-MM-DDTHH:MM, got '2024-02-30'$",
+        ),
+        (
+            BASE + 'loans:\n  - {patron: "P1", item: "I1", due: 2024-06-01 25:00:00}\n',
+            r"loans\[0\].due: expected a date YYYY-MM-DD or a date and time YYYY-MM-DDTHH:MM,"
+            r" got '2024-06-01 25:00:00'$",
+        ),
+        # Numbers past what the columns hold, or past the calendar once added to a date.
+        (
+            BASE + 'loans:\n  - {patron: "P1", item: "I1", due_in_days: 100000000}\n',
+            r"loans\[0\].due_in_days: expected a whole number from -36525 to 36525, got 100000000$",
+        ),
+        (
+            BASE + 'loans:\n  - {patron: "P1", item: "I1", days_overdue: 36526}\n',
+            r"loans\[0\].days_overdue: expected a whole number from 1 to 36525, got 36526$",
+        ),
+        (
+            BASE + 'loans:\n  - {patron: "P1", item: "I1", due_in_days: 3, renewals: 10000000}\n',
+            r"loans\[0\].renewals: expected at most \d+ renewals of 21 days before the due date 2024-06-06"
+            r" or a checked_out date, got 10000000$",
+        ),
+        (
+            BASE + 'loans:\n  - {patron: "P1", item: "I1", due_in_days: 3, renewals: 2147483648}\n',
+            r"loans\[0\].renewals: expected a whole number from 0 to 2147483647, got 2147483648$",
+        ),
+        (
+            BASE + 'loans:\n  - {patron: "P1", item: "I1", due: 0001-01-02}\n',
+            r"loans\[0\].due: expected a date at least one loan period \(21 days\) after 0001-01-01"
+            r" or a checked_out date, got 0001-01-02$",
+        ),
+        (
+            "rules:\n  default: {loan_days: 100000000000}\n",
+            r"rules.default.loan_days: expected a whole number from 0 to 36525, got 100000000000$",
+        ),
+        (
+            "rules:\n  default: {max_items_out: 2147483648}\n",
+            r"rules.default.max_items_out: expected a whole number from 0 to 2147483647, got 2147483648$",
+        ),
+        (
+            "items:\n  - {barcode: Y1, title: T, price: '999999999'}\n",
+            r"items\[0\].price: expected an amount of at most 21474836.47, got '999999999'$",
+        ),
+        (
+            BASE + 'fees:\n  - {patron: "P1", type: damage, amount: 21474836.48}\n',
+            r"fees\[0\].amount: expected an amount of at most 21474836.47, got 21474836.48$",
+        ),
     ],
 )
 def test_validation_errors_say_where_and_what(tmp_path, text, message):

@@ -234,6 +234,26 @@ def test_invalid_amounts(backend, amount):
     assert pay(backend, "P1", amount).refusal is Refusal.AMOUNT_INVALID
 
 
+def test_a_fee_id_no_fee_can_have_is_an_unknown_fee(backend):
+    # Larger than a BIGINT id, or digits int() refuses: refused like any unknown fee on both
+    # databases (not an OverflowError on sqlite, not an "outage" on PostgreSQL).
+    add_fees(backend)
+    for fee_id in ("99999999999999999999", str(2**63), str(2**63 - 1), "\u00b2", "\u0661"):
+        r = pay(backend, "P1", "1.00", fee_id=fee_id)
+        assert (r.refusal, r.balance) == (Refusal.UNKNOWN_FEE, "4.00"), fee_id
+
+
+def test_an_amount_larger_than_a_money_column_holds_is_invalid(backend):
+    # P9 may pay ahead (credit): only the bound stands between such an amount and the database.
+    load(backend, {"fees": [{"patron": "P9", "type": "damage", "amount": "1.00"}]})
+    for amount in ("999999999.99", "21474836.48"):
+        r = pay(backend, "P9", amount)
+        assert (r.refusal, r.balance) == (Refusal.AMOUNT_INVALID, "1.00"), amount
+        assert "21474836.47" in r.message
+    r = pay(backend, "P9", "21474836.47")  # the largest amount is still accepted, as a credit
+    assert r.ok and r.balance == "-21474835.47"
+
+
 def test_overpayment_is_refused_without_credit(backend):
     add_fees(backend)
     r = pay(backend, "P1", "4.01")

@@ -70,6 +70,19 @@ def test_seed_errors_are_config_errors(tmp_path):
         result_of(sync(tmp_path / "ils2.db", seed=str(tmp_path / "nope.yaml")).start())
 
 
+def test_a_seed_with_an_impossible_date_or_number_stops_the_start_naming_the_key(tmp_path):
+    # A bare ValueError or OverflowError here left the daemon "retrying" a file that cannot change.
+    bad = tmp_path / "bad.yaml"
+    for text, message in [
+        ("patrons:\n  - {barcode: X1, expires: 2024-13-45}\n", r"patrons\[0\].expires: expected a date"),
+        ("rules:\n  default: {loan_days: 100000000000}\n", r"rules.default.loan_days: expected a whole number"),
+    ]:
+        bad.write_text(text)
+        backend = sync(tmp_path / "ils.db", seed=str(bad))
+        with pytest.raises(BackendConfigError, match=f"^{bad}: {message}"):
+            result_of(backend.start())
+
+
 def test_an_unopenable_database_is_unavailable_until_it_can_be_opened(tmp_path):
     backend = sync(tmp_path / "var" / "ils.db")
     with pytest.raises(BackendUnavailable, match=r"sqlite database .*var/ils\.db: unable to open"):

@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from sipserver.backend import circulation, factory, schema
 from sipserver.backend.base import BackendConfigError, BackendUnavailable, HoldMode, ILSBackend
-from sipserver.backend.dataload import load_file
+from sipserver.backend.dataload import DataError, load_file
 from sipserver.backend.postgresql import PgTx, PostgreSQLBackend, describe_dsn
 from tests import pg
 from tests.test_backend_support import DEMO, FIXTURE, FakeClock, ctx, load, result_of, rows
@@ -168,6 +168,27 @@ def test_load_file_works_and_is_idempotent(database):
     assert first == second and first["patrons"] > 10
     assert rows(backend, "SELECT count(*) AS n FROM patrons")[0]["n"] == first["patrons"]
     backend.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("items:\n  - {barcode: Y1, title: T, price: '999999999'}\n", r"items\[0\].price: expected an amount of"),
+        ("rules:\n  default: {loan_days: 100000000000}\n", r"rules.default.loan_days: expected a whole number from"),
+        ("rules:\n  default: {hold_limit: 2147483648}\n", r"rules.default.hold_limit: expected a whole number from"),
+        ("holds:\n  - {patron: X1, title: T, placed: 2024-02-30}\n", r"holds\[0\].placed: expected a date"),
+    ],
+)
+def test_numbers_and_dates_the_database_cannot_hold_are_data_errors_naming_the_key(database, tmp_path, text, message):
+    # PostgreSQL answered "integer out of range", naming no key, as if the server had failed.
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    backend = pg.sync_backend(database)
+    with pytest.raises(DataError, match=f"^{path}: {message}"):
+        result_of(load_file(backend, str(path)))
+    backend.stop()
+    with pytest.raises(BackendConfigError, match=f"^{path}: {message}"):
+        pg.sync_backend(database, seed=str(path))
 
 
 # -- the audit trail --------------------------------------------------------------------------------

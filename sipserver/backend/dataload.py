@@ -24,7 +24,8 @@ from twisted.internet.defer import Deferred, fail
 from sipserver.backend import dbtime, records
 from sipserver.backend.base import BackendConfigError, CirculationStatus
 from sipserver.backend.dialect import Tx
-from sipserver.backend.money import parse_amount
+from sipserver.backend.limits import INTEGER_MAX, MAX_DAYS
+from sipserver.backend.money import MAX_CENTS, format_cents, parse_amount
 from sipserver.backend.pins import check_pin, hash_pin
 from sipserver.backend.rules import DEFAULT_TYPE, MONEY_RULES, RULE_FIELDS
 
@@ -44,10 +45,31 @@ HOLD_STATES = ("queued", "in_transit", "waiting")
 SECTIONS = ("rules", "patrons", "items", "loans", "holds", "fees")
 #: Keys whose values never appear in an error message (they end up in logs and on the console).
 SECRET_KEYS = frozenset({"pin"})
+#: Rules that are numbers of days, added to today's date: at most :data:`MAX_DAYS`.
+DAY_RULES = frozenset({"loan_days", "hold_shelf_days"})
 
 
 class DataError(ValueError):
     """A data file is unusable; the message is one line for people."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that an impossible date (``2024-02-30``) stays text.
+
+    PyYAML builds a date from anything shaped like one and raises a bare ``ValueError`` ("day is
+    out of range for month") with no file, line or key; kept as text, the key's own check reports
+    it as any other bad date: ``patrons[3].expires: expected a date YYYY-MM-DD, got '2024-02-30'``.
+    """
+
+
+def _construct_timestamp(loader: _Loader, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except (ValueError, OverflowError):
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -91,12 +113,17 @@ class _Record:
             self.fail(key, f"one of {', '.join(choices)}", value)
         return value
 
-    def integer(self, key: str, default: int | None = None, *, minimum: int | None = 0) -> int | None:
+    def integer(
+        self, key: str, default: int | None = None, *, minimum: int | None = 0, maximum: int = INTEGER_MAX
+    ) -> int | None:
+        """A whole number; at most ``maximum``, by default what an ``INTEGER`` column holds."""
         value = self.node.get(key)
         if value is None:
             return default
         if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
             self.fail(key, "a whole number" + (f" >= {minimum}" if minimum is not None else ""), value)
+        if abs(value) > maximum:
+            self.fail(key, f"a whole number from {-maximum if minimum is None else minimum} to {maximum}", value)
         return value
 
     def flag(self, key: str, default: bool = False) -> bool:
@@ -114,6 +141,8 @@ class _Record:
                 self.fail(key, "an amount such as 2.50", value)
             return None
         cents = None if isinstance(value, bool) else parse_amount(str(value))
+        if cents is None and not isinstance(value, bool) and parse_amount(str(value), maximum=None) is not None:
+            self.fail(key, f"an amount of at most {format_cents(MAX_CENTS)}", value)
         if cents is None:
             self.fail(key, "an amount such as 2.50", value)
         return cents
@@ -268,6 +297,8 @@ def _rules(source: str, node: Any) -> dict[str, dict[str, Any]]:
                 values[name] = rec.flag(name) if rec.has(name) else None
             elif name in MONEY_RULES:
                 values[name] = rec.money(name)
+            elif name in DAY_RULES:
+                values[name] = rec.integer(name, maximum=MAX_DAYS)
             else:
                 values[name] = rec.integer(name)
         out[str(patron_type)] = values
@@ -329,9 +360,9 @@ def _loan(source: str, i: int, node: Any, now: datetime.datetime) -> LoanData:
         rec.fail(given[1], f"only one of due, due_in_days, days_overdue (also has {given[0]})", node[given[1]])
     due = rec.moment("due")
     if rec.has("due_in_days"):
-        due = dbtime.days_from(now, rec.integer("due_in_days", minimum=None) or 0)
+        due = dbtime.days_from(now, rec.integer("due_in_days", minimum=None, maximum=MAX_DAYS) or 0)
     if rec.has("days_overdue"):
-        due = dbtime.days_from(now, -(rec.integer("days_overdue", minimum=1) or 1))
+        due = dbtime.days_from(now, -(rec.integer("days_overdue", minimum=1, maximum=MAX_DAYS) or 1))
     return LoanData(
         path=rec.path,
         patron=rec.text("patron", required=True),
@@ -423,7 +454,7 @@ def parse_data(data: Any, source: str, now: datetime.datetime) -> Dataset:
 def read_data_file(path: str, now: datetime.datetime) -> Dataset:
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
     except FileNotFoundError:
         raise DataError(f"{path}: data file not found") from None
     except OSError as exc:
@@ -491,12 +522,31 @@ def _ids(tx: Tx, table: str, source: str, path: str, barcode: str) -> int:
     return int(row["id"])
 
 
+def _lent_at(source: str, loan: LoanData, due: datetime.datetime, loan_days: int) -> datetime.datetime:
+    """When a loan without ``checked_out`` began: one loan period per renewal, and one more, before it was due.
+
+    Too many renewals (or a due date too early) for that to be a date is the file's mistake, named.
+    """
+    room = (due - datetime.datetime.min).days  # whole days the calendar has before the due date
+    if loan_days * (loan.renewals + 1) <= room:
+        return due - datetime.timedelta(days=loan_days * (loan.renewals + 1))
+    if loan_days > room:
+        raise DataError(
+            f"{source}: {loan.path}.due: expected a date at least one loan period ({loan_days} days) after"
+            f" 0001-01-01 or a checked_out date, got {due.date().isoformat()}"
+        )
+    raise DataError(
+        f"{source}: {loan.path}.renewals: expected at most {room // loan_days - 1} renewals of {loan_days} days"
+        f" before the due date {due.date().isoformat()} or a checked_out date, got {loan.renewals}"
+    )
+
+
 def _write_loan(tx: Tx, source: str, loan: LoanData, now: datetime.datetime) -> None:
     patron_id = _ids(tx, "patrons", source, f"{loan.path}.patron", loan.patron)
     item_id = _ids(tx, "items", source, f"{loan.path}.item", loan.item)
     circ = records.rules_for(tx, records.patron_by_id(tx, patron_id).patron_type)
     due = loan.due or dbtime.days_from(now, circ.loan_days)
-    checked_out = loan.checked_out or min(now, due - datetime.timedelta(days=circ.loan_days * (loan.renewals + 1)))
+    checked_out = loan.checked_out or min(now, _lent_at(source, loan, due, circ.loan_days))
     current = records.open_loan(tx, item_id)
     if current is not None and current.patron_id != patron_id:
         tx.execute("UPDATE loans SET returned = ? WHERE id = ?", (dbtime.stamp(now), current.id))

@@ -13,9 +13,17 @@ DUE_TIME = datetime.time(23, 59)
 
 
 def local_naive(moment: datetime.datetime) -> datetime.datetime:
-    """Drop sub-second precision, and convert an aware time to local naive time."""
+    """Drop sub-second precision, and convert an aware time to local naive time.
+
+    An aware time at the very edge of the calendar (a terminal's ``99991231Z   235959``) may have
+    no local time east or west of UTC; it becomes the calendar's first or last second rather than
+    an ``OverflowError`` on a server whose zone is not UTC.
+    """
     if moment.tzinfo is not None:
-        moment = moment.astimezone().replace(tzinfo=None)
+        try:
+            moment = moment.astimezone().replace(tzinfo=None)
+        except OverflowError:
+            moment = datetime.datetime.max if moment.year == datetime.MAXYEAR else datetime.datetime.min
     return moment.replace(microsecond=0)
 
 

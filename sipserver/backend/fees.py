@@ -12,7 +12,8 @@ import datetime
 from sipserver.backend import audit, dbtime, records
 from sipserver.backend.base import FeePaidResult, Refusal, TxContext
 from sipserver.backend.dialect import Tx
-from sipserver.backend.money import format_cents, parse_amount
+from sipserver.backend.limits import parse_id
+from sipserver.backend.money import MAX_CENTS, format_cents, parse_amount
 from sipserver.backend.pins import PinVerifier
 
 _INSERT_FEE = (
@@ -103,6 +104,8 @@ def fee_paid(
     def refuse(refusal: Refusal, message: str = "") -> FeePaidResult:
         return done(FeePaidResult(False, refusal, message, transaction_id=transaction_id, balance=format_cents(owed)))
 
+    if cents is None and parse_amount(amount, maximum=None) is not None:
+        return refuse(Refusal.AMOUNT_INVALID, f"more than the largest amount {format_cents(MAX_CENTS)}")
     if cents is None or cents <= 0:
         return refuse(Refusal.AMOUNT_INVALID, f"not an amount: {amount!r}")
     if transaction_id:
@@ -117,10 +120,10 @@ def fee_paid(
                 detail=f"duplicate transaction {transaction_id}",
             )
     if fee_id:
-        fee = tx.one(
-            "SELECT id, balance FROM fees WHERE patron_id = ? AND id = ?" + tx.lock,
-            (patron.id, int(fee_id) if fee_id.isdigit() else -1),
-        )
+        wanted = parse_id(fee_id)  # not a number, or more than an id can be: no such fee
+        fee = None
+        if wanted is not None:
+            fee = tx.one("SELECT id, balance FROM fees WHERE patron_id = ? AND id = ?" + tx.lock, (patron.id, wanted))
         if fee is None:
             return refuse(Refusal.UNKNOWN_FEE, f"no fee {fee_id}")
         targets = [fee]

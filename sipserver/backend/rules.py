@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from sipserver.backend.base import PatronStatusFlags, Refusal
-from sipserver.backend.money import format_cents
+from sipserver.backend.money import MAX_CENTS, format_cents
 
 
 @attrs.frozen
@@ -183,11 +183,15 @@ def is_late(due: datetime.datetime, returned: datetime.datetime) -> bool:
 
 
 def overdue_fine(due: datetime.datetime, returned: datetime.datetime, r: CircRules) -> int:
-    """Cents owed for returning on ``returned`` what was due on ``due``: per calendar day late, capped."""
+    """Cents owed for returning on ``returned`` what was due on ``due``: per calendar day late, capped.
+
+    Without a ``max_fine`` the fine is still at most what a money column holds: a terminal's return
+    or due date may be centuries away, and the fine must still be recordable on every database.
+    """
     if not is_late(due, returned):
         return 0
     fine = (returned.date() - due.date()).days * r.fine_per_day
-    return min(fine, r.max_fine) if r.max_fine > 0 else fine
+    return min(fine, r.max_fine if r.max_fine > 0 else MAX_CENTS)
 
 
 #: Text for the unrenewed list of Renew All (BN), and for audit details.
