@@ -45,6 +45,7 @@ class Metrics:
         self.connections_opened: collections.Counter[str] = collections.Counter()  # listener
         self.connections_refused: collections.Counter[tuple[str, str]] = collections.Counter()
         self.protocol_errors = 0
+        self.reloads: collections.Counter[str] = collections.Counter()  # "ok" or "refused"
         self.open_by_login: collections.Counter[tuple[str, str]] = collections.Counter()  # (listener, login)
 
     def observe(self, elapsed: float) -> None:

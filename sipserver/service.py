@@ -294,7 +294,14 @@ class SIPServer(MultiService):
     def reload(self) -> bool:
         """Re-read the config file; swap in what can change live. False when the new file is refused.
 
-        The workers (if any) get SIGHUP and reload the same file themselves."""
+        The workers (if any) get SIGHUP and reload the same file themselves. Each outcome is
+        counted (``sip_config_reloads_total``): at ``logging.level: error`` an accepted reload
+        writes no line, and a monitor can still tell a reload happened."""
+        accepted = self._reload()
+        self.events.metrics.reloads["ok" if accepted else "refused"] += 1
+        return accepted
+
+    def _reload(self) -> bool:
         if self.workers is not None:
             self.workers.signal_all("HUP")
         try:

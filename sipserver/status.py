@@ -109,6 +109,9 @@ def render_metrics(sip: SIPServer) -> str:
     out.append(f"sip_lockouts_active {sip.lockout.locked_count()}")
     family("sip_protocol_errors_total", "counter", "Frames refused or ignored (bad checksum, unknown code, ...).")
     out.append(f"sip_protocol_errors_total {m.protocol_errors}")
+    family("sip_config_reloads_total", "counter", "Configuration reloads (SIGHUP) by result: ok or refused.")
+    for result in ("ok", "refused"):
+        out.append(f'sip_config_reloads_total{{result="{result}"}} {m.reloads[result]}')
     health = sip.acs.health
     family("sip_backend_up", "gauge", "1 when the backend answered its last call or probe.")
     for name, up in sorted(health.snapshot().items()):

@@ -371,10 +371,15 @@ def test_logging_level_error_keeps_info_lines_and_health_polls_out_of_the_defaul
         write_config(tmp_path, data)
         started = len(running.log())
         running.signal(signal.SIGHUP)
+        base = f"http://127.0.0.1:{running.port('http')}"
+        deadline = time.monotonic() + 10
+        counted = 'sip_config_reloads_total{result="ok"} 1'
+        while counted not in urllib.request.urlopen(base + "/metrics", timeout=5).read().decode():
+            assert time.monotonic() < deadline, "the reload was not counted within 10s"
+            time.sleep(0.05)
         with SIPClient("127.0.0.1", running.port("raw")) as client:
             assert client.login("sco", "scpass")
             assert client.sc_status().code == "98"
-        base = f"http://127.0.0.1:{running.port('http')}"
         for _ in range(3):
             assert json.loads(urllib.request.urlopen(base + "/health", timeout=5).read())["status"] == "ok"
         time.sleep(0.5)
