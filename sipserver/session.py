@@ -74,8 +74,12 @@ class Session:
         self.account: AccountConfig | None = None
         self.login_failures = 0
         self.closed = False
+        # Two memories, because they answer different questions. ``_last_reply`` is whatever went
+        # out last (a 96 included): what a 97 asks for. ``_answered`` is the last request really
+        # answered with its reply: what a retransmission of that request gets. A 96 for a garbled
+        # copy must not replace the second, or every later clean copy would be "answered" with 96.
         self._last_reply: bytes | None = None
-        self._last_request_key: tuple[str | None, str] | None = None
+        self._answered: tuple[tuple[str | None, str] | None, bytes] | None = None
         self._ed_seen = False  # the terminal has used error detection on this connection
         self._queue: collections.deque[bytes] = collections.deque()
         self._busy = False
@@ -153,10 +157,12 @@ class Session:
             self._resend_last(started)
             return
         key = (request.sequence, request.checksum) if request.checksum is not None else None
-        if key is not None and key == self._last_request_key and self._last_reply is not None:
+        answered = self._answered
+        if key is not None and answered is not None and key == answered[0]:
             # php-sip2 and others resend the identical request when a reply looked wrong: replay,
-            # never run a checkout twice.
-            self._reply_bytes(self._last_reply, remember=False)
+            # never run a checkout twice. The replayed reply is the one this request got, even when
+            # a 96 for a garbled copy went out in between.
+            self._reply_bytes(answered[1], remember=True)
             self.hub.events.exchange(self, request.name, "retransmission_replayed", self._clock() - started)
             self._next()
             return
@@ -198,7 +204,7 @@ class Session:
             return
         data = self._encode(reply.message, request)
         self._reply_bytes(data, remember=True)
-        self._last_request_key = key
+        self._answered = (key, data)
         self.hub.events.exchange(self, request.name, reply.outcome, self._clock() - started)
         self._next()
 
@@ -219,7 +225,7 @@ class Session:
         ok = self._authenticate(request.get("CN"), request.get("CO"))
         data = self._encode(make("94", ok=ok), request)
         self._reply_bytes(data, remember=True)
-        self._last_request_key = key
+        self._answered = (key, data)
         self.hub.events.exchange(self, request.name, "ok" if ok else "refused", self._clock() - started)
         if not ok and self.login_failures >= MAX_LOGIN_FAILURES:
             self.shutdown(f"{self.login_failures} failed logins")
