@@ -42,10 +42,14 @@ def deliver(
     close: Callable[[str], None],
 ) -> None:
     """Cut ``data`` into frames and hand them to the session in order, as both listeners do once
-    a terminal speaks SIP: ``activity`` (the idle timer) on each complete frame, ``close`` on a
-    frame over the limit, nothing more once the session has closed."""
+    a terminal speaks SIP: ``activity`` (the idle timer) on each complete frame once the session is
+    logged in, ``close`` on a frame over the limit, nothing more once the session has closed.
+
+    Before a login nothing resets a timer: ``login_timeout`` is a deadline from the connection's
+    start, so a client that never logs in cannot keep the connection by dripping 99s (answered
+    where ``status_before_login`` allows it) or junk."""
     frames, overflow = splitter.feed(data)
-    if frames:
+    if frames and session.logged_in:
         activity()
     for frame in frames:
         session.frame_received(frame)
