@@ -251,6 +251,10 @@ def test_slowloris_and_oversized_frames_are_closed_without_starving_others(tmp_p
         with oversized:
             oversized.sendall(b"23" + b"x" * 600)  # past max_frame_bytes, no CR
             assert reader.frame(timeout=5.0) is None  # closed, no reply
+        oversized, reader = login(port)
+        with oversized:  # past max_frame_bytes and complete in one write: closed, not run
+            oversized.sendall(frame("99", 1, protocol_version="2.00", AF=["x" * 250] * 3))
+            assert reader.frame(timeout=5.0) is None
         sock, reader = login(port)
         with sock:
             for sequence in range(20):  # a busy terminal while the slow ones drip

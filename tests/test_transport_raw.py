@@ -69,3 +69,16 @@ def test_after_login_every_frame_resets_the_idle_timeout(hub):
     assert not transport.disconnecting
     hub.clock.advance(IDLE_TIMEOUT)
     assert transport.disconnecting
+
+
+def test_a_frame_over_the_limit_is_not_run_even_when_it_arrives_whole(hub):
+    # max_frame_bytes is 256 here: a complete 99 of 300 bytes, in the same read as a good one.
+    protocol, transport = connect(hub)
+    protocol.dataReceived(encode(make("93", CN="sco", CO="scpass"), sequence="0"))
+    take(transport)
+    oversized = encode(make("99", protocol_version="2.00", AF="x" * 300), sequence="2")
+    assert len(oversized) > 256
+    protocol.dataReceived(STATUS + oversized)
+    replies = take(transport)
+    assert replies.startswith(b"98") and replies.count(b"\r") == 1  # the first answered, not the second
+    assert transport.disconnecting
