@@ -3,10 +3,10 @@
 The transport hands in frames (bytes, terminator removed) and gets bytes to write through ``send``
 and a reason through ``close``. Everything the protocol says about a connection lives here: login
 state, which requests are allowed before login, error detection mirrored per terminal, 96 for a bad
-checksum, 97 answered with the last reply, a retransmitted request (same AY and AZ) answered again
-*without running the transaction twice*, unknown codes ignored, per-account encoding, delimiter and
-terminator. Requests are answered strictly in order: a frame that arrives while another is being
-answered waits its turn.
+checksum, 97 answered with the last reply, a retransmitted request (the same frame again, AY and AZ
+included) answered again *without running the transaction twice*, unknown codes ignored,
+per-account encoding, delimiter and terminator. Requests are answered strictly in order: a frame
+that arrives while another is being answered waits its turn.
 
 No Twisted here: the ACS returns a reply at once or a Deferred, which this module only chains with
 ``addCallback``, so the session is tested with bytes in and bytes out.
@@ -23,7 +23,16 @@ from sipserver.acs import ACS, Reply, RequestContext
 from sipserver.acs.context import now_to_the_second
 from sipserver.config import AccountConfig, InstitutionConfig, ListenerConfig
 from sipserver.registry import Registry
-from sipserver.sip2 import ChecksumError, MalformedFrame, Message, UnknownCommand, decode, encode, make
+from sipserver.sip2 import (
+    ChecksumError,
+    MalformedFrame,
+    Message,
+    UnknownCommand,
+    decode,
+    encode,
+    make,
+    normalize_frame,
+)
 
 #: Frames a terminal may send ahead of our replies before we call it abuse and hang up.
 MAX_PIPELINED = 64
@@ -74,8 +83,12 @@ class Session:
         self.account: AccountConfig | None = None
         self.login_failures = 0
         self.closed = False
+        # Two memories, because they answer different questions. ``_last_reply`` is whatever went
+        # out last (a 96 included): what a 97 asks for. ``_answered`` is the last request really
+        # answered with its reply: what a retransmission of that request gets. A 96 for a garbled
+        # copy must not replace the second, or every later clean copy would be "answered" with 96.
         self._last_reply: bytes | None = None
-        self._last_request_key: tuple[str | None, str] | None = None
+        self._answered: tuple[bytes | None, bytes] | None = None
         self._ed_seen = False  # the terminal has used error detection on this connection
         self._queue: collections.deque[bytes] = collections.deque()
         self._busy = False
@@ -152,11 +165,16 @@ class Session:
         if request.code == "97":
             self._resend_last(started)
             return
-        key = (request.sequence, request.checksum) if request.checksum is not None else None
-        if key is not None and key == self._last_request_key and self._last_reply is not None:
+        # A retransmission is the same frame again, byte for byte once the codec's lenient-in
+        # normalisation is applied. Matching AY and AZ alone is not enough: AZ is a byte sum, so a
+        # different request (barcode digits swapped, same AY) has the same AZ and must still run.
+        key = normalize_frame(frame) if request.checksum is not None else None
+        answered = self._answered
+        if key is not None and answered is not None and key == answered[0]:
             # php-sip2 and others resend the identical request when a reply looked wrong: replay,
-            # never run a checkout twice.
-            self._reply_bytes(self._last_reply, remember=False)
+            # never run a checkout twice. The replayed reply is the one this request got, even when
+            # a 96 for a garbled copy went out in between.
+            self._reply_bytes(answered[1], remember=True)
             self.hub.events.exchange(self, request.name, "retransmission_replayed", self._clock() - started)
             self._next()
             return
@@ -192,13 +210,13 @@ class Session:
         reply.addCallback(self._answer, request, key, started)
         reply.addErrback(lambda failure: self._internal_error(failure.getErrorMessage(), request))
 
-    def _answer(self, reply: Reply, request: Message, key: tuple[str | None, str] | None, started: float) -> None:
+    def _answer(self, reply: Reply, request: Message, key: bytes | None, started: float) -> None:
         self._busy = False
         if self.closed:
             return
         data = self._encode(reply.message, request)
         self._reply_bytes(data, remember=True)
-        self._last_request_key = key
+        self._answered = (key, data)
         self.hub.events.exchange(self, request.name, reply.outcome, self._clock() - started)
         self._next()
 
@@ -215,11 +233,11 @@ class Session:
     # ---------------------------------------------------------------------------------------------
     # Login
 
-    def _handle_login(self, request: Message, key: tuple[str | None, str] | None, started: float) -> None:
+    def _handle_login(self, request: Message, key: bytes | None, started: float) -> None:
         ok = self._authenticate(request.get("CN"), request.get("CO"))
         data = self._encode(make("94", ok=ok), request)
         self._reply_bytes(data, remember=True)
-        self._last_request_key = key
+        self._answered = (key, data)
         self.hub.events.exchange(self, request.name, "ok" if ok else "refused", self._clock() - started)
         if not ok and self.login_failures >= MAX_LOGIN_FAILURES:
             self.shutdown(f"{self.login_failures} failed logins")

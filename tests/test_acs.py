@@ -456,3 +456,42 @@ def test_backend_outage_gets_a_sip_answer_and_98_says_off_line(tmp_path, backend
     hub.acs.health.probe("embedded")
     assert ask(term, "99", protocol_version="2.00").fixed["online_status"] == "Y"
     assert checkout(term, JANE, FREE, JANE_PIN).fixed["ok"] == "1"
+
+
+def _refusing_terminal(tmp_path, backend, login, password):
+    """A terminal on an institution whose language is 002, whose backend is down."""
+    config = make_config(tmp_path)
+    import attrs
+
+    institution = attrs.evolve(config.institutions["MAIN"], language="002")
+    config = attrs.evolve(config, institutions={"MAIN": institution})
+    hub = Hub(config, backend)
+    hub.acs.backends["embedded"] = Outage(backend, "down")
+    term = Terminal(hub)
+    assert decode(term.one(encode(make("93", CN=login, CO=password)))).fixed["ok"] == "1"
+    term.sequence = itertools.cycle(range(10))
+    return term
+
+
+@pytest.mark.parametrize("why", ["outage", "denied"])
+@pytest.mark.parametrize(
+    ("code", "fields", "language"),
+    [
+        ("23", {"language": "001", "AA": JANE, "AC": "", "AD": JANE_PIN}, "001"),
+        ("63", {"language": "001", "AA": JANE, "AC": "", "AD": JANE_PIN}, "001"),
+        ("63", {"language": "   ", "AA": JANE}, "002"),
+        ("25", {"AA": JANE, "AD": JANE_PIN}, "002"),
+        ("01", {"AL": "lost", "AA": JANE, "AC": ""}, "002"),
+    ],
+)
+def test_patron_refusals_carry_bl_cq_and_the_language(tmp_path, backend, why, code, fields, language):
+    # A backend outage or a refused permission still answers 24/64/26 in the shape clients parse:
+    # BL (tzeumer's wrapper raises KeyError without it), CQ whenever AD came in, the right language.
+    login, password = ("sco", "scpass") if why == "outage" else ("sorter", "sorterpass")
+    term = _refusing_terminal(tmp_path, backend, login, password)
+    reply = ask(term, code, **fields)
+    assert reply.code == {"23": "24", "01": "24", "63": "64", "25": "26"}[code]
+    assert ("not available" if why == "outage" else "may not") in reply.get("AF")
+    assert reply.get("BL") == "N" and reply.fixed["language"] == language
+    assert reply.get("CQ", None) == ("N" if "AD" in fields else None)
+    assert (reply.get("AO"), reply.get("AA"), reply.get("AE", None)) == ("MAIN", JANE, "")

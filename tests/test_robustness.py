@@ -225,8 +225,25 @@ def test_slowloris_and_oversized_frames_are_closed_without_starving_others(tmp_p
                     break
             closed_after[name] = time.monotonic() - began
 
+    def status_drip() -> None:
+        # The raw listener answers 99 before a login; the answers must not move the login deadline.
+        sock = connect(port)
+        reader = Reader(sock)
+        began = time.monotonic()
+        with sock:
+            for _ in range(75):  # a 99 every 200 ms: at most 15 s
+                try:
+                    sock.sendall(PROBE)
+                except OSError:
+                    break
+                if reader.frame(timeout=5.0) is None:
+                    break
+                time.sleep(0.2)
+        closed_after["99s before login"] = time.monotonic() - began
+
     threads = [threading.Thread(target=trickle, args=("before login", False)),
-               threading.Thread(target=trickle, args=("logged in", True))]  # fmt: skip
+               threading.Thread(target=trickle, args=("logged in", True)),
+               threading.Thread(target=status_drip)]  # fmt: skip
     for thread in threads:
         thread.start()
     try:
@@ -234,6 +251,10 @@ def test_slowloris_and_oversized_frames_are_closed_without_starving_others(tmp_p
         with oversized:
             oversized.sendall(b"23" + b"x" * 600)  # past max_frame_bytes, no CR
             assert reader.frame(timeout=5.0) is None  # closed, no reply
+        oversized, reader = login(port)
+        with oversized:  # past max_frame_bytes and complete in one write: closed, not run
+            oversized.sendall(frame("99", 1, protocol_version="2.00", AF=["x" * 250] * 3))
+            assert reader.frame(timeout=5.0) is None
         sock, reader = login(port)
         with sock:
             for sequence in range(20):  # a busy terminal while the slow ones drip
@@ -247,6 +268,7 @@ def test_slowloris_and_oversized_frames_are_closed_without_starving_others(tmp_p
         for thread in threads:
             thread.join(20)
     assert closed_after["before login"] < 2 + 5, closed_after  # the login timeout, with slack
+    assert closed_after["99s before login"] < 2 + 5, closed_after  # a deadline, not an idle timer
     assert closed_after["logged in"] < 3 + 5, closed_after  # the idle timeout: bytes are not frames
     log = daemon.log()
     assert "login timeout" in log and "idle timeout" in log and "frame longer than 512 bytes" in log

@@ -136,6 +136,52 @@ def test_retransmitted_checkout_is_answered_again_without_running_twice(tmp_path
     assert renewal.fixed["ok"] == "1" and renewal.fixed["renewal_ok"] == "Y"
 
 
+def test_retransmission_after_a_garbled_copy_gets_the_real_reply_not_96(tmp_path):
+    # The terminal resends checkout A; that copy arrives garbled (96); the next clean copy of A is
+    # still a retransmission of A and must get A's reply, and a 97 after it that reply too.
+    backend = sync_backend()
+    hub = Hub(make_config(tmp_path), backend)
+    terminal = Terminal(hub)
+    login(terminal)
+    request = framed(make("11", sc_renewal_policy=True, AO="MAIN", AA=JANE, AB=FREE_ITEM, AC="", AD=JANE_PIN), "1")
+    first = terminal.one(request)
+    assert decode(first).fixed["ok"] == "1"
+    assert terminal.one(request[:-5] + b"0000\r") == b"96AZFEF6\r"
+    assert terminal.one(request) == first
+    assert terminal.one(request) == first
+    assert terminal.one(b"97AZFEF5\r") == first
+    patron = backend.patron("MAIN", JANE, None, with_lists=True).result
+    assert [ref.barcode for ref in patron.charged_items].count(FREE_ITEM) == 1
+
+
+def test_a_different_request_with_the_same_ay_and_az_is_run_not_replayed(tmp_path):
+    # AZ is a byte sum: barcodes with their digits swapped give the same AZ under the same AY. The
+    # second checkout is a new request and must be carried out, not answered with the first reply.
+    backend = sync_backend()
+    hub = Hub(make_config(tmp_path), backend)
+    terminal = Terminal(hub)
+    login(terminal)
+    first_item, second_item = "31000000000024", "31000000000042"
+    requests = [
+        framed(make("11", AO="MAIN", AA=JANE, AB=item, AC="", AD=JANE_PIN), "1") for item in (first_item, second_item)
+    ]
+    assert requests[0] != requests[1] and requests[0][-5:] == requests[1][-5:]  # same AY1AZxxxx
+    replies = [decode(terminal.one(request)) for request in requests]
+    assert [reply.get("AB") for reply in replies] == [first_item, second_item]
+    assert [reply.fixed["ok"] for reply in replies] == ["1", "1"]
+    assert backend.item("MAIN", second_item).result.borrower == JANE
+
+
+def test_a_retransmission_is_recognised_after_a_leading_lf(hub):
+    # php-sip2 ends frames with CRLF, so a resent frame may start with the previous frame's LF.
+    terminal = Terminal(hub)
+    login(terminal)
+    request = framed(make("11", AO="MAIN", AA=JANE, AB=FREE_ITEM, AC="", AD=JANE_PIN), "1")
+    first = terminal.one(request)
+    terminal.session.frame_received(b"\n" + request.rstrip(b"\r"))
+    assert terminal.out[-1] == first
+
+
 def test_error_detection_is_mirrored(hub):
     terminal = Terminal(hub)
     assert terminal.one(b"9300CNsco|COscpass|\r") == b"941\r"

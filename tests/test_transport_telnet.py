@@ -109,7 +109,7 @@ def test_wrong_password_prompts_again_then_closes_after_three(hub):
         protocol.dataReceived(b"nope\r\n")
         out = take(transport)
         if attempt < 2:
-            assert b"Login incorrect" in out and out.endswith(b"login: ")
+            assert out.endswith(b"\r\nLogin incorrect\r\nlogin: ") and b"\r\r" not in out
     assert transport.disconnecting
 
 

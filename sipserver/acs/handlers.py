@@ -751,17 +751,32 @@ def end_session(acs: ACS, request: Message, ctx: RequestContext) -> Generator[An
 # The negative reply of every request
 
 
+_PATRON_REPLY = {"23": "24", "01": "24", "63": "64", "25": "26"}
+
+
+def _patron_refusal(request: Message, ctx: RequestContext, text: str) -> Message:
+    """24, 64 or 26 saying no (backend down, system error, not permitted) in the shape the normal
+    unknown-patron reply has: BL=N, CQ=N whenever AD came in, and the request's language. Clients
+    trust these fields: tzeumer's wrapper raises KeyError without BL and reads CQ whenever it sent
+    a PIN, and sip2-ruby reads both (reference, section 7)."""
+    fields = _patron_fields(ctx, request, None)
+    return make(
+        _PATRON_REPLY[request.code],
+        fields,
+        patron_status="YYYY" + " " * 10,
+        language=_language(ctx, request),
+        transaction_date=ctx.now,
+        AF=[text],
+    )
+
+
 def refuse(request: Message, ctx: RequestContext, text: str) -> Message:
     """The proper negative response to ``request`` with ``text`` as its screen message."""
     base: dict[str, Any] = {"AO": ctx.institution.id, "AF": [text]}
     now = ctx.now
     code = request.code
-    if code in ("23", "01"):
-        return make("24", base, patron_status="YYYY" + " " * 10, transaction_date=now, AA=request.get("AA"), AE="")
-    if code == "63":
-        return make("64", base, patron_status="YYYY" + " " * 10, transaction_date=now, AA=request.get("AA"), AE="")
-    if code == "25":
-        return make("26", base, patron_status="YYYY" + " " * 10, transaction_date=now, AA=request.get("AA"), AE="")
+    if code in _PATRON_REPLY:
+        return _patron_refusal(request, ctx, text)
     if code in ("11", "29"):
         return make(
             "12" if code == "11" else "30",

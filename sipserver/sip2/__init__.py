@@ -5,7 +5,7 @@ field name.
 """
 
 from .checksum import checksum, verify
-from .codec import Message, decode, encode, make, redacted_fields, split_trailer
+from .codec import Message, decode, encode, make, normalize_frame, redacted_fields, split_trailer
 from .errors import ChecksumError, EncodeError, MalformedFrame, SIP2Error, UnknownCommand
 from .messages import BY_NAME, MESSAGES, REQUESTS, RESPONSES, MessageSpec, supported_messages
 
@@ -25,6 +25,7 @@ __all__ = [
     "decode",
     "encode",
     "make",
+    "normalize_frame",
     "redacted_fields",
     "split_trailer",
     "supported_messages",

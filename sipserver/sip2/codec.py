@@ -161,13 +161,19 @@ def split_trailer(data: bytes) -> tuple[bytes, str | None, str | None]:
     return data[:az], None, digits.decode("ascii")
 
 
+def normalize_frame(frame: bytes) -> bytes:
+    """The bytes of ``frame`` that :func:`decode` reads: a leading LF, CR, NUL or blank and the
+    terminator taken off. Two frames that normalise alike are the same request (a retransmission)."""
+    return frame.lstrip(_LEADING_JUNK).rstrip(b"\r\n")
+
+
 def decode(frame: bytes, encoding: str = "utf-8", delimiter: str = "|") -> Message:
     """Read one frame (with or without its terminator) into a :class:`Message`.
 
     Raises only :class:`ChecksumError` (answer 96), :class:`UnknownCommand` (no answer) and
     :class:`MalformedFrame`, whatever the bytes.
     """
-    data = frame.lstrip(_LEADING_JUNK).rstrip(b"\r\n")
+    data = normalize_frame(frame)
     if not data:
         raise MalformedFrame("empty frame")
     if b"\0" in data:

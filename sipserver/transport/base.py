@@ -2,7 +2,8 @@
 
 Framing is the transport's job and parsing is not: a frame ends at CR (CRLF and a lone LF are
 accepted too, so php-sip2 and Cen-Tec kiosks work), empty frames are skipped, and a frame longer than
-``max_frame_bytes`` closes the connection instead of growing a buffer without bound.
+``max_frame_bytes`` closes the connection instead of growing a buffer without bound; it is never run,
+even when it arrives complete in one read.
 """
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ def deliver(
     close: Callable[[str], None],
 ) -> None:
     """Cut ``data`` into frames and hand them to the session in order, as both listeners do once
-    a terminal speaks SIP: ``activity`` (the idle timer) on each complete frame, ``close`` on a
-    frame over the limit, nothing more once the session has closed."""
+    a terminal speaks SIP: ``activity`` (the idle timer) on each complete frame once the session is
+    logged in, ``close`` on a frame over the limit, nothing more once the session has closed.
+
+    Before a login nothing resets a timer: ``login_timeout`` is a deadline from the connection's
+    start, so a client that never logs in cannot keep the connection by dripping 99s (answered
+    where ``status_before_login`` allows it) or junk."""
     frames, overflow = splitter.feed(data)
-    if frames:
+    if frames and session.logged_in:
         activity()
     for frame in frames:
         session.frame_received(frame)
@@ -65,7 +70,10 @@ class FrameSplitter:
         self._buffer = b""
 
     def feed(self, data: bytes) -> tuple[list[bytes], bool]:
-        """(complete frames, overflowed). Whitespace-only pieces between terminators are dropped."""
+        """(complete frames, overflowed). Whitespace-only pieces between terminators are dropped.
+
+        A frame over the limit is never returned, even when it arrived whole in one read: the
+        frames before it are, and ``overflowed`` tells the caller to close instead of running it."""
         buffer = self._buffer + data if self._buffer else data
         if b"\r" not in buffer and b"\n" not in buffer:
             self._buffer = buffer
@@ -73,8 +81,11 @@ class FrameSplitter:
         pieces = buffer.replace(b"\n", b"\r").split(b"\r")
         self._buffer = pieces.pop()
         frames = [piece for piece in pieces if piece.strip(b" \0\t")]
-        overflow = len(self._buffer) > self.limit or any(len(frame) > self.limit for frame in frames)
-        return frames, overflow
+        for index, frame in enumerate(frames):
+            if len(frame) > self.limit:
+                self._buffer = b""
+                return frames[:index], True
+        return frames, len(self._buffer) > self.limit
 
 
 class ListenerFactory(Factory):

@@ -13,7 +13,8 @@ from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, pee
 
 
 class RawSIPProtocol(Protocol, TimeoutMixin):
-    """Frames in, replies out through a :class:`ReplyChannel`; the login timeout until login, then the idle timeout."""
+    """Frames in, replies out through a :class:`ReplyChannel`; the login timeout until login (a
+    deadline: frames before the login do not move it), then the idle timeout (reset by each frame)."""
 
     factory: ListenerFactory
     session: Session | None = None

@@ -147,7 +147,8 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
             self._close(f"{self.session.login_failures} failed logins")
             return
         self.state = "login"
-        self.transport.write(b"\r\nLogin incorrect\r\n" + LOGIN_PROMPT)
+        # TelnetTransport.write turns each LF into CR LF: write bare LFs, or the wire shows CR CR LF.
+        self.transport.write(b"\nLogin incorrect\n" + LOGIN_PROMPT)
 
     @staticmethod
     def _negotiate(d: Any) -> None:
