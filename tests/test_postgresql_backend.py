@@ -87,6 +87,25 @@ def test_the_dsn_is_described_without_its_password():
 # -- start-up, schema, migrations, seeding ----------------------------------------------------------
 
 
+def test_connections_notice_a_vanished_host_unless_the_dsn_says_otherwise(database):
+    dsn = pg.dsn_for(database)
+    conn = PostgreSQLBackend("db", {"dsn": dsn}, synchronous=True)._connect()
+    try:
+        settings = conn.get_dsn_parameters()
+        assert (settings["keepalives_idle"], settings["keepalives_count"], settings["tcp_user_timeout"]) == (
+            "30",
+            "3",
+            "30000",
+        )
+    finally:
+        conn.close()
+    conn = PostgreSQLBackend("db", {"dsn": dsn + " keepalives_idle=7"}, synchronous=True)._connect()
+    try:
+        assert conn.get_dsn_parameters()["keepalives_idle"] == "7"
+    finally:
+        conn.close()
+
+
 def test_an_unreachable_server_is_unavailable_at_start_and_in_every_call():
     pg.require()
     backend = PostgreSQLBackend(

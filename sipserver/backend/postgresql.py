@@ -88,6 +88,20 @@ class _Skipped(Exception):
     """The caller cancelled before the work could start: nothing was done."""
 
 
+#: libpq settings that notice a database host that vanished without closing its connections (power
+#: loss, a failover, a firewall dropping state). Without them a call waits on a dead socket for the
+#: kernel's defaults, about two hours idle and fifteen minutes with a statement unanswered, and
+#: holds its pool slot that long. Idle: probes after 30 s, every 10 s, dead after 3 missed; with
+#: data unacknowledged: dead after 30 s (``tcp_user_timeout``, milliseconds). A DSN may set its own.
+DEAD_PEER_DETECTION = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30000,
+}
+
+
 class _Connection(psycopg2.extensions.connection):
     """A psycopg2 connection that remembers which statements it has prepared on the server."""
 
@@ -322,6 +336,9 @@ class PostgreSQLBackend(SQLBackend):
             self._connect_args["connect_timeout"] = max(1, round(self.connect_timeout))
         if "application_name" not in parsed:
             self._connect_args["application_name"] = f"sipserver/{name}"
+        for key, value in DEAD_PEER_DETECTION.items():
+            if key not in parsed:
+                self._connect_args[key] = value
         self._reactor = reactor
         self.pool = ConnectionPool(
             self._connect,
