@@ -37,6 +37,7 @@ class Health(resource.Resource):
                 "listeners": {name: "up" if up else "down" for name, up in listeners.items()},
                 "backends": {name: "up" if up else "down" for name, up in backends.items()},
                 "connections": self.sip.connection_count,
+                "name": self.sip.config.server.name,
             }
             request.setResponseCode(200 if healthy else 503)
             request.setHeader(b"content-type", b"application/json")

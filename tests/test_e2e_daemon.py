@@ -397,6 +397,7 @@ def test_health_and_metrics(daemon):
         base = f"http://127.0.0.1:{daemon.port('http')}"
         health = json.loads(urllib.request.urlopen(base + "/health", timeout=5).read())
         assert health["status"] == "ok" and health["backends"] == {"embedded": "up"}
+        assert health["name"] == "e2e"  # server.name, which tells the daemons of a consortium apart
         assert health["listeners"] == {"raw": "up", "telnet": "up"}
         metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
     assert 'sip_messages_total{message="sc_status",outcome="ok"} 1' in metrics
