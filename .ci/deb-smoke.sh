@@ -218,7 +218,8 @@ grep -Eq '^[[:space:]]+path:[[:space:]]+/var/lib/sipserver/sipserver\.sqlite3' /
 if [ -f /etc/sipserver/demo-data.yaml ]; then DEMO=1; note "demo data: /etc/sipserver/demo-data.yaml"; else
     DEMO=0; note "no /etc/sipserver/demo-data.yaml: the patron status check is skipped"; fi
 for f in /usr/bin/sipserver /usr/bin/sipclient /lib/systemd/system/sipserver.service \
-    /lib/systemd/system/sipserver.socket /usr/lib/python3/dist-packages/twisted/plugins/sipserver_plugin.py; do
+    /lib/systemd/system/sipserver.socket /usr/lib/python3/dist-packages/twisted/plugins/sipserver_plugin.py \
+    /usr/share/doc/sipserver/install.md; do  # the last: the unit's Documentation= and the man page
     [ -e "$f" ] || fail "$f is missing"
 done
 grep -aq sipserver_plugin "$PLUGIN_CACHE" || fail "$PLUGIN_CACHE does not list sipserver_plugin"
