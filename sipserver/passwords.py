@@ -141,6 +141,21 @@ def verify_password(password: str, stored: str) -> bool:
     return True
 
 
+def is_quick(password: str, stored: str) -> bool:
+    """True when :func:`verify_password` will answer without running scrypt: a ``plain:`` value, a
+    malformed one, or a success it remembers. The others cost ~50 ms of CPU and belong off the
+    reactor thread (``sipserver.registry``)."""
+    if not isinstance(password, str) or not isinstance(stored, str) or stored.startswith(PLAIN_PREFIX):
+        return True
+    if _parse_scrypt(stored) is None:
+        return True
+    try:
+        password_bytes = password.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return (stored, hmac.new(_cache_key, password_bytes, hashlib.sha256).digest()) in _cache
+
+
 def dummy_hash() -> str:
     """A valid hash of a random, never-revealed password, computed once per process.
 

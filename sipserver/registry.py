@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 import attrs
+from twisted.internet.defer import Deferred
 
 from sipserver import passwords
 from sipserver.config import AccountConfig, Config, InstitutionConfig
@@ -143,16 +144,52 @@ class Registry:
         Every refusal counts as a failure for *peer*'s address in the lockout.
         """
         del listener  # see the docstring: deliberately not part of the decision
-        login = login or ""  # a 93 without CN or CO: refused like any other, at the same cost
-        password = password or ""
+        refused, account, stored = self._before_password(login, password, peer)
+        if refused is not None:
+            return refused
+        matches = passwords.verify_password(password or "", stored)
+        return self._after_password(account, matches, peer, today)
+
+    def authenticate_off_thread(
+        self,
+        login: str,
+        password: str,
+        peer: str,
+        listener: str,
+        run_in_thread: Callable[..., Deferred[bool]],
+    ) -> AuthResult | Deferred[AuthResult]:
+        """:meth:`authenticate`, with the scrypt work (about 50 ms of CPU, the GIL released) run by
+        ``run_in_thread``, so that a burst of wrong or unknown logins does not stall every other
+        terminal. The result is immediate when no scrypt runs (a ``plain:`` password, a success
+        already verified, a locked-out address); everything but the hash runs on the caller's
+        thread, in the same order as :meth:`authenticate`."""
+        del listener
+        refused, account, stored = self._before_password(login, password, peer)
+        if refused is not None:
+            return refused
+        if passwords.is_quick(password or "", stored):
+            return self._after_password(account, passwords.verify_password(password or "", stored), peer, None)
+        d = run_in_thread(passwords.verify_password, password or "", stored)
+        return d.addCallback(lambda matches: self._after_password(account, matches, peer, None))
+
+    def _before_password(
+        self, login: str, password: str, peer: str
+    ) -> tuple[AuthResult | None, AccountConfig | None, str]:
+        """A refusal that needs no password work, or the account and the hash to verify against
+        (the dummy hash for an unknown login, so it costs what a wrong password costs)."""
+        del password
         if self.lockout.is_locked(peer):
             self.lockout.record_failure(peer)
-            return AuthResult(None, LOCKED_OUT)
-        account = self._accounts.get(login)
+            return AuthResult(None, LOCKED_OUT), None, ""
+        account = self._accounts.get(login or "")  # a 93 without CN or CO: refused like any other
+        return None, account, account.password_hash if account is not None else passwords.dummy_hash()
+
+    def _after_password(
+        self, account: AccountConfig | None, matches: bool, peer: str, today: datetime.date | None
+    ) -> AuthResult:
         if account is None:
-            passwords.verify_password(password, passwords.dummy_hash())
             return self._refuse(peer, UNKNOWN_LOGIN)
-        if not passwords.verify_password(password, account.password_hash):
+        if not matches:
             return self._refuse(peer, WRONG_PASSWORD)
         if not account.enabled:
             return self._refuse(peer, DISABLED)

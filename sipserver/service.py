@@ -19,7 +19,7 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet import defer
+from twisted.internet import defer, threads
 
 from sipserver import loglevel, sdnotify
 from sipserver.acs import ACS
@@ -36,6 +36,9 @@ from sipserver.transport.telnet import telnet_protocol
 from sipserver.workers import WorkerPool
 
 log = logger("sipserver.service")
+
+#: Password checks that may run scrypt at the same time (see ``SIPServer.run_in_thread``).
+PASSWORD_THREADS = 2
 
 #: Seconds between backend health probes (98's on-line flag and /health read the result).
 HEALTH_INTERVAL = 5.0
@@ -59,6 +62,7 @@ class SIPServer(MultiService):
         the parent's sockets instead (``sipserver.workers``), whose index is ``worker``."""
         super().__init__()
         self.reactor = reactor
+        self._password_slots = defer.DeferredSemaphore(PASSWORD_THREADS)
         self.listens = listen  # the process systemd started (a worker child tells systemd nothing)
         self.config = config
         self.events = Events(config.logging.level)
@@ -110,6 +114,15 @@ class SIPServer(MultiService):
         timer.setServiceParent(self)
         for warning in config.warnings:
             log.warn("{warning}", warning=warning)  # each warning already names the file
+
+    def run_in_thread(self, f: Any, *args: Any) -> defer.Deferred[Any]:
+        """``f(*args)`` on the reactor's thread pool, at most PASSWORD_THREADS at once: scrypt
+        (about 50 ms and 16 MB each, the GIL released) must not stall the reactor, nor may a burst
+        of wrong logins take every core and all that memory (``sipserver.session``)."""
+        pool = getattr(self.reactor, "getThreadPool", None)
+        if pool is None:  # a test's fake reactor has no threads
+            return defer.maybeDeferred(f, *args)
+        return self._password_slots.run(threads.deferToThreadPool, self.reactor, pool(), f, *args)
 
     def setServiceParent(self, parent: Any) -> Any:
         """twistd makes the application our parent before it starts logging: choose the log

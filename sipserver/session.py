@@ -17,12 +17,12 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sipserver.acs import ACS, Reply, RequestContext
 from sipserver.acs.context import now_to_the_second
 from sipserver.config import AccountConfig, InstitutionConfig, ListenerConfig
-from sipserver.registry import Registry
+from sipserver.registry import AuthResult, Registry
 from sipserver.sip2 import (
     ChecksumError,
     MalformedFrame,
@@ -42,6 +42,10 @@ MAX_LOGIN_FAILURES = 3
 _RESEND_96 = make("96")
 
 
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+
 class SessionEvents(Protocol):
     """Where a session reports what happens: the log and the metrics (see ``sipserver.events``)."""
 
@@ -53,9 +57,14 @@ class SessionEvents(Protocol):
 
     def protocol_error(self, session: Session, what: str) -> None: ...
 
+    def logged_out(self, session: Session) -> None: ...
+
 
 class Hub(Protocol):
-    """What a session needs from the running server; the registry may be swapped on reload."""
+    """What a session needs from the running server; the registry may be swapped on reload.
+
+    A hub may also offer ``run_in_thread(f, *args) -> Deferred`` (the daemon does): password
+    checks that need scrypt then run there instead of on the caller's thread."""
 
     registry: Registry
     acs: ACS
@@ -119,9 +128,6 @@ class Session:
             return
         self._process(frame)
 
-    def telnet_login(self, login: str, password: str) -> bool:
-        """The telnet listener's ``login:``/``password:`` exchange; True when the terminal is in."""
-        return self._authenticate(login, password)
 
     def connection_lost(self) -> None:
         self.closed = True
@@ -234,7 +240,18 @@ class Session:
     # Login
 
     def _handle_login(self, request: Message, key: bytes | None, started: float) -> None:
-        ok = self._authenticate(request.get("CN"), request.get("CO"))
+        self._busy = True  # frames that arrive while the password is checked wait their turn
+        outcome = self.authenticate(request.get("CN"), request.get("CO"))
+        if isinstance(outcome, bool):
+            self._login_answered(outcome, request, key, started)
+            return
+        outcome.addCallback(self._login_answered, request, key, started)
+        outcome.addErrback(lambda failure: self._internal_error(failure.getErrorMessage(), request))
+
+    def _login_answered(self, ok: bool, request: Message, key: bytes | None, started: float) -> None:
+        self._busy = False
+        if self.closed:
+            return
         data = self._encode(make("94", ok=ok), request)
         self._reply_bytes(data, remember=True)
         self._answered = (key, data)
@@ -244,8 +261,29 @@ class Session:
             return
         self._next()
 
-    def _authenticate(self, login: str, password: str) -> bool:
-        result = self.hub.registry.authenticate(login, password, self.peer, self.listener.name)
+    def authenticate(self, login: str, password: str) -> bool | Deferred[bool]:
+        """Check a login (a 93, or the telnet prompts); a Deferred when the password needs scrypt,
+        which runs on a thread (``hub.run_in_thread``) so that the other terminals are not held up.
+        The lines it logs and the counters it moves are the same either way."""
+        run_in_thread = getattr(self.hub, "run_in_thread", None)
+        registry = self.hub.registry
+        if run_in_thread is None:
+            return self._logged_in_as(login, registry.authenticate(login, password, self.peer, self.listener.name))
+        result = registry.authenticate_off_thread(login, password, self.peer, self.listener.name, run_in_thread)
+        if not isinstance(result, AuthResult):  # the scrypt check runs on a thread
+            events = self.hub.events
+            events.in_flight += 1  # a stopping server answers it before it exits
+
+            def settled(value: AuthResult) -> AuthResult:
+                events.in_flight -= 1
+                return value
+
+            return result.addBoth(settled).addCallback(lambda value: self._logged_in_as(login, value))
+        return self._logged_in_as(login, result)
+
+    def _logged_in_as(self, login: str, result: AuthResult) -> bool:
+        if self.closed:
+            return False
         self.hub.events.login(self, login, result.ok, result.reason)
         if result.ok:
             self.account = result.account

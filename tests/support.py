@@ -7,7 +7,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import attrs
 import yaml
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from sipserver.acs import ACS
@@ -125,3 +127,33 @@ class Terminal:
         replies = self.send(frame)
         assert len(replies) == 1, replies
         return replies[0]
+
+
+class PendingThreads:
+    """A hub's ``run_in_thread`` that runs nothing until told: what a session does while a
+    password check is still on its thread can then be seen step by step."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+    def __call__(self, f: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.waiting.append((f, args, d))
+        return d
+
+    def finish_all(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for f, args, d in waiting:
+            d.callback(f(*args))
+
+
+def hash_the_password(hub: Hub, login: str, password: str) -> None:
+    """Give ``login`` an scrypt hash of ``password`` (the test config has plain: ones), as a
+    reload would."""
+    from sipserver.passwords import hash_password
+
+    accounts = tuple(
+        attrs.evolve(a, password_hash=hash_password(password)) if a.login == login else a for a in hub.config.accounts
+    )
+    hub.config = attrs.evolve(hub.config, accounts=accounts)
+    hub.registry = Registry.from_config(hub.config, hub.lockout)

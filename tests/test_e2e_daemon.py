@@ -390,6 +390,42 @@ def test_logging_level_error_keeps_info_lines_and_health_polls_out_of_the_defaul
         running.stop()
 
 
+def _read_until(sock: socket.socket, end: bytes, limit: int = 65536) -> bytes:
+    """Bytes up to and including ``end`` (the socket's timeout bounds each read)."""
+    received = b""
+    while not received.endswith(end):
+        chunk = sock.recv(1)
+        assert chunk and len(received) < limit, received
+        received += chunk
+    return received
+
+
+def test_scrypt_hashed_passwords_over_raw_and_telnet(tmp_path):
+    from sipserver.passwords import hash_password
+
+    data = config_data(tmp_path)
+    for account in data["accounts"]:
+        if account["login"] in ("sco", "telnet"):
+            account["password"] = hash_password(account["password"].removeprefix("plain:"))
+    running = Daemon(write_config(tmp_path, data), tmp_path / "d.log")
+    try:
+        running.wait_ready(2)
+        with SIPClient("127.0.0.1", running.port("raw")) as client:
+            assert not client.login("sco", "wrong")
+            assert client.login("sco", "scpass")
+            assert client.sc_status().code == "98"
+        with socket.create_connection(("127.0.0.1", running.port("telnet")), timeout=10) as sock:
+            assert _read_until(sock, b"login: ")
+            sock.sendall(b"telnet\r\n")
+            assert _read_until(sock, b"assword: ")
+            # the first SIP frame right behind the password, while scrypt runs on a thread
+            sock.sendall(b"telnetpass\r\n" + encode(make("99", protocol_version="2.00")))
+            assert _read_until(sock, b"\r").lstrip(b"\r\n\xff\xfb\xfc\x01").startswith(b"98")
+        assert running.process.poll() is None
+    finally:
+        running.stop()
+
+
 def test_health_and_metrics(daemon):
     with SIPClient("127.0.0.1", daemon.port("raw")) as client:
         assert client.login("sco", "scpass")

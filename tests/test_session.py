@@ -7,7 +7,7 @@ import pytest
 
 from sipserver.registry import Registry
 from sipserver.sip2 import decode, encode, make
-from tests.support import Hub, Terminal, make_config, sync_backend
+from tests.support import Hub, PendingThreads, Terminal, hash_the_password, make_config, sync_backend
 
 JANE, JANE_PIN = "21000000000001", "1234"
 FREE_ITEM = "31000000000008"
@@ -315,3 +315,23 @@ def test_secrets_never_reach_the_log(hub, caplog):
     assert "login refused" in text and "patron_status" in text
     for secret in ("s3cret-Value", "scpass", "term-pass", "9876"):
         assert secret not in text
+
+
+def test_an_scrypt_check_runs_off_the_session_and_the_frames_after_it_wait_their_turn(hub):
+    hash_the_password(hub, "sco", "scpass")
+    hub.run_in_thread = threads = PendingThreads()
+    terminal = Terminal(hub)
+    wrong = framed(make("93", CN="sco", CO="nope"), "0")
+    status = framed(make("99", protocol_version="2.00"), "1")
+    assert terminal.send(wrong + b"\r" + status) == []  # scrypt is on its thread; the 99 waits
+    assert len(threads.waiting) == 1
+    threads.finish_all()
+    replies = [decode(r) for r in terminal.out]
+    assert [r.code for r in replies] == ["94", "98"] and replies[0].fixed["ok"] == "0"
+    assert hub.events.in_flight == 0
+    right = framed(make("93", CN="sco", CO="scpass"), "2")
+    assert terminal.send(right) == []
+    threads.finish_all()
+    assert decode(terminal.out[-1]).fixed["ok"] == "1" and terminal.session.logged_in
+    assert decode(terminal.one(framed(make("93", CN="sco", CO="scpass"), "3"))).fixed["ok"] == "1"  # remembered
+    assert threads.waiting == []

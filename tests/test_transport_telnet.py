@@ -11,9 +11,10 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 
+from sipserver.sip2 import encode, make
 from sipserver.transport.base import ListenerFactory
 from sipserver.transport.telnet import SIPTelnetProtocol, telnet_protocol
-from tests.support import Hub, make_config, sync_backend
+from tests.support import Hub, PendingThreads, hash_the_password, make_config, sync_backend
 
 IAC, WILL, WONT, DO, ECHO = b"\xff", b"\xfb", b"\xfc", b"\xfd", b"\x01"
 
@@ -166,3 +167,17 @@ def test_sip_replies_on_telnet_escape_0xff(hub):
     log_in(protocol, transport)
     protocol.protocol.session._send(b"AB\xffCD\r")
     assert take(transport) == b"AB\xff\xffCD\r"
+
+
+def test_what_a_device_sends_while_its_password_is_checked_is_answered_once_it_is_in(hub):
+    hash_the_password(hub, "sco", "scpass")
+    hub.run_in_thread = threads = PendingThreads()
+    protocol, transport = connect(hub)
+    take(transport)
+    protocol.dataReceived(b"sco\r\n")
+    take(transport)
+    status = encode(make("99", protocol_version="2.00"), sequence="1")
+    protocol.dataReceived(b"scpass\r\n" + status)  # its first frame right behind the password
+    assert b"98" not in take(transport) and len(threads.waiting) == 1
+    threads.finish_all()
+    assert take(transport).startswith(b"98")

@@ -22,6 +22,9 @@ from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, pee
 LOGIN_PROMPT = b"login: "
 PASSWORD_PROMPT = b"password: "
 MAX_PROMPT_LINE = 256
+#: What a terminal may send while its password is checked (a SIP device sends its first frames
+#: right after the password); more than this is no terminal.
+MAX_WHILE_CHECKING = 65536
 
 
 class EagerCRTelnetTransport(TelnetTransport):
@@ -109,11 +112,16 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
         if self.state == "sip":
             deliver(self.splitter, session, data, self.resetTimeout, self._close)
             return
+        if self.state == "checking":  # the password is being checked: keep what comes meanwhile
+            self._line += data
+            if len(self._line) > MAX_WHILE_CHECKING:
+                self._close("too much input while the password was checked")
+            return
         if not self._line and data.startswith(TLS_CLIENT_HELLO):
             self._close("TLS handshake on a plain listener")
             return
         self._line += data
-        while self.state != "sip" and (b"\r" in self._line or b"\n" in self._line):
+        while self.state in ("login", "password") and (b"\r" in self._line or b"\n" in self._line):
             cut = min(i for i in (self._line.find(b"\r"), self._line.find(b"\n")) if i >= 0)
             line, self._line = self._line[:cut], self._line[cut + 1 :]
             if not line.strip() and self.state == "login":
@@ -124,7 +132,7 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
         if self.state == "sip" and self._line:
             rest, self._line = self._line, b""
             self.dataReceived(rest.lstrip(b"\r\n"))
-        elif len(self._line) > MAX_PROMPT_LINE:
+        elif self.state != "checking" and len(self._line) > MAX_PROMPT_LINE:
             self._close("login line too long")
 
     def _prompt_line(self, line: str) -> None:
@@ -137,8 +145,28 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
             return
         # The password line: turn echo back on whether or not the client ever answered.
         self._negotiate(self.transport.wont(ECHO))
+        outcome = self.session.authenticate(self._login, line)
+        if isinstance(outcome, bool):
+            self._login_checked(outcome)
+            return
+        self.state = "checking"  # scrypt runs on a thread; lines that come meanwhile wait in _line
+        outcome.addCallback(self._checked_later)
+        outcome.addErrback(lambda _failure: self._close("internal error checking the password"))
+
+    def _checked_later(self, ok: bool) -> None:
+        if self.session is None or self.session.closed:
+            return
+        self._login_checked(ok)
+        if self.session.closed:
+            return
+        rest, self._line = self._line, b""
+        if rest:
+            self.dataReceived(rest.lstrip(b"\r\n") if self.state == "sip" else rest)
+
+    def _login_checked(self, ok: bool) -> None:
+        assert self.session is not None
         # Success is silent: the terminal's next read must be its first SIP reply, not a stray line.
-        if self.session.telnet_login(self._login, line):
+        if ok:
             self.state = "sip"
             self.resetTimeout()
             self.setTimeout(self.factory.server.config.server.idle_timeout)
