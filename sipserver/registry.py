@@ -105,11 +105,15 @@ class Registry:
     config: Config = attrs.field(repr=False)
     lockout: Lockout = attrs.field(eq=False, repr=False)
     _accounts: Mapping[str, AccountConfig] = attrs.field(repr=False)
+    #: The field delimiters accounts use other than ``|``: a 93 arrives before the session knows
+    #: its account, so these are the ones it may be written with (``sipserver.session``).
+    other_delimiters: frozenset[bytes] = attrs.field(default=frozenset(), repr=False)
 
     @classmethod
     def from_config(cls, config: Config, lockout: Lockout) -> Registry:
         accounts = MappingProxyType({account.login: account for account in config.accounts})
-        return cls(config=config, lockout=lockout, accounts=accounts)
+        others = frozenset(a.delimiter.encode("latin-1") for a in config.accounts if a.delimiter != "|")
+        return cls(config=config, lockout=lockout, accounts=accounts, other_delimiters=others)
 
     def account(self, login: str) -> AccountConfig | None:
         return self._accounts.get(login)

@@ -146,7 +146,7 @@ class Session:
         started = self._clock()
         account = self.account
         encoding = account.encoding if account else "utf-8"
-        delimiter = account.delimiter if account else "|"
+        delimiter = account.delimiter if account else self._login_delimiter(frame)
         try:
             request = decode(frame, encoding, delimiter)
         except ChecksumError:
@@ -238,6 +238,17 @@ class Session:
 
     # ---------------------------------------------------------------------------------------------
     # Login
+
+    def _login_delimiter(self, frame: bytes) -> str:
+        """The delimiter of a frame sent before login: ``|``, unless it is a 93 whose CO field
+        follows another delimiter some account uses (``CN...^CO...^``). The reply and everything
+        after the login then use the account's own delimiter, as configured."""
+        others = self.hub.registry.other_delimiters
+        if others and frame[:2] == b"93" and b"|CO" not in frame:
+            for delimiter in others:
+                if delimiter + b"CO" in frame:
+                    return delimiter.decode("latin-1")
+        return "|"
 
     def _handle_login(self, request: Message, key: bytes | None, started: float) -> None:
         self._busy = True  # frames that arrive while the password is checked wait their turn

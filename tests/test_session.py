@@ -6,7 +6,7 @@ import attrs
 import pytest
 
 from sipserver.registry import Registry
-from sipserver.sip2 import decode, encode, make
+from sipserver.sip2 import checksum, decode, encode, make
 from tests.support import Hub, PendingThreads, Terminal, hash_the_password, make_config, sync_backend
 
 JANE, JANE_PIN = "21000000000001", "1234"
@@ -335,3 +335,14 @@ def test_an_scrypt_check_runs_off_the_session_and_the_frames_after_it_wait_their
     assert decode(terminal.out[-1]).fixed["ok"] == "1" and terminal.session.logged_in
     assert decode(terminal.one(framed(make("93", CN="sco", CO="scpass"), "3"))).fixed["ok"] == "1"  # remembered
     assert threads.waiting == []
+
+
+def test_an_account_with_another_delimiter_logs_in_with_it(hub):
+    accounts = tuple(attrs.evolve(a, delimiter="^") if a.login == "sco" else a for a in hub.config.accounts)
+    hub.config = attrs.evolve(hub.config, accounts=accounts)
+    hub.registry = Registry.from_config(hub.config, hub.lockout)
+    terminal = Terminal(hub)
+    login = b"9300CNsco^COscpass^CPMAIN-DESK1^AY0AZ"
+    assert terminal.one(login + checksum(login).encode()).startswith(b"941")
+    status = terminal.one(framed(make("99", protocol_version="2.00"), "1"))
+    assert status.startswith(b"98") and b"AOMAIN^AM" in status and b"|" not in status  # its own delimiter
