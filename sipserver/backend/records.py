@@ -249,11 +249,19 @@ def describe_item(
     item: ItemRow, *, due: str | None, borrower: str, queue_length: int, trapped: HoldRow | None
 ) -> Item:
     """The interface's Item from the row and what the caller knows of its loan and holds (read here
-    by :func:`item_view`, or kept by a circulation transaction that just changed them)."""
+    by :func:`item_view`, or kept by a circulation transaction that just changed them).
+
+    A copy whose status still says ``on_hold_shelf`` but that no hold reserves any more (its hold
+    was filled with another copy by a checkout that did not lock this one) is waiting to be
+    re-shelved, as a copy whose hold was cancelled is: its next checkin routes it.
+    """
+    status = _status(item.status)
+    if status is CirculationStatus.ON_HOLD_SHELF and (trapped is None or trapped.state != "waiting"):
+        status = CirculationStatus.RESHELVING
     return Item(
         barcode=item.barcode,
         title=item.title,
-        status=_status(item.status),
+        status=status,
         author=item.author,
         call_number=item.call_number,
         media_type=item.media_type,
