@@ -128,6 +128,66 @@ def test_checkout_of_an_item_on_the_shelf_for_this_patron_fills_the_hold(backend
     assert rows(backend, "SELECT state FROM holds")[0]["state"] == "filled"
 
 
+LAST_PICKUP = datetime.datetime(2024, 6, 10, 23, 59)  # NOW + hold_shelf_days (7) at 23:59
+
+
+def hold_states(backend) -> list[tuple[str, str]]:
+    found = rows(backend, "SELECT p.barcode, h.state FROM holds h JOIN patrons p ON p.id = h.patron_id ORDER BY h.id")
+    return [(r["barcode"], r["state"]) for r in found]
+
+
+def test_a_hold_not_picked_up_by_its_last_day_no_longer_reserves_the_copy(backend, clock):
+    """Nothing runs when the last pickup day ends: every read treats the hold as lapsed from then
+    on, and the checkout that lends the copy to someone else records it as expired."""
+    result_of(backend.hold(ctx(), HoldMode.ADD, "P2", None, item="I1", pickup_location="MAIN"))
+    assert checkin(backend, "I1").hold_patron_barcode == "P2"
+    clock.advance(days=7, hours=13)  # 23:00 on the last pickup day: still P2's
+    item = result_of(backend.item("TEST", "I1"))
+    assert item.status is CirculationStatus.ON_HOLD_SHELF and item.hold_pickup_date == LAST_PICKUP
+    assert checkout(backend).refusal is Refusal.ITEM_ON_HOLD_FOR_OTHER
+    clock.advance(hours=1)  # past 23:59: lapsed
+    item = result_of(backend.item("TEST", "I1"))
+    assert item.status is CirculationStatus.RESHELVING and item.hold_pickup_date is None
+    assert item.hold_queue_length == 0
+    p2 = result_of(backend.patron("TEST", "P2", None, with_lists=True))
+    assert p2.hold_items == () and p2.unavailable_holds == ()
+    assert hold_states(backend) == [("P2", "waiting")]  # as stored: nothing ran at 23:59
+    r = checkout(backend)
+    assert r.ok and r.item.status is CirculationStatus.CHARGED
+    assert hold_states(backend) == [("P2", "expired")]
+    assert checkin(backend, "I1").item.status is CirculationStatus.AVAILABLE  # no hold traps it again
+
+
+def test_a_checkin_after_the_last_pickup_day_serves_the_next_hold_or_shelves_the_copy(backend, clock):
+    result_of(backend.hold(ctx(), HoldMode.ADD, "P2", None, item="I1", pickup_location="MAIN"))
+    result_of(backend.hold(ctx(), HoldMode.ADD, "P9", None, item="I1", pickup_location="MAIN"))
+    assert checkin(backend, "I1").hold_patron_barcode == "P2"
+    clock.advance(days=3)
+    r = checkin(backend, "I1")  # scanned again on the shelf: the last pickup day stays
+    assert r.hold_patron_barcode == "P2" and r.item.hold_pickup_date == LAST_PICKUP
+    clock.advance(days=5)  # past P2's last pickup day
+    r = checkin(backend, "I1")
+    assert r.alert_kind == "hold_here" and r.hold_patron_barcode == "P9"
+    assert r.item.status is CirculationStatus.ON_HOLD_SHELF and r.item.hold_queue_length == 0
+    assert r.item.hold_pickup_date == LAST_PICKUP + datetime.timedelta(days=8)
+    assert hold_states(backend) == [("P2", "expired"), ("P9", "waiting")]
+    clock.advance(days=8)  # past P9's too: nobody else waits
+    r = checkin(backend, "I1")
+    assert r.ok and not r.alert and r.hold_patron_barcode == ""
+    assert r.item.status is CirculationStatus.AVAILABLE and r.item.hold_pickup_date is None
+    assert hold_states(backend) == [("P2", "expired"), ("P9", "expired")]
+
+
+def test_a_hold_that_lapsed_on_the_shelf_no_longer_counts_against_the_hold_limit(backend, clock):
+    for item in ("I2", "I3"):
+        assert result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item=item)).ok
+    assert checkin(backend, "I2").hold_patron_barcode == "P1"
+    assert result_of(backend.patron("TEST", "P1", None)).status.hold_denied  # limit 2
+    clock.advance(days=8)
+    assert not result_of(backend.patron("TEST", "P1", None)).status.hold_denied
+    assert result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="I2")).ok  # a new one
+
+
 def test_checkout_of_an_item_the_patron_has_is_a_renewal(backend, clock):
     checkout(backend)
     clock.advance(days=3)

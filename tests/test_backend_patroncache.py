@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import sqlite3
 
+from sipserver.backend.base import HoldMode
 from sipserver.backend.sqlite import SQLiteBackend
 from tests.test_backend_support import FIXTURE, NOW, FakeClock, ctx, load, make_backend, result_of
 
@@ -87,6 +88,20 @@ def test_a_card_expiring_at_midnight_is_seen_without_any_write(tmp_path):
     assert not lookup(backend, "PX").expired
     clock.advance(hours=1)
     assert lookup(backend, "PX").expired
+
+
+def test_a_hold_lapsing_on_the_hold_shelf_is_seen_without_any_write(tmp_path):
+    clock = FakeClock()
+    backend = make_backend(str(tmp_path / "ils.db"), clock=clock)
+    for item in ("I2", "I3"):
+        result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item=item))
+    result_of(backend.checkin(ctx(), "I2", "MAIN"))  # on the shelf until 23:59 seven days on
+    clock.now = datetime.datetime(2024, 6, 10, 23, 58, 30)
+    assert lookup(backend).status.hold_denied  # two holds: the limit
+    assert lookup(backend).status.hold_denied  # remembered
+    assert backend.patron_cache.hits == 1
+    clock.now += datetime.timedelta(seconds=31)  # past the last pickup day, within the cache's minute
+    assert not lookup(backend).status.hold_denied
 
 
 def test_lookups_with_lists_always_read_the_database(tmp_path):

@@ -311,6 +311,46 @@ def test_a_checkin_that_sets_the_copy_aside_for_a_hold_is_four_round_trips(backe
     assert sent[0].startswith("BEGIN; EXECUTE") and sent[-1].endswith("COMMIT")
 
 
+def test_a_hold_that_lapsed_on_the_shelf_costs_no_round_trip(database):
+    """Recording the lapsed hold as expired needs no answer: it travels with the COMMIT, so a
+    checkout of the copy is still two round trips, and a checkin that passes it on to the next
+    hold still four."""
+    clock = FakeClock()
+    backend = pg.sync_backend(database, clock=clock)
+    load(backend, FIXTURE)
+    for conn in backend.pool._idle:
+        conn.cursor_factory = _CountingCursor
+    c = ctx()
+
+    def lapse(patron: str, pin: str) -> None:  # set I1 aside for the patron; then let the hold lapse
+        assert result_of(backend.hold(c, HoldMode.ADD, patron, pin, item="I1", pickup_location="MAIN")).ok
+        assert result_of(backend.checkin(c, "I1", "MAIN")).hold_patron_barcode == patron
+        clock.advance(days=8)
+
+    try:
+        for _ in range(3):  # the first rounds also prepare their statements
+            lapse("P2", "2222")
+            _CountingCursor.sent = []
+            assert result_of(backend.checkout(c, "P1", "I1", "1111")).ok
+            checkout = list(_CountingCursor.sent)
+            assert result_of(backend.checkin(c, "I1", "MAIN")).ok
+            lapse("P2", "2222")
+            assert result_of(backend.hold(c, HoldMode.ADD, "P9", "9999", item="I1", pickup_location="MAIN")).ok
+            _CountingCursor.sent = []
+            assert result_of(backend.checkin(c, "I1", "MAIN")).hold_patron_barcode == "P9"
+            checkin = list(_CountingCursor.sent)
+            assert result_of(backend.hold(c, HoldMode.CANCEL, "P9", "9999", item="I1")).ok
+            assert result_of(backend.checkin(c, "I1", "MAIN")).ok  # back on the shelf
+        assert len(checkout) == 2, checkout
+        assert len(checkin) == 4, checkin
+        states = rows(
+            backend, "SELECT h.state FROM holds h JOIN patrons p ON p.id = h.patron_id WHERE p.barcode = ?", ("P2",)
+        )
+        assert [r["state"] for r in states] == ["expired"] * 6  # recorded, by the checkouts and the checkins
+    finally:
+        backend.stop()
+
+
 # -- retries, timeouts ------------------------------------------------------------------------------
 
 

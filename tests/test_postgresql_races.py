@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from sipserver.backend import circreads, holds, records
-from sipserver.backend.base import HoldMode
+from sipserver.backend.base import CirculationStatus, HoldMode
 from tests import pg
 from tests.test_backend_support import FIXTURE, FakeClock, ctx, load, result_of, rows
 
@@ -174,6 +174,35 @@ def test_a_hold_filled_during_a_checkin_stays_filled_and_the_copy_goes_back_to_t
     assert holds_of(b, "Twin") == [("P1", "filled", None)]
     assert item_status(b, "I5") == "available"
     assert result_of(b.checkout(ctx(), "P2", "I5", "2222")).ok  # on the open shelf, for anyone
+
+
+def test_a_copy_set_aside_for_a_hold_that_a_checkout_of_another_copy_fills_is_released(terminals, monkeypatch):
+    """The reverse race: the checkout read the title hold as queued; a checkin sets another copy
+    aside for it and commits; the checkout fills the hold. The checkout does not lock that copy
+    (lock order: patron, then item; the checkin holds the copy, then the hold), so the copy's row
+    keeps its status until its next checkin, but no hold reserves it any more: it is described as
+    waiting to be re-shelved, anyone may borrow it, and a checkin routes it."""
+    a, b = terminals
+    assert result_of(a.checkout(ctx(), "P9", "I5", "9999")).ok
+    place_title_holds(a, ("P1", "1111"))
+    trap = meanwhile(
+        monkeypatch,
+        circreads,
+        "read_for_checkout",
+        lambda: b.checkin(ctx(), "I5", "MAIN"),
+        after=True,
+    )
+    with trap as done:
+        result = result_of(a.checkout(ctx(), "P1", "I6", "1111"))
+    assert done and done[0].hold_patron_barcode == "P1"  # I5 set aside after the checkout read the hold
+    assert result.ok
+    assert [(patron, state) for patron, state, _ in holds_of(b, "Twin")] == [("P1", "filled")]
+    item = result_of(b.item("TEST", "I5"))
+    assert item.status is CirculationStatus.RESHELVING and item.hold_pickup_date is None
+    assert item.hold_queue_length == 0
+    patron = result_of(b.patron("TEST", "P1", None, with_lists=True))
+    assert patron.hold_items == () and patron.unavailable_holds == ()
+    assert result_of(b.checkout(ctx(), "P2", "I5", "2222")).ok  # nobody's: anyone may borrow it
 
 
 def test_a_checkin_that_keeps_losing_the_race_for_a_hold_gives_up_and_shelves_the_copy(terminals, monkeypatch):

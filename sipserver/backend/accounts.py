@@ -35,7 +35,8 @@ def lookup_for_cache(
 ) -> tuple[Patron | None, str, datetime.datetime]:
     """For :mod:`sipserver.backend.patroncache`: the patron without a PIN verdict, the stored PIN
     hash to check PINs against later, and the last moment at which, short of a write, this view
-    is still true: before the next loan falls overdue, a queued hold lapses or the card expires."""
+    is still true: before the next loan falls overdue, a hold lapses (queued, or on the hold shelf)
+    or the card expires."""
     patron = records.find_patron(tx, barcode)
     if patron is None:
         return None, "", now + MAX_STANDING
@@ -47,12 +48,14 @@ def _standing_until(tx: Tx, patron: records.PatronRow, now: datetime.datetime) -
     row = tx.one(
         "SELECT"
         " (SELECT MIN(due) FROM loans WHERE patron_id = ? AND returned IS NULL AND due >= ?) AS next_due,"
-        " (SELECT MIN(expires) FROM holds WHERE patron_id = ? AND state = 'queued' AND expires >= ?) AS next_lapse",
-        (patron.id, now_s, patron.id, now_s),
+        " (SELECT MIN(expires) FROM holds WHERE patron_id = ? AND state = 'queued' AND expires >= ?) AS next_lapse,"
+        " (SELECT MIN(shelf_expires) FROM holds WHERE patron_id = ? AND state = 'waiting' AND shelf_expires >= ?)"
+        " AS next_shelf_lapse",
+        (patron.id, now_s, patron.id, now_s, patron.id, now_s),
     )
     until = now + MAX_STANDING
     if row is not None:
-        for stamp in (row["next_due"], row["next_lapse"]):
+        for stamp in (row["next_due"], row["next_lapse"], row["next_shelf_lapse"]):
             moment = dbtime.parse_stamp(stamp)
             if moment is not None and moment < until:
                 until = moment  # overdue once past `due`, lapsed once past `expires`: both inclusive

@@ -84,7 +84,7 @@ def read_for_checkout(tx: Tx, patron_barcode: str, item_barcode: str, now: datet
     each up on its own."""
     tx.take_locks(_LOCK_PATRON_AND_ITEM + tx.lock_of("p", "i"), (patron_barcode, item_barcode))
     now_s = dbtime.stamp(now)
-    params = [*records.standing_params(patron_barcode, now_s), now_s, rules.DEFAULT_TYPE]
+    params = [*records.standing_params(patron_barcode, now_s), *_columns_params(now_s), rules.DEFAULT_TYPE]
     rows = tx.all(
         _checkout_sql(tx.dialect), [*params, *_joins_params(item_barcode, now_s), patron_barcode, item_barcode]
     )
@@ -101,7 +101,7 @@ def read_for_checkin(tx: Tx, item_barcode: str, now: datetime.datetime) -> ItemS
     """Lock the item's row, then read it with its loan and holds. None when the item is unknown."""
     tx.take_locks(_LOCK_ITEM + tx.lock_of("i"), (item_barcode,))
     now_s = dbtime.stamp(now)
-    rows = tx.all(_CHECKIN_SQL, [now_s, *_joins_params(item_barcode, now_s), item_barcode])
+    rows = tx.all(_CHECKIN_SQL, [*_columns_params(now_s), *_joins_params(item_barcode, now_s), item_barcode])
     return _item_state(rows, None) if rows else None
 
 
@@ -113,8 +113,8 @@ def reread_holds(tx: Tx, state: ItemState, now: datetime.datetime) -> ItemState:
     """
     now_s = dbtime.stamp(now)
     barcode = state.item.barcode
-    fresh = _item_state(tx.all(_CHECKIN_SQL, [now_s, *_joins_params(barcode, now_s), barcode]), None)
-    return attrs.evolve(state, holds=fresh.holds, queueable=fresh.queueable)
+    fresh = _item_state(tx.all(_CHECKIN_SQL, [*_columns_params(now_s), *_joins_params(barcode, now_s), barcode]), None)
+    return attrs.evolve(state, holds=fresh.holds, queueable=fresh.queueable, lapsed=fresh.lapsed)
 
 
 @attrs.frozen
@@ -136,11 +136,20 @@ class ItemState:
     holds: tuple[HoldRow, ...]  # ordered by placed, id, as the hold queue is
     queueable: frozenset[int]  # ids of the holds that are in the copy's queue whenever they are queued
     standing: rules.Standing | None = None  # the checkout patron's, when asked for
+    lapsed: frozenset[int] = frozenset()  # ids of the holds on the shelf past their last pickup day
 
     def trapped(self) -> HoldRow | None:
-        """The hold the copy is set aside for (the first by id), as ``records.trapped_hold`` reads it."""
-        trapped = [h for h in self.holds if h.shelf_item_id == self.item.id and h.state in TRAPPED_STATES]
+        """The hold the copy is set aside for (the first by id), as ``records.trapped_hold`` reads it:
+        a hold that lapsed on the shelf no longer reserves the copy (``records.live_trap_sql``)."""
+        trapped = [h for h in self.set_aside() if h.id not in self.lapsed]
         return min(trapped, key=lambda h: h.id) if trapped else None
+
+    def lapsed_holds(self) -> list[HoldRow]:
+        """Holds the copy is on the shelf for whose last pickup day has passed (still ``waiting``)."""
+        return [h for h in self.set_aside() if h.id in self.lapsed]
+
+    def set_aside(self) -> list[HoldRow]:
+        return [h for h in self.holds if h.shelf_item_id == self.item.id and h.state in TRAPPED_STATES]
 
     def queue(self) -> list[HoldRow]:
         """Queued holds this copy could fill, first come first served, as ``records.hold_queue`` reads them."""
@@ -170,14 +179,17 @@ _ITEM_ID = "(SELECT id FROM items WHERE barcode = ?)"
 _ITEM_TITLE = "(SELECT title FROM items WHERE barcode = ?)"
 _PATRON_ID = "(SELECT id FROM patrons WHERE barcode = ?)"
 
-#: The item, its open loan and borrower, and the holds on or for the copy, one row per hold.
+#: The item, its open loan and borrower, and the holds on or for the copy, one row per hold; a
+#: hold on the shelf past its last pickup day is read too (flagged ``h_lapsed``), so that the
+#: transaction can record it as expired.
 _STATE_COLUMNS = (
     f"{_columns(ItemRow, 'i', 'i_')}, {_columns(LoanRow, 'l', 'l_')},"
     " b.barcode AS b_barcode, b.patron_type AS b_type,"
     f" {_columns(HoldRow, 'h', 'h_')},"
     " CASE WHEN (h.expires IS NULL OR h.expires >= ?)"
     " AND (h.item_id = i.id OR (h.item_id IS NULL AND h.title = i.title))"
-    " THEN 1 ELSE 0 END AS h_queueable"
+    " THEN 1 ELSE 0 END AS h_queueable,"
+    " CASE WHEN h.state = 'waiting' AND h.shelf_expires < ? THEN 1 ELSE 0 END AS h_lapsed"
 )
 _STATE_JOINS = (
     " LEFT JOIN loans l ON l.item_id = i.id AND l.returned IS NULL"
@@ -188,8 +200,13 @@ _STATE_JOINS = (
 )
 
 
+def _columns_params(now_s: str) -> list[Any]:
+    """The values of :data:`_STATE_COLUMNS`, in order."""
+    return [now_s, now_s]
+
+
 def _joins_params(item_barcode: str, now_s: str) -> list[Any]:
-    """The values of :data:`_STATE_JOINS`, in order (:data:`_STATE_COLUMNS` takes one: now)."""
+    """The values of :data:`_STATE_JOINS`, in order."""
     return [item_barcode, now_s, item_barcode, item_barcode]
 
 
@@ -221,12 +238,15 @@ def _item_state(rows: list[Row], standing: rules.Standing | None) -> ItemState:
         borrower = Borrower(loan.patron_id, first["b_barcode"], first["b_type"])
     holds: list[HoldRow] = []
     queueable: set[int] = set()
+    lapsed: set[int] = set()
     for row in _holds(rows):
         hold = _build(HoldRow, row, "h_")
         holds.append(hold)
         if row["h_queueable"]:
             queueable.add(hold.id)
-    return ItemState(item, loan, borrower, tuple(holds), frozenset(queueable), standing)
+        if row["h_lapsed"]:
+            lapsed.add(hold.id)
+    return ItemState(item, loan, borrower, tuple(holds), frozenset(queueable), standing, frozenset(lapsed))
 
 
 def _holds(rows: list[Row]) -> Iterable[Row]:

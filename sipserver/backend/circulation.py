@@ -71,6 +71,7 @@ def _lend(
     Returns the loan's id and the item's state after (without the new loan).
     """
     item = state.item
+    state = holds.expire_lapsed(tx, state, now)
     tx.execute(
         "INSERT INTO loans (id, item_id, patron_id, checked_out, due, renewals) VALUES (?, ?, ?, ?, ?, 0)",
         (loan_id, item.id, patron.id, dbtime.stamp(now), dbtime.stamp(due)),
@@ -321,7 +322,7 @@ def _undo_checkin(tx: Tx, patron: PatronRow, item: ItemRow, now: datetime.dateti
         )
     tx.execute("UPDATE loans SET returned = NULL WHERE id = ?", (last.id,))
     fees.void_unpaid(tx, last.id, "overdue", since=last.returned)
-    trapped = records.trapped_hold(tx, item.id)
+    trapped = records.trapped_hold(tx, item.id, now)
     if trapped is not None:
         holds.release(tx, trapped)
     tx.execute("UPDATE items SET status = 'charged' WHERE id = ?", (item.id,))
@@ -379,7 +380,7 @@ def checkin(
         fine = _end_loan(tx, loan, state.borrower, item, return_date or now, now)
     here = location.strip()
     result = CheckinResult(ok=True, patron_barcode=borrower, fine_amount=format_cents(fine) if fine else "")
-    state, trapped = holds.trap(tx, state, here, now)
+    state, trapped = holds.trap(tx, holds.expire_lapsed(tx, state, now), here, now)
     if trapped is not None:
         hold, hold_patron = trapped
         status = "on_hold_shelf" if hold.state == "waiting" else "in_transit"

@@ -4,6 +4,13 @@ A hold is on one copy (``item_id``) or on a title (any copy with that exact titl
 the queue (``queued``) first come first served; a copy checked in is *trapped* for the first hold
 it can fill: it goes to the hold shelf (``waiting``) when checked in at the pickup library, or
 travels there (``in_transit``) first. Checking the copy out to the hold's patron fills it.
+
+A hold waits on the shelf until its last pickup day (``shelf_expires``, the patron type's
+``hold_shelf_days`` after it arrived). After that it has lapsed, as a queued hold past its
+``expires`` date has: it no longer counts for its patron nor reserves the copy, without any job
+running at that moment (:func:`~sipserver.backend.records.live_trap_sql`). The next checkout or
+checkin of the copy, which lock it, record the hold as ``expired`` (:func:`expire_lapsed`); the
+checkin then sets the copy aside for the next hold in the queue, or shelves it.
 """
 
 from __future__ import annotations
@@ -50,6 +57,24 @@ def fill(tx: Tx, hold: HoldRow, loan_id: int) -> None:
     tx.execute("UPDATE holds SET state = 'filled', filled_loan_id = ? WHERE id = ?", (loan_id, hold.id))
 
 
+def expire_lapsed(tx: Tx, state: ItemState, now: datetime.datetime) -> ItemState:
+    """Record the holds that lapsed on the shelf with this copy as ``expired``; the state after.
+
+    The caller holds the copy's lock. The hold's patron may change the hold meanwhile without it
+    (nothing they can do to a lapsed hold today, but the UPDATE is conditional so that a change
+    that committed first stands, as in :func:`trap`). It needs no answer, so it travels with the
+    COMMIT.
+    """
+    for hold in state.lapsed_holds():
+        tx.execute(
+            "UPDATE holds SET state = 'expired' WHERE id = ? AND state = 'waiting' AND shelf_item_id = ?"
+            " AND shelf_expires < ?",
+            (hold.id, state.item.id, dbtime.stamp(now)),
+        )
+        state = state.with_hold(attrs.evolve(hold, state="expired"))
+    return state
+
+
 def release(tx: Tx, hold: HoldRow) -> None:
     """Put a trapped hold back in the queue (its copy went elsewhere); it keeps its place."""
     tx.execute("UPDATE holds SET state = 'queued', shelf_item_id = NULL, shelf_expires = NULL WHERE id = ?", (hold.id,))
@@ -89,6 +114,8 @@ def trap(
         patron, circ = records.patron_with_rules(tx, hold.patron_id)
         if not hold.pickup_location or not location or same_place(hold.pickup_location, location):
             new_state, shelf_expires = "waiting", dbtime.stamp(dbtime.days_from(now, circ.hold_shelf_days))
+            if hold.state == "waiting" and hold.shelf_expires:  # scanned again on the shelf: the
+                shelf_expires = hold.shelf_expires  # last pickup day stays (else it would never come)
         else:
             new_state, shelf_expires = "in_transit", None
         trapped = attrs.evolve(hold, state=new_state, shelf_item_id=state.item.id, shelf_expires=shelf_expires)

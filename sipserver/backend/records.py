@@ -21,11 +21,31 @@ ACTIVE_HOLD_STATES = ("queued", "in_transit", "waiting")
 
 
 def active_hold_sql(alias: str = "") -> str:
-    """SQL condition (one ? for now): the hold is trapped, or queued and not past its expiry date."""
+    """SQL condition (one ? for now): the hold still wants a copy or holds one.
+
+    Queued and not past its expiry date, travelling to the pickup library, or on the hold shelf
+    and not past its last pickup day (``shelf_expires``). A hold past either date has lapsed: it
+    counts nowhere, although its row may still say ``queued`` or ``waiting``, because nothing runs
+    at the moment it lapses (see :func:`live_trap_sql`).
+    """
+    a = f"{alias}." if alias else ""
+    lapses = f"CASE {a}state WHEN 'queued' THEN {a}expires WHEN 'waiting' THEN {a}shelf_expires END"
+    return f"{a}state IN ('queued', 'in_transit', 'waiting') AND ({lapses} IS NULL OR {lapses} >= ?)"
+
+
+def live_trap_sql(alias: str = "") -> str:
+    """SQL condition (one ? for now): the hold has a copy set aside that it still reserves.
+
+    A hold on the shelf past its last pickup day (``shelf_expires``) no longer reserves the copy:
+    another patron may borrow it and the next checkin routes it as if it had no hold. There is no
+    job that expires such holds when the day ends; every read applies this condition instead, and
+    a checkout or checkin of the copy records the hold as ``expired``
+    (:func:`~sipserver.backend.holds.expire_lapsed`).
+    """
     a = f"{alias}." if alias else ""
     return (
-        f"{a}state IN ('queued', 'in_transit', 'waiting')"
-        f" AND ({a}state <> 'queued' OR {a}expires IS NULL OR {a}expires >= ?)"
+        f"({a}state = 'in_transit'"
+        f" OR ({a}state = 'waiting' AND ({a}shelf_expires IS NULL OR {a}shelf_expires >= ?)))"
     )
 
 
@@ -162,12 +182,12 @@ def hold_queue(tx: Tx, item: ItemRow, now: datetime.datetime) -> list[HoldRow]:
     )
 
 
-def trapped_hold(tx: Tx, item_id: int) -> HoldRow | None:
-    """The hold this copy has been set aside for (travelling to, or on, the hold shelf)."""
+def trapped_hold(tx: Tx, item_id: int, now: datetime.datetime) -> HoldRow | None:
+    """The hold this copy is set aside for (travelling to, or on, the hold shelf and not lapsed)."""
     rows = hold_rows(
         tx,
-        "SELECT * FROM holds WHERE shelf_item_id = ? AND state IN ('in_transit', 'waiting') ORDER BY id",
-        (item_id,),
+        f"SELECT * FROM holds WHERE shelf_item_id = ? AND {live_trap_sql()} ORDER BY id",
+        (item_id, dbtime.stamp(now)),
     )
     return rows[0] if rows else None
 
@@ -241,7 +261,7 @@ def item_view(tx: Tx, item: ItemRow, now: datetime.datetime) -> Item:
         due=loan["due"] if loan else None,
         borrower=loan["barcode"] if loan else "",
         queue_length=len(hold_queue(tx, item, now)),
-        trapped=trapped_hold(tx, item.id),
+        trapped=trapped_hold(tx, item.id, now),
     )
 
 
@@ -249,11 +269,19 @@ def describe_item(
     item: ItemRow, *, due: str | None, borrower: str, queue_length: int, trapped: HoldRow | None
 ) -> Item:
     """The interface's Item from the row and what the caller knows of its loan and holds (read here
-    by :func:`item_view`, or kept by a circulation transaction that just changed them)."""
+    by :func:`item_view`, or kept by a circulation transaction that just changed them).
+
+    A copy whose status still says ``on_hold_shelf`` but that no hold reserves any more (its hold
+    lapsed on the shelf, or was filled with another copy by a checkout that did not lock this one)
+    is waiting to be re-shelved, as a copy whose hold was cancelled is: its next checkin routes it.
+    """
+    status = _status(item.status)
+    if status is CirculationStatus.ON_HOLD_SHELF and (trapped is None or trapped.state != "waiting"):
+        status = CirculationStatus.RESHELVING
     return Item(
         barcode=item.barcode,
         title=item.title,
-        status=_status(item.status),
+        status=status,
         author=item.author,
         call_number=item.call_number,
         media_type=item.media_type,
