@@ -45,3 +45,18 @@ def _every_log_level():
     loglevel.set_level(LogLevel.debug)
     yield
     loglevel.set_level(LogLevel.debug)
+
+
+@pytest.fixture(scope="module")
+def fixture_template():
+    """A migrated PostgreSQL database holding the backend tests' fixture, made once per module;
+    each test copies it (``pg.temporary_database(template)``, a few milliseconds)."""
+    from tests.test_backend_support import FIXTURE, FakeClock, load
+
+    pg.require()
+    name = pg.migrated_database()
+    backend = pg.sync_backend(name, clock=FakeClock())
+    load(backend, FIXTURE)
+    backend.stop()
+    yield name
+    pg.drop_database(name)

@@ -22,20 +22,9 @@ import pytest
 from sipserver.backend import circreads, holds, records
 from sipserver.backend.base import CirculationStatus, HoldMode
 from tests import pg
-from tests.test_backend_support import FIXTURE, FakeClock, ctx, load, result_of, rows
+from tests.test_backend_support import FakeClock, ctx, result_of, rows
 
 pytestmark = pytest.mark.postgresql
-
-
-@pytest.fixture(scope="module")
-def fixture_template():
-    pg.require()
-    name = pg.migrated_database()
-    backend = pg.sync_backend(name, clock=FakeClock())
-    load(backend, FIXTURE)
-    backend.stop()
-    yield name
-    pg.drop_database(name)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests import pg, test_backend_circulation, test_backend_patrons
-from tests.test_backend_support import FIXTURE, FakeClock, load
+from tests.test_backend_support import FakeClock
 
 pytestmark = pytest.mark.postgresql
 
@@ -19,17 +19,6 @@ for _module in (test_backend_circulation, test_backend_patrons):
     for _name, _test in vars(_module).items():
         if _name.startswith("test_") and callable(_test):
             globals()[_name] = _test
-
-
-@pytest.fixture(scope="module")
-def fixture_template():
-    pg.require()
-    name = pg.migrated_database()
-    backend = pg.sync_backend(name, clock=FakeClock())
-    load(backend, FIXTURE)
-    backend.stop()
-    yield name
-    pg.drop_database(name)
 
 
 @pytest.fixture
