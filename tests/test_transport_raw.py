@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from sipserver.sip2 import encode, make
 from sipserver.transport.base import ListenerFactory
 from sipserver.transport.raw import RawSIPProtocol
-from tests.support import Hub, make_config, sync_backend
+from tests.support import Hub, PendingThreads, hash_the_password, make_config, sync_backend
 
 LOGIN_TIMEOUT, IDLE_TIMEOUT = 30, 60
 STATUS = b"9900802.00AY1AZFCA0\r"
@@ -81,4 +81,20 @@ def test_a_frame_over_the_limit_is_not_run_even_when_it_arrives_whole(hub):
     protocol.dataReceived(STATUS + oversized)
     replies = take(transport)
     assert replies.startswith(b"98") and replies.count(b"\r") == 1  # the first answered, not the second
+    assert transport.disconnecting
+
+
+def test_a_login_checked_on_a_thread_gets_the_idle_timeout_not_the_login_deadline(hub):
+    hash_the_password(hub, "sco", "scpass")
+    hub.run_in_thread = threads = PendingThreads()
+    protocol, transport = connect(hub)
+    hub.clock.advance(LOGIN_TIMEOUT - 1)
+    protocol.dataReceived(encode(make("93", CN="sco", CO="scpass"), sequence="0"))
+    threads.finish_all()  # the 94 goes out after dataReceived returned
+    assert take(transport).startswith(b"941")
+    hub.clock.advance(IDLE_TIMEOUT - 1)  # the self-check waits for its first patron
+    assert not transport.disconnecting
+    protocol.dataReceived(STATUS)
+    assert take(transport).startswith(b"98")
+    hub.clock.advance(IDLE_TIMEOUT)
     assert transport.disconnecting

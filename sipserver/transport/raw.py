@@ -66,6 +66,13 @@ class RawSIPProtocol(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         session = self.session
+        if session is not None and session.logged_in and not self._logged_in:
+            # The login finished after its frame was read (scrypt runs on a thread), so the switch
+            # to the idle timer in dataReceived has not happened yet: a terminal that logged in and
+            # then waits for its first patron is not closed for a login it made.
+            self._logged_in = True
+            self.setTimeout(self.factory.server.config.server.idle_timeout)
+            return
         what = "idle timeout" if session is not None and session.logged_in else "login timeout"
         self._close(what)
 
