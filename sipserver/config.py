@@ -185,6 +185,9 @@ class AccountConfig:
     password_hash: str = attrs.field(repr=False)
     institution: str
     location: str = ""
+    #: The library location (branch) code the terminal stands in: where its checkins happen when
+    #: the 09 carries no AP. ``location`` names the terminal (MAIN-DESK1), not a branch (MAIN).
+    branch: str = ""
     allow_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = attrs.field(default=(), converter=_networks)
     permissions: frozenset[str] = attrs.field(default=PERMISSIONS, converter=frozenset)
     encoding: str = "utf-8"
@@ -755,7 +758,7 @@ class _Parser:
             body,
             key,
             (
-                "login", "password", "institution", "location", "allow_from", "permissions", "encoding",
+                "login", "password", "institution", "location", "branch", "allow_from", "permissions", "encoding",
                 "error_detection", "terminator", "delimiter", "expires", "enabled",
             ),
             ("login", "password", "institution"),
@@ -775,6 +778,7 @@ class _Parser:
             password_hash=password,
             institution=self.institution_ref(m["institution"], _join(key, "institution"), institutions),
             location=self.string(m.get("location", ""), _join(key, "location"), empty=True, name=True),
+            branch=self.string(m.get("branch", ""), _join(key, "branch"), empty=True, name=True),
             allow_from=self.allow_from(m, _join(key, "allow_from")),
             permissions=self.permissions(m, _join(key, "permissions")),
             encoding=self.encoding(m.get("encoding", d.encoding), _join(key, "encoding")),

@@ -6,10 +6,12 @@ from __future__ import annotations
 import datetime
 import itertools
 
+import attrs
 import pytest
 from twisted.internet import defer
 
 from sipserver.backend.base import BackendUnavailable
+from sipserver.registry import Registry
 from sipserver.sip2 import Message, decode, encode, make
 from sipserver.sip2.codes import format_date
 from tests.support import Hub, Terminal, make_config
@@ -260,6 +262,21 @@ def test_checkin_at_another_branch_sends_the_item_in_transit(terminal):
     assert reply.fixed["ok"] == "1" and reply.fixed["alert"] == "Y"
     assert reply.get("CT") == "EAST" and reply.get("CV") == "04"
     assert ask(terminal, "17", AB=EAST_BOOK, AC="").fixed["circulation_status"] == "10"
+
+
+@pytest.mark.parametrize(("branch", "transit"), [("EAST", False), ("", True)], ids=["branch-east", "no-branch"])
+def test_a_checkin_without_ap_happens_at_the_accounts_branch(terminal, branch, transit):
+    hub = terminal.hub
+    accounts = tuple(attrs.evolve(a, branch=branch) if a.login == "sco" else a for a in hub.config.accounts)
+    hub.config = attrs.evolve(hub.config, accounts=accounts)
+    hub.registry = Registry.from_config(hub.config, hub.lockout)
+    reply = ask(terminal, "09", return_date=datetime.datetime.now(), AB=EAST_BOOK, AC="")  # no AP
+    assert reply.fixed["ok"] == "1"
+    if transit:  # without a branch, the terminal's location (MAIN-DESK1) is the place, as before
+        assert reply.fixed["alert"] == "Y" and reply.get("CT") == "EAST" and reply.get("CV") == "04"
+    else:
+        assert reply.fixed["alert"] == "N" and not reply.get("CV") and not reply.get("CT")
+        assert ask(terminal, "17", AB=EAST_BOOK, AC="").fixed["circulation_status"] == "03"
 
 
 def test_late_checkin_charges_a_fine(terminal):

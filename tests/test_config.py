@@ -491,7 +491,7 @@ def test_unknown_key_without_close_match_lists_valid_keys() -> None:
     with pytest.raises(ConfigError) as info:
         parse(with_change("accounts.0.zzz", 1))
     assert str(info.value) == (
-        f"{FILE}: accounts[0].zzz: unknown key; expected one of login, password, institution, location, "
+        f"{FILE}: accounts[0].zzz: unknown key; expected one of login, password, institution, location, branch, "
         "allow_from, permissions, encoding, error_detection, terminator, delimiter, expires, enabled"
     )
 
@@ -713,6 +713,8 @@ def test_the_shipped_config_loads() -> None:
     assert config.listener("raw").endpoint == "tcp:6001:interface=127.0.0.1"
     assert config.listener("telnet").endpoint == "tcp:6023:interface=127.0.0.1"
     assert config.listener_institution("telnet").library_name == "Demo Library"
+    # the demo terminals stand in MAIN, where the demo items live: a checkin there sends none in transit
+    assert {a.branch for a in config.accounts if a.location} == {"MAIN"}
     assert config.institutions["MAIN"].currency == "USD"
     logins = {account.login: account for account in config.accounts}
     assert set(logins) == {"sip_sco_main", "sip_sorter_main", "sip_overdrive", "sip_telnet_main"}

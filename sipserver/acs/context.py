@@ -77,6 +77,14 @@ class RequestContext:
     def location(self) -> str:
         return self.account.location if self.account else ""
 
+    @property
+    def checkin_place(self) -> str:
+        """Where a checkin without AP happens: the account's ``branch``, else (as before there was
+        one) its ``location``."""
+        if self.account is None:
+            return ""
+        return self.account.branch or self.account.location
+
 
 @attrs.frozen
 class Reply:

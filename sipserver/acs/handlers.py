@@ -527,7 +527,7 @@ def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, A
         "checkin",
         tx(ctx, request),
         request.get("AB"),
-        request.get("AP") or ctx.location,
+        request.get("AP") or ctx.checkin_place,
         return_date=parse_date(request.fixed.get("return_date", "")),
         no_block=flag(request.fixed.get("no_block", "")),
         cancel=flag(request.get("BI")),
