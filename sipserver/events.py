@@ -161,25 +161,6 @@ class Events:
             )
 
 
-def mask_frame(text: str) -> str:
-    """``text`` with the values of CO, AC and AD replaced by ``***`` wherever a SIP field starts:
-    after a delimiter, or right after the fixed part of a known message (fields come in any order,
-    so CO may be the first)."""
-
-    def mask(piece: str) -> str:
-        return piece[:2] + "***" if piece[:2] in SECRET_FIELDS else piece
-
-    pieces = text.split("|")
-    first = pieces[0]
-    spec = MESSAGES.get(first[:2])
-    if spec is not None:
-        cut = 2 + spec.fixed_width
-        pieces[0] = first[:cut] + mask(first[cut:])
-    else:
-        pieces[0] = mask(first)
-    return "|".join([pieces[0], *(mask(piece) for piece in pieces[1:])])
-
-
 # A secret field's id right after punctuation: the start of a field under any delimiter (an
 # account may use ``^``), whose value runs to the next copy of that delimiter.
 _SECRET_AFTER_PUNCTUATION = re.compile(r"([^\w\s*])(?:" + "|".join(sorted(SECRET_FIELDS)) + ")")
@@ -212,7 +193,5 @@ def _printable(text: str) -> str:
     device whose account uses another delimiter than ``|`` sends ``sco^COpassword^`` as its CN;
     the password inside (CO, and AC/AD in any other frame) is masked before the line is written.
     """
-    if "|" in text:
-        text = mask_frame(text)
     text = _mask_any_delimiter(text)
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:64]

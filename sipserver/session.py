@@ -205,6 +205,12 @@ class Session:
             except Exception as exc:
                 self._internal_error(str(exc), request)
             return
+        self._counted_in_flight(reply)
+        reply.addCallback(self._answer, request, key, started)
+        reply.addErrback(lambda failure: self._internal_error(failure.getErrorMessage(), request))
+
+    def _counted_in_flight(self, d: Any) -> Any:
+        """``d``, counted in ``events.in_flight`` until it fires: a stopping server waits for it."""
         events = self.hub.events
         events.in_flight += 1
 
@@ -212,9 +218,7 @@ class Session:
             events.in_flight -= 1
             return result
 
-        reply.addBoth(settled)
-        reply.addCallback(self._answer, request, key, started)
-        reply.addErrback(lambda failure: self._internal_error(failure.getErrorMessage(), request))
+        return d.addBoth(settled)
 
     def _answer(self, reply: Reply, request: Message, key: bytes | None, started: float) -> None:
         self._busy = False
@@ -282,14 +286,7 @@ class Session:
             return self._logged_in_as(login, registry.authenticate(login, password, self.peer, self.listener.name))
         result = registry.authenticate_off_thread(login, password, self.peer, self.listener.name, run_in_thread)
         if not isinstance(result, AuthResult):  # the scrypt check runs on a thread
-            events = self.hub.events
-            events.in_flight += 1  # a stopping server answers it before it exits
-
-            def settled(value: AuthResult) -> AuthResult:
-                events.in_flight -= 1
-                return value
-
-            return result.addBoth(settled).addCallback(lambda value: self._logged_in_as(login, value))
+            return self._counted_in_flight(result).addCallback(lambda value: self._logged_in_as(login, value))
         return self._logged_in_as(login, result)
 
     def _logged_in_as(self, login: str, result: AuthResult) -> bool:

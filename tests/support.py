@@ -157,3 +157,10 @@ def hash_the_password(hub: Hub, login: str, password: str) -> None:
     )
     hub.config = attrs.evolve(hub.config, accounts=accounts)
     hub.registry = Registry.from_config(hub.config, hub.lockout)
+
+
+def take(transport: Any) -> bytes:
+    """What a StringTransport has been given since the last take."""
+    data = transport.value()
+    transport.clear()
+    return data

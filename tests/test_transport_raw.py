@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from sipserver.sip2 import encode, make
 from sipserver.transport.base import ListenerFactory
 from sipserver.transport.raw import RawSIPProtocol
-from tests.support import Hub, PendingThreads, hash_the_password, make_config, sync_backend
+from tests.support import Hub, PendingThreads, hash_the_password, make_config, sync_backend, take
 
 LOGIN_TIMEOUT, IDLE_TIMEOUT = 30, 60
 STATUS = b"9900802.00AY1AZFCA0\r"
@@ -33,12 +33,6 @@ def connect(hub):
     transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
     protocol.makeConnection(transport)
     return protocol, transport
-
-
-def take(transport) -> bytes:
-    data = transport.value()
-    transport.clear()
-    return data
 
 
 def test_status_before_login_does_not_extend_the_login_deadline(hub):

@@ -14,7 +14,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from sipserver.sip2 import encode, make
 from sipserver.transport.base import ListenerFactory
 from sipserver.transport.telnet import SIPTelnetProtocol, telnet_protocol
-from tests.support import Hub, PendingThreads, hash_the_password, make_config, sync_backend
+from tests.support import Hub, PendingThreads, hash_the_password, make_config, sync_backend, take
 
 IAC, WILL, WONT, DO, ECHO = b"\xff", b"\xfb", b"\xfc", b"\xfd", b"\x01"
 
@@ -33,12 +33,6 @@ def connect(hub):
     transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
     protocol.makeConnection(transport)
     return protocol, transport
-
-
-def take(transport) -> bytes:
-    data = transport.value()
-    transport.clear()
-    return data
 
 
 def log_in(protocol, transport, login=b"sco", password=b"scpass", end=b"\r\n"):
