@@ -172,19 +172,19 @@ class SIPServer(MultiService):
         for name in self.backends:
             self._start_backend(name)
         super().startService()
-        bound: list[defer.Deferred[Any]] = []
-        every: list[defer.Deferred[Any]] = []
+        bound: list[defer.Deferred[tuple[str, Any]]] = []
         for service in self:
             waiting = getattr(service, "_waitingForPort", None)  # set by strports' endpoint service
             if waiting is not None:
                 waiting.addCallback(self._report_listening, service.name)
-                every.append(_when_bound(waiting, service.name))
-                if service.name.startswith("listener:"):
-                    bound.append(_when_bound(waiting, service.name[len("listener:") :]))
+                bound.append(_when_bound(waiting, service.name))
         if self.workers is not None:
-            defer.gatherResults(bound).addCallback(lambda ports: self.workers.spawn_all(dict(ports)))
+            prefix = "listener:"
+            defer.gatherResults(bound).addCallback(
+                lambda ports: self.workers.spawn_all({n[len(prefix) :]: p for n, p in ports if n.startswith(prefix)})
+            )
         if self.listens:
-            defer.gatherResults(every).addCallback(lambda _: sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}"))
+            defer.gatherResults(bound).addCallback(lambda _: sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}"))
         log.info(
             "{name} serving {listeners} listener(s) for {institutions} institution(s), {accounts} account(s)",
             name=self.config.server.name,
