@@ -35,6 +35,9 @@ import attrs
 import yaml
 
 from sipserver import passwords
+from sipserver.places import UNDECLARED, Places
+from sipserver.replyprofile import DEFAULT as DEFAULT_PROFILE
+from sipserver.replyprofile import PATRON_FIELDS, TRAILER_FIELDS, ReplyProfile
 
 __all__ = [
     "ENDPOINT_PREFIXES",
@@ -50,6 +53,7 @@ __all__ = [
     "LockoutConfig",
     "LoggingConfig",
     "PolicyConfig",
+    "ReplyProfile",
     "ServerConfig",
     "load_config",
     "parse_config",
@@ -152,6 +156,9 @@ class ListenerConfig:
     status_before_login: bool = False
     max_connections: int | None = None
     institution: str | None = None
+    #: What ends every reply on this listener, whatever the account says; None: the account's.
+    #: CR LF on a telnet port people test by hand shows each reply on its own line.
+    terminator: bytes | None = None
 
 
 @attrs.frozen(cache_hash=True)  # a key of the ACS's reply caches, hashed per request
@@ -175,6 +182,8 @@ class InstitutionConfig:
     currency: str = "USD"
     language: str = "000"
     policy: PolicyConfig = attrs.field(factory=PolicyConfig)
+    #: Its branches and the location codes that stand in each (``sipserver.places``).
+    places: Places = UNDECLARED
 
 
 @attrs.frozen(cache_hash=True)  # a key of the ACS's reply caches, hashed per request
@@ -185,8 +194,9 @@ class AccountConfig:
     password_hash: str = attrs.field(repr=False)
     institution: str
     location: str = ""
-    #: The library location (branch) code the terminal stands in: where its checkins happen when
-    #: the 09 carries no AP. ``location`` names the terminal (MAIN-DESK1), not a branch (MAIN).
+    #: The branch the terminal stands in, as its institution's ``branches`` spell it: where its
+    #: checkins happen when the 09's AP names no place the institution knows. Empty: the branch
+    #: its ``location`` stands in (``RequestContext.branch``).
     branch: str = ""
     allow_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = attrs.field(default=(), converter=_networks)
     permissions: frozenset[str] = attrs.field(default=PERMISSIONS, converter=frozenset)
@@ -196,6 +206,11 @@ class AccountConfig:
     delimiter: str = "|"
     expires: datetime.date | None = None
     enabled: bool = True
+    #: Answer ok=1 to a checkin of an item that was not on loan (Koha's ``checked_in_ok``), for
+    #: sorters that treat ok=0 as a failed return; the default ok=0 is what SIP2 servers answer.
+    checkin_not_on_loan_ok: bool = False
+    #: What this account's replies carry beyond the standard fields, and what they leave out.
+    profile: ReplyProfile = DEFAULT_PROFILE
 
 
 @attrs.frozen
@@ -215,6 +230,7 @@ class Config:
     institutions: Mapping[str, InstitutionConfig] = attrs.field(factory=dict, converter=_frozen_mapping)
     accounts: tuple[AccountConfig, ...] = attrs.field(default=(), converter=tuple)
     backends: Mapping[str, BackendConfig] = attrs.field(factory=dict, converter=_frozen_mapping)
+    profiles: Mapping[str, ReplyProfile] = attrs.field(factory=dict, converter=_frozen_mapping)
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
     def listener(self, name: str) -> ListenerConfig:
@@ -549,7 +565,7 @@ class _Parser:
         top = self.mapping(
             data,
             "",
-            ("server", "logging", "http", "listeners", "institutions", "accounts", "backends"),
+            ("server", "logging", "http", "listeners", "institutions", "profiles", "accounts", "backends"),
             ("listeners", "institutions", "backends"),
         )
         server = self.server(top.get("server"))
@@ -558,7 +574,9 @@ class _Parser:
         backends = self.backends(top["backends"])
         institutions = self.institutions(top["institutions"], backends)
         listeners = self.listeners(top["listeners"], institutions)
-        accounts = self.accounts(top.get("accounts"), institutions)
+        profiles = self.profiles(top.get("profiles"))
+        accounts = self.accounts(top.get("accounts"), institutions, profiles)
+        institutions, accounts = self.places(institutions, accounts)
         return Config(
             path=self.path,
             server=server,
@@ -568,6 +586,7 @@ class _Parser:
             institutions=institutions,
             accounts=accounts,
             backends=backends,
+            profiles=profiles,
             warnings=tuple(self.warnings),
         )
 
@@ -646,7 +665,9 @@ class _Parser:
         result = {}
         for inst_id, body in self.id_mapping(value, key, "institution ids").items():
             ikey = _join(key, inst_id)
-            m = self.mapping(body, ikey, ("backend", "library_name", "currency", "language", "policy"), ("backend",))
+            m = self.mapping(
+                body, ikey, ("backend", "library_name", "currency", "language", "policy", "branches"), ("backend",)
+            )
             backend = self.string(m["backend"], _join(ikey, "backend"))
             if backend not in backends:
                 raise self.error(
@@ -666,8 +687,131 @@ class _Parser:
                 currency=currency,
                 language=self.language(m.get("language", "000"), _join(ikey, "language")),
                 policy=self.policy(m.get("policy"), _join(ikey, "policy")),
+                places=self.branches(m.get("branches"), _join(ikey, "branches")),
             )
         return result
+
+    def branches(self, value: Any, key: str) -> Places:
+        """``branches:`` of an institution: branch code -> ``{locations: [code, ...]}``.
+
+        Every code, branch or location, stands for one branch only (compared without regard to
+        case), so that a place never resolves two ways."""
+        if value is None:
+            return UNDECLARED
+        if not isinstance(value, Mapping) or not value:
+            raise self.error(
+                key,
+                "expected a mapping of branch codes to their location codes, like "
+                f"MAIN: {{locations: [MAIN-DESK1]}}, got {_describe(value)}",
+            )
+        seen: dict[str, str] = {}  # folded code -> the key that defined it
+        branches: dict[str, list[str]] = {}
+
+        def claim(code: str, where: str) -> None:
+            folded = code.strip().casefold()
+            if folded in seen:
+                raise self.error(where, f"{code!r} is already used at {seen[folded]}; a code stands in one branch only")
+            seen[folded] = where
+
+        for branch, body in value.items():
+            bkey = _join(key, branch) if isinstance(branch, str) else key
+            if not isinstance(branch, str) or not branch.strip() or not _SAFE_NAME.fullmatch(branch):
+                raise self.error(
+                    bkey, f"expected branch codes to be non-empty strings without '|', got {_describe(branch)}"
+                )
+            claim(branch, bkey)
+            m = self.mapping(body, bkey, ("locations",))
+            lkey = _join(bkey, "locations")
+            locations = []
+            for index, location in enumerate(self.sequence(m.get("locations"), lkey, allow_scalar=True)):
+                where = _join(lkey, index)
+                if not isinstance(location, str) or not location.strip():
+                    raise self.error(where, f"expected a location code (a non-empty string), got {_describe(location)}")
+                location = self.string(location.strip(), where, name=True)
+                claim(location, where)
+                locations.append(location)
+            branches[branch.strip()] = locations
+        return Places.of(branches)
+
+    def places(
+        self, institutions: dict[str, InstitutionConfig], accounts: tuple[AccountConfig, ...]
+    ) -> tuple[dict[str, InstitutionConfig], tuple[AccountConfig, ...]]:
+        """Complete each institution's places with its accounts: an account's ``branch`` must be
+        one of the declared branches (when there are any, else it declares one), and its
+        ``location`` stands in that branch. Accounts get their branch spelt as declared."""
+        tables: dict[str, dict[str, list[str]]] = {
+            inst_id: {branch: list(locations) for branch, locations in inst.places.branches}
+            for inst_id, inst in institutions.items()
+        }
+        result: list[AccountConfig] = []
+        for index, account in enumerate(accounts):
+            key = _join("accounts", index)
+            inst = institutions[account.institution]
+            declared = inst.places
+            table = tables[account.institution]
+            if not account.branch:
+                result.append(account)
+                continue
+            branch = declared.branch_of(account.branch) if declared.declared else ""
+            if declared.declared and (not branch or branch.casefold() != account.branch.strip().casefold()):
+                names = ", ".join(declared.names)
+                raise self.error(
+                    _join(key, "branch"),
+                    f"expected a branch of institution {account.institution} ({names}), "
+                    f"got {_describe(account.branch)}{_hint(account.branch, declared.names)}",
+                )
+            if not branch:  # no branches declared: the account's branch declares one
+                branch = next((b for b in table if b.casefold() == account.branch.strip().casefold()), "")
+                branch = branch or account.branch.strip()
+                table.setdefault(branch, [])
+            location = account.location.strip()
+            if location:
+                stands_in = declared.branch_of(location) if declared.declared else ""
+                if stands_in and stands_in != branch:
+                    raise self.error(
+                        _join(key, "location"),
+                        f"{location!r} stands in branch {stands_in} (institutions.{account.institution}.branches), "
+                        f"not in this account's branch {branch}",
+                    )
+                if not stands_in and not Places.of(table).knows(location):
+                    table[branch].append(location)
+                elif Places.of(table).branch_of(location) not in ("", branch):
+                    raise self.error(
+                        _join(key, "location"),
+                        f"{location!r} already stands in branch {Places.of(table).branch_of(location)} "
+                        "(another account's location or branch)",
+                    )
+            result.append(attrs.evolve(account, branch=branch))
+        completed = {
+            inst_id: attrs.evolve(inst, places=Places.of(tables[inst_id])) for inst_id, inst in institutions.items()
+        }
+        self.warn_about_places(completed, tuple(result))
+        return completed, tuple(result)
+
+    def warn_about_places(
+        self, institutions: Mapping[str, InstitutionConfig], accounts: tuple[AccountConfig, ...]
+    ) -> None:
+        """A terminal whose location is no known place would check items in at the wrong branch:
+        say so at start-up, where an administrator looks."""
+        for index, account in enumerate(accounts):
+            location = account.location.strip()
+            if not location or account.branch or "checkin" not in account.permissions:
+                continue
+            places = institutions[account.institution].places
+            where = f"{self.path}: {_join(_join('accounts', index), 'location')}"
+            if not places.declared:
+                self.warnings.append(
+                    f"{where}: institution {account.institution} lists no branches, so a checkin from "
+                    f"{location!r} without a known AP is taken to happen at a branch called {location!r} "
+                    "and sends items of every other branch in transit; list the branches and their "
+                    f"location codes under institutions.{account.institution}.branches, or give the account a branch"
+                )
+            elif not places.knows(location):
+                self.warnings.append(
+                    f"{where}: {location!r} is not a location code of any branch of institution "
+                    f"{account.institution}, so a checkin from it without a known AP happens at no branch "
+                    "(nothing is sent in transit); list it under a branch, or give the account a branch"
+                )
 
     def language(self, value: Any, key: str) -> str:
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 999:
@@ -698,9 +842,12 @@ class _Parser:
             m = self.mapping(
                 body,
                 lkey,
-                ("name", "transport", "endpoint", "status_before_login", "max_connections", "institution"),
+                (
+                    "name", "transport", "endpoint", "status_before_login", "max_connections", "institution",
+                    "terminator",
+                ),
                 ("name", "transport", "endpoint"),
-            )
+            )  # fmt: skip
             name = self.string(m["name"], _join(lkey, "name"), name=True)
             if name in seen:
                 raise self.error(
@@ -723,6 +870,11 @@ class _Parser:
                     ),
                     max_connections=max_connections,
                     institution=institution,
+                    terminator=(
+                        TERMINATORS[self.choice(m["terminator"], _join(lkey, "terminator"), TERMINATORS)]
+                        if m.get("terminator") is not None
+                        else None
+                    ),
                 )
             )
         return tuple(result)
@@ -737,11 +889,13 @@ class _Parser:
             )
         return value
 
-    def accounts(self, value: Any, institutions: Mapping[str, InstitutionConfig]) -> tuple[AccountConfig, ...]:
+    def accounts(
+        self, value: Any, institutions: Mapping[str, InstitutionConfig], profiles: Mapping[str, ReplyProfile]
+    ) -> tuple[AccountConfig, ...]:
         result: list[AccountConfig] = []
         seen: dict[str, str] = {}
         for index, body in enumerate(self.sequence(value, "accounts")):
-            account = self.account(body, _join("accounts", index), institutions)
+            account = self.account(body, _join("accounts", index), institutions, profiles)
             if account.login in seen:
                 raise self.error(
                     _join(_join("accounts", index), "login"),
@@ -752,14 +906,17 @@ class _Parser:
             result.append(account)
         return tuple(result)
 
-    def account(self, body: Any, key: str, institutions: Mapping[str, InstitutionConfig]) -> AccountConfig:
+    def account(
+        self, body: Any, key: str, institutions: Mapping[str, InstitutionConfig], profiles: Mapping[str, ReplyProfile]
+    ) -> AccountConfig:
         d = AccountConfig(login="-", password_hash="-", institution="-")
         m = self.mapping(
             body,
             key,
             (
                 "login", "password", "institution", "location", "branch", "allow_from", "permissions", "encoding",
-                "error_detection", "terminator", "delimiter", "expires", "enabled",
+                "error_detection", "terminator", "delimiter", "expires", "enabled", "checkin_not_on_loan_ok",
+                "profile",
             ),
             ("login", "password", "institution"),
         )  # fmt: skip
@@ -789,7 +946,70 @@ class _Parser:
             delimiter=self.delimiter(m.get("delimiter", d.delimiter), _join(key, "delimiter")),
             expires=self.date(m.get("expires"), _join(key, "expires")),
             enabled=self.boolean(m.get("enabled", True), _join(key, "enabled")),
+            checkin_not_on_loan_ok=self.boolean(
+                m.get("checkin_not_on_loan_ok", d.checkin_not_on_loan_ok), _join(key, "checkin_not_on_loan_ok")
+            ),
+            profile=self.profile_ref(m.get("profile"), _join(key, "profile"), profiles),
         )
+
+    def profile_ref(self, value: Any, key: str, profiles: Mapping[str, ReplyProfile]) -> ReplyProfile:
+        if value is None:
+            return DEFAULT_PROFILE
+        if not isinstance(value, str) or value not in profiles:
+            hint = _hint(value, profiles) if isinstance(value, str) else ""
+            defined = f" ({', '.join(profiles)})" if profiles else " (there are none)"
+            raise self.error(
+                key, f"expected the name of a profile defined under profiles{defined}, got {_describe(value)}{hint}"
+            )
+        return profiles[value]
+
+    def profiles(self, value: Any) -> dict[str, ReplyProfile]:
+        """``profiles:``: name -> what accounts using it receive (``sipserver.replyprofile``)."""
+        if value is None:
+            return {}
+        result = {}
+        for name, body in self.id_mapping(value, "profiles", "profile names").items():
+            pkey = _join("profiles", name)
+            m = self.mapping(body, pkey, ("patron_fields", "hide", "add"))
+            fields_key = _join(pkey, "patron_fields")
+            patron_fields: list[str] = []
+            for index, item in enumerate(self.sequence(m.get("patron_fields"), fields_key, allow_scalar=True)):
+                if not isinstance(item, str) or item not in PATRON_FIELDS:
+                    raise self.error(
+                        _join(fields_key, index),
+                        f"expected one of {', '.join(PATRON_FIELDS)}, got {_describe(item)}",
+                    )
+                if item not in patron_fields:
+                    patron_fields.append(item)
+            hide_key = _join(pkey, "hide")
+            hide = [
+                self.field_id(item, _join(hide_key, index))
+                for index, item in enumerate(self.sequence(m.get("hide"), hide_key, allow_scalar=True))
+            ]
+            add_key = _join(pkey, "add")
+            added = m.get("add")
+            if added is not None and not isinstance(added, Mapping):
+                raise self.error(
+                    add_key, f"expected a mapping of field ids to values, like PC: ADULT, got {_describe(added)}"
+                )
+            add = []
+            for field_id, field_value in (added or {}).items():
+                field_id = self.field_id(field_id, _join(add_key, field_id))
+                if isinstance(field_value, int | float) and not isinstance(field_value, bool):
+                    field_value = str(field_value)
+                add.append((field_id, self.string(field_value, _join(add_key, field_id), empty=True, name=True)))
+            result[name] = ReplyProfile(
+                name=name, patron_fields=tuple(patron_fields), hide=frozenset(hide), add=tuple(add)
+            )
+        return result
+
+    def field_id(self, value: Any, key: str) -> str:
+        """A SIP2 variable-field id a profile may name: two upper-case letters or digits, not AY/AZ."""
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Z0-9]{2}", value) or value in TRAILER_FIELDS:
+            raise self.error(
+                key, f"expected a SIP2 field id, two upper-case letters or digits (not AY, AZ), got {_describe(value)}"
+            )
+        return value
 
     def allow_from(self, m: dict[str, Any], key: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         if "allow_from" not in m:

@@ -37,6 +37,10 @@ institutions:
     library_name: Test Library
     currency: USD
     policy: {checkin: true, checkout: true, renewal: true, status_update: true, offline: true, timeout: 5, retries: 3}
+    branches:
+      MAIN: {locations: [MAIN-DESK1, MAIN-SORTER, DESK1]}
+      EAST: {}
+      WEST: {}
 accounts:
   - login: sco
     password: "plain:scpass"

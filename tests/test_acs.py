@@ -272,7 +272,7 @@ def test_a_checkin_without_ap_happens_at_the_accounts_branch(terminal, branch, t
     hub.registry = Registry.from_config(hub.config, hub.lockout)
     reply = ask(terminal, "09", return_date=datetime.datetime.now(), AB=EAST_BOOK, AC="")  # no AP
     assert reply.fixed["ok"] == "1"
-    if transit:  # without a branch, the terminal's location (MAIN-DESK1) is the place, as before
+    if transit:  # without a branch, the branch its location (MAIN-DESK1) stands in: MAIN
         assert reply.fixed["alert"] == "Y" and reply.get("CT") == "EAST" and reply.get("CV") == "04"
     else:
         assert reply.fixed["alert"] == "N" and not reply.get("CV") and not reply.get("CT")

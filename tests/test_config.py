@@ -492,7 +492,8 @@ def test_unknown_key_without_close_match_lists_valid_keys() -> None:
         parse(with_change("accounts.0.zzz", 1))
     assert str(info.value) == (
         f"{FILE}: accounts[0].zzz: unknown key; expected one of login, password, institution, location, branch, "
-        "allow_from, permissions, encoding, error_detection, terminator, delimiter, expires, enabled"
+        "allow_from, permissions, encoding, error_detection, terminator, delimiter, expires, enabled, "
+        "checkin_not_on_loan_ok, profile"
     )
 
 

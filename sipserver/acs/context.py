@@ -78,12 +78,13 @@ class RequestContext:
         return self.account.location if self.account else ""
 
     @property
-    def checkin_place(self) -> str:
-        """Where a checkin without AP happens: the account's ``branch``, else (as before there was
-        one) its ``location``."""
-        if self.account is None:
+    def branch(self) -> str:
+        """The branch the terminal stands in: its account's ``branch``, else the branch its
+        ``location`` stands in (``""`` when neither is known; see ``sipserver.places``)."""
+        account = self.account
+        if account is None:
             return ""
-        return self.account.branch or self.account.location
+        return account.branch or self.institution.places.branch_of(account.location)
 
 
 @attrs.frozen

@@ -22,6 +22,7 @@ from sipserver.sip2 import Message
 
 from . import handlers, screen
 from .context import Reply, RequestContext, permitted
+from .place import UnknownLocations
 
 log = logger("sipserver.acs")
 
@@ -96,6 +97,7 @@ class ACS:
         self.reactor = reactor
         self.server_name = server_name
         self.health = BackendHealth(self.backends, reactor)
+        self.unknown_locations = UnknownLocations()
 
     def backend_for(self, ctx: RequestContext) -> ILSBackend:
         return self.backends[ctx.institution.backend]

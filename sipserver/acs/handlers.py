@@ -35,7 +35,7 @@ from sipserver.sip2 import Message, make, supported_messages
 from sipserver.sip2.codes import SUMMARY_FIELD, AlertType, CirculationStatus, Summary, flag, format_date, parse_date
 from sipserver.sip2.codes import summary_requested as _summary_requested
 
-from . import describe, screen
+from . import describe, place, screen
 from .context import PERMISSION_FOR, Reply, RequestContext, permitted
 
 if TYPE_CHECKING:
@@ -65,6 +65,8 @@ def tx(ctx: RequestContext, request: Message) -> TxContext:
         peer=ctx.peer,
         request=request.name,
         now=ctx.now,
+        branch=ctx.branch,
+        places=ctx.institution.places,
     )
 
 
@@ -522,12 +524,14 @@ _ALERT_TYPE = {
 def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
     if not ctx.institution.policy.checkin:
         return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
+    branch = place.checkin_branch(ctx, request.get("AP"))
+    acs.unknown_locations.note(ctx, request.get("AP"), branch)
     result: CheckinResult = yield acs.call(
         ctx,
         "checkin",
         tx(ctx, request),
         request.get("AB"),
-        request.get("AP") or ctx.checkin_place,
+        branch,
         return_date=parse_date(request.fixed.get("return_date", "")),
         no_block=flag(request.fixed.get("no_block", "")),
         cancel=flag(request.get("BI")),
@@ -672,7 +676,7 @@ def hold(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any,
         pin_of(request),
         item=request.get("AB"),
         title=request.get("AJ"),
-        pickup_location=request.get("BS"),
+        pickup_location=ctx.institution.places.branch_of(request.get("BS")),
         expires=parse_date(request.get("BW")),
         hold_type=request.get("BY"),
         fee_acknowledged=flag(request.get("BO")),

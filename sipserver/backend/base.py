@@ -19,6 +19,8 @@ from typing import Protocol, runtime_checkable
 import attrs
 from twisted.internet.defer import Deferred
 
+from sipserver.places import UNDECLARED, Places
+
 
 class BackendError(Exception):
     """Base class for backend faults that are not a business refusal."""
@@ -88,6 +90,12 @@ class TxContext:
     peer: str = ""
     request: str = ""  # the request's message name, e.g. "checkout"; never carries a PIN
     now: datetime.datetime | None = None  # None: the backend uses the current local time
+    #: The branch the terminal stands in ("" when not known): where a hold without a pickup
+    #: location is picked up, when the patron has no home library.
+    branch: str = ""
+    #: The institution's branches and their location codes, to tell which branch a stored code
+    #: (an item's home, a hold's pickup location) stands in; undeclared, codes count as sent.
+    places: Places = UNDECLARED
 
 
 @attrs.frozen
@@ -215,7 +223,7 @@ class CheckinResult:
     hold_patron_barcode: str = ""  # item goes to the hold shelf for this patron
     hold_patron_name: str = ""
     hold_pickup_location: str = ""
-    transit_to: str = ""  # item must travel to this library/location (CT)
+    transit_to: str = ""  # item must travel to this branch (CT)
     alert_kind: str = ""  # "hold_here", "hold_other_branch", "transit", ""
     fine_amount: str = ""  # overdue fine charged by this checkin
 
@@ -331,8 +339,10 @@ class ILSBackend(Protocol):
         no_block: bool = False,
         cancel: bool = False,
     ) -> Deferred[CheckinResult]:
-        """Check an item in at ``location``; charges overdue fines and routes it to the hold shelf
-        or in transit. ``cancel`` undoes a checkout the terminal failed to complete."""
+        """Check an item in at the branch ``location`` (``""``: no known branch); charges overdue
+        fines and routes it to the hold shelf or in transit: in transit only to another branch that
+        ``ctx.places`` knows (the item's home, or a hold's pickup branch). The ACS resolves the
+        terminal's AP to the branch. ``cancel`` undoes a checkout the terminal failed to complete."""
 
     def renew(
         self,

@@ -378,9 +378,11 @@ def checkin(
     if loan is not None:
         assert state.borrower is not None
         fine = _end_loan(tx, loan, state.borrower, item, return_date or now, now)
-    here = location.strip()
+    places = ctx.places
+    here = places.branch_of(location)
     result = CheckinResult(ok=True, patron_barcode=borrower, fine_amount=format_cents(fine) if fine else "")
-    state, trapped = holds.trap(tx, holds.expire_lapsed(tx, state, now), here, now)
+    state, trapped = holds.trap(tx, holds.expire_lapsed(tx, state, now), here, places, now)
+    home = places.branch_of(item.home)
     if trapped is not None:
         hold, hold_patron = trapped
         status = "on_hold_shelf" if hold.state == "waiting" else "in_transit"
@@ -391,11 +393,11 @@ def checkin(
             hold_patron_barcode=hold_patron.barcode,
             hold_patron_name=hold_patron.name,
             hold_pickup_location=hold.pickup_location,
-            transit_to="" if hold.state == "waiting" else hold.pickup_location,
+            transit_to="" if hold.state == "waiting" else places.branch_of(hold.pickup_location),
         )
-    elif here and item.home and not holds.same_place(here, item.home):
+    elif here and home and not places.same_branch(here, home):  # only to a branch the institution knows
         status = "in_transit"
-        result = attrs.evolve(result, alert=True, alert_kind="transit", transit_to=item.home)
+        result = attrs.evolve(result, alert=True, alert_kind="transit", transit_to=home)
     else:
         status = "available"
     location_now = here or item.current_location

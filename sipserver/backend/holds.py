@@ -25,13 +25,10 @@ from sipserver.backend.circreads import ItemState
 from sipserver.backend.dialect import Tx
 from sipserver.backend.pins import PinVerifier
 from sipserver.backend.records import HoldRow, ItemRow, PatronRow
+from sipserver.places import Places
 
 #: SIP2 hold type (BY) for "any copy of a title".
 ANY_COPY = "2"
-
-
-def same_place(a: str, b: str) -> bool:
-    return a.strip().casefold() == b.strip().casefold()
 
 
 def checkout_holds(
@@ -86,12 +83,14 @@ TRAP_ATTEMPTS = 5
 
 
 def trap(
-    tx: Tx, state: ItemState, location: str, now: datetime.datetime
+    tx: Tx, state: ItemState, location: str, places: Places, now: datetime.datetime
 ) -> tuple[ItemState, tuple[HoldRow, PatronRow] | None]:
     """Set a checked-in copy aside for the first hold it can fill.
 
     Returns the item's state after, and the hold as it is now with its patron (None when nobody
-    waits for the copy).
+    waits for the copy). The copy travels (``in_transit``) only when the hold's pickup location
+    stands in another branch ``places`` knows than ``location``, the branch of the checkin; else
+    it goes on the hold shelf here.
 
     The checkin read the holds without locking them: it locks only the copy, and a title hold
     wants every copy, so another terminal may have cancelled the hold, filled it with another
@@ -112,7 +111,8 @@ def trap(
                 return state, None
             hold = queue[0]
         patron, circ = records.patron_with_rules(tx, hold.patron_id)
-        if not hold.pickup_location or not location or same_place(hold.pickup_location, location):
+        pickup = places.branch_of(hold.pickup_location)
+        if not pickup or not location or places.same_branch(pickup, location):
             new_state, shelf_expires = "waiting", dbtime.stamp(dbtime.days_from(now, circ.hold_shelf_days))
             if hold.state == "waiting" and hold.shelf_expires:  # scanned again on the shelf: the
                 shelf_expires = hold.shelf_expires  # last pickup day stays (else it would never come)
@@ -208,6 +208,19 @@ def _result(tx: Tx, hold_id: int, now: datetime.datetime) -> HoldResult:
     )
 
 
+def _pickup(ctx: TxContext, asked: str, patron: PatronRow, copy: ItemRow | None) -> str:
+    """Where a new hold is picked up: the branch the terminal asked for (BS), else the patron's
+    home library, else the branch the terminal stands in, else the copy's home; a code that stands
+    in no branch the institution knows is passed over (undeclared places take every code)."""
+    places = ctx.places
+    return (
+        places.branch_of(asked)
+        or places.branch_of(patron.home_library)
+        or places.branch_of(ctx.branch)
+        or places.branch_of(copy.home if copy is not None else "")
+    )
+
+
 def hold(
     tx: Tx,
     ctx: TxContext,
@@ -261,7 +274,7 @@ def hold(
         tx.execute(
             "UPDATE holds SET pickup_location = ?, expires = ? WHERE id = ?",
             (
-                pickup_location or existing.pickup_location,
+                ctx.places.branch_of(pickup_location) or existing.pickup_location,
                 dbtime.stamp(expires) if expires is not None else existing.expires,
                 existing.id,
             ),
@@ -280,7 +293,7 @@ def hold(
         if loan is not None and loan.patron_id == patron.id:
             return done(HoldResult(False, Refusal.HOLD_NOT_ALLOWED, "already checked out to you", title=the_title))
     item_level = copy is not None and hold_type != ANY_COPY
-    pickup = pickup_location or patron.home_library or ctx.location or (copy.home if copy else "")
+    pickup = _pickup(ctx, pickup_location, patron, copy)
     hold_id = tx.insert(
         "INSERT INTO holds (patron_id, item_id, title, state, pickup_location, expires, placed)"
         " VALUES (?, ?, ?, 'queued', ?, ?, ?)",
