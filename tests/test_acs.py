@@ -258,6 +258,7 @@ def test_checkin_of_a_wanted_item_goes_to_the_hold_shelf(terminal):
 
 
 def test_checkin_at_another_branch_sends_the_item_in_transit(terminal):
+    assert checkout(terminal, HANA, EAST_BOOK).fixed["ok"] == "1"  # on loan: a checkin of a shelved one is ok=0
     reply = ask(terminal, "09", return_date=datetime.datetime.now(), AP="MAIN", AB=EAST_BOOK, AC="")
     assert reply.fixed["ok"] == "1" and reply.fixed["alert"] == "Y"
     assert reply.get("CT") == "EAST" and reply.get("CV") == "04"
@@ -270,6 +271,7 @@ def test_a_checkin_without_ap_happens_at_the_accounts_branch(terminal, branch, t
     accounts = tuple(attrs.evolve(a, branch=branch) if a.login == "sco" else a for a in hub.config.accounts)
     hub.config = attrs.evolve(hub.config, accounts=accounts)
     hub.registry = Registry.from_config(hub.config, hub.lockout)
+    assert checkout(terminal, HANA, EAST_BOOK).fixed["ok"] == "1"
     reply = ask(terminal, "09", return_date=datetime.datetime.now(), AB=EAST_BOOK, AC="")  # no AP
     assert reply.fixed["ok"] == "1"
     if transit:  # without a branch, the branch its location (MAIN-DESK1) stands in: MAIN

@@ -547,8 +547,13 @@ def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, A
         "CS": item.call_number if item and item.call_number else None,
     }
     messages: list[str] = []
+    ok = result.ok
     if result.ok:
-        messages.append("Checked in.")
+        # An item that was not on loan is still routed (hold shelf, transit), but the answer is
+        # ok=0 as SIP2 servers give it, unless the account's device needs ok=1 (a sorter).
+        on_loan = result.was_on_loan
+        ok = on_loan or bool(ctx.account and ctx.account.checkin_not_on_loan_ok)
+        messages.append("Checked in." if on_loan else screen.NOT_ON_LOAN)
         if result.fine_amount and describe.nonzero(result.fine_amount):
             messages.append(f"An overdue fine of {describe.money(result.fine_amount)} was charged.")
         if result.hold_patron_barcode:
@@ -565,7 +570,7 @@ def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, A
         alert_type = _ALERT_TYPE.get(result.alert_kind)
         if result.alert and alert_type:
             fields["CV"] = alert_type.value
-        outcome = "ok"
+        outcome = "ok" if on_loan else "not_on_loan"
     else:
         messages.append(screen.refusal_text(result.refusal, result.message))
         outcome = result.refusal.value if result.refusal else "refused"
@@ -573,7 +578,7 @@ def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, A
     reply = make(
         "10",
         fields,
-        ok=result.ok,
+        ok=ok,
         resensitize=result.resensitize if result.ok else False,
         magnetic_media=describe.magnetic(item),
         alert=result.alert or not result.ok,

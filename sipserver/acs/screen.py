@@ -36,6 +36,8 @@ REFUSAL_TEXT: dict[Refusal, str] = {
 }
 
 UNAVAILABLE = "The library system is not available right now. Please try again later or see staff."
+#: A checkin of an item that was not on loan: it is back on the shelf, but nobody had it.
+NOT_ON_LOAN = "This item was not checked out."
 NOT_PERMITTED = "This terminal may not do that. Please see staff."
 DISABLED_BY_POLICY = "This service is not available right now. Please see staff."
 SYSTEM_ERROR = "Something went wrong. Please see staff."

@@ -226,6 +226,9 @@ class CheckinResult:
     transit_to: str = ""  # item must travel to this branch (CT)
     alert_kind: str = ""  # "hold_here", "hold_other_branch", "transit", ""
     fine_amount: str = ""  # overdue fine charged by this checkin
+    #: False when the item was not on loan (already on the shelf): still routed as any checkin,
+    #: but the ACS answers ok=0 unless the account's ``checkin_not_on_loan_ok`` says otherwise.
+    was_on_loan: bool = True
 
 
 @attrs.frozen

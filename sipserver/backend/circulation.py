@@ -380,7 +380,9 @@ def checkin(
         fine = _end_loan(tx, loan, state.borrower, item, return_date or now, now)
     places = ctx.places
     here = places.branch_of(location)
-    result = CheckinResult(ok=True, patron_barcode=borrower, fine_amount=format_cents(fine) if fine else "")
+    result = CheckinResult(
+        ok=True, patron_barcode=borrower, fine_amount=format_cents(fine) if fine else "", was_on_loan=loan is not None
+    )
     state, trapped = holds.trap(tx, holds.expire_lapsed(tx, state, now), here, places, now)
     home = places.branch_of(item.home)
     if trapped is not None:
