@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sipserver.acs import ACS, Reply, RequestContext
+from sipserver.acs import ACS, Reply, RequestContext, profile
 from sipserver.acs.context import now_to_the_second
 from sipserver.config import AccountConfig, InstitutionConfig, ListenerConfig
 from sipserver.registry import AuthResult, Registry
@@ -224,7 +224,11 @@ class Session:
         self._busy = False
         if self.closed:
             return
-        data = self._encode(reply.message, request)
+        message = reply.message
+        account = self.account
+        if account is not None and not account.profile.changes_nothing:
+            message = profile.shape(message, reply.patron, account.profile)
+        data = self._encode(message, request)
         self._reply_bytes(data, remember=True)
         self._answered = (key, data)
         self.hub.events.exchange(self, request.name, reply.outcome, self._clock() - started)

@@ -7,6 +7,7 @@ import time
 
 import attrs
 
+from sipserver.backend.base import Patron
 from sipserver.config import AccountConfig, InstitutionConfig
 from sipserver.sip2 import Message
 
@@ -90,7 +91,9 @@ class RequestContext:
 @attrs.frozen
 class Reply:
     """A response and a one-word outcome for the exchange log and metrics (``ok``, a refusal name,
-    ``denied``, ``unavailable``, ``error``)."""
+    ``denied``, ``unavailable``, ``error``), with the patron it describes, from which the account's
+    reply profile takes the extension fields it turns on (``sipserver.acs.profile``)."""
 
     message: Message
     outcome: str = "ok"
+    patron: Patron | None = None

@@ -234,7 +234,7 @@ def _patron_status_reply(patron: Patron | None, request: Message, ctx: RequestCo
         transaction_date=ctx.now,
         AF=patron_messages(patron, request),
     )
-    return Reply(reply, _patron_outcome(patron, request))
+    return Reply(reply, _patron_outcome(patron, request), patron)
 
 
 def _pin_for_lookup(request: Message) -> str | None:
@@ -323,7 +323,7 @@ def patron_information(acs: ACS, request: Message, ctx: RequestContext) -> Gener
         AF=patron_messages(patron, request),
         **counts,
     )
-    return Reply(reply, _patron_outcome(patron, request))
+    return Reply(reply, _patron_outcome(patron, request), patron)
 
 
 def _limit(value: int | None) -> str | None:
@@ -353,7 +353,7 @@ def block_patron(acs: ACS, request: Message, ctx: RequestContext) -> Generator[A
         transaction_date=ctx.now,
         AF=messages,
     )
-    return Reply(reply, "ok" if patron else Refusal.UNKNOWN_PATRON.value)
+    return Reply(reply, "ok" if patron else Refusal.UNKNOWN_PATRON.value, patron)
 
 
 @handles("25")

@@ -154,6 +154,7 @@ class Patron:
     patron_type: str = ""
     home_library: str = ""
     expires: datetime.date | None = None
+    internet_privileges: str = ""  # the PC-booking profile the ILS gives the patron ("" not known)
     expired: bool = False
     blocked: bool = False
     block_reason: str = ""

@@ -195,6 +195,7 @@ class PatronData:
     blocked: bool
     block_reason: str
     card_lost: bool
+    internet_privileges: str
 
 
 @attrs.frozen
@@ -307,7 +308,7 @@ def _rules(source: str, node: Any) -> dict[str, dict[str, Any]]:
 
 def _patron(source: str, i: int, node: Any) -> PatronData:
     keys = ("barcode", "pin", "name", "email", "phone", "address", "birth_date", "type", "home_library",
-            "expires", "blocked", "card_lost")  # fmt: skip
+            "expires", "blocked", "card_lost", "internet_privileges")  # fmt: skip
     rec = _Record(source, f"patrons[{i}]", node, keys)
     blocked = node.get("blocked")
     if blocked is not None and not isinstance(blocked, bool | str):
@@ -326,6 +327,7 @@ def _patron(source: str, i: int, node: Any) -> PatronData:
         blocked=bool(blocked),
         block_reason=blocked.strip() if isinstance(blocked, str) else ("blocked" if blocked else ""),
         card_lost=rec.flag("card_lost"),
+        internet_privileges=rec.text("internet_privileges"),
     )
 
 
@@ -505,7 +507,7 @@ def _write_patron(tx: Tx, p: PatronData) -> None:
         "barcode": p.barcode, "name": p.name, "email": p.email, "phone": p.phone, "address": p.address,
         "birth_date": dbtime.day(p.birth_date), "patron_type": p.patron_type, "home_library": p.home_library,
         "expires": dbtime.day(p.expires), "blocked": p.blocked, "block_reason": p.block_reason,
-        "card_lost": p.card_lost,
+        "card_lost": p.card_lost, "internet_privileges": p.internet_privileges,
     }  # fmt: skip
     if p.pin is not None:
         old = records.find_patron(tx, p.barcode)

@@ -69,6 +69,7 @@ class PatronRow:
     blocked: bool = attrs.field(converter=bool)
     block_reason: str = ""
     card_lost: bool = attrs.field(converter=bool, default=False)
+    internet_privileges: str = ""  # schema 3
 
 
 @attrs.frozen
@@ -377,6 +378,7 @@ def patron_view(
         patron_type=patron.patron_type,
         home_library=patron.home_library,
         expires=dbtime.parse_day(patron.expires),
+        internet_privileges=patron.internet_privileges,
         expired=facts.expired,
         blocked=patron.blocked,
         block_reason=patron.block_reason,
