@@ -20,6 +20,13 @@ from sipserver.sip2.codes import format_date
 
 IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
 
+#: What telnet SIP servers say after a wrong password: this one's "Login incorrect", Evergreen's
+#: and Koha's "Invalid login"; or they prompt for the login again.
+TELNET_REFUSALS = (b"incorrect", b"invalid", b"login:")
+NO_PIN = frozenset({"AD"})
+#: Longest unfinished telnet subnegotiation kept while its end is on its way.
+MAX_TELNET_PENDING = 4096
+
 
 class SIPClientError(Exception):
     """The server did not answer as SIP2 says (closed, timed out, or sent something unreadable)."""
@@ -51,8 +58,10 @@ class SIPClient:
         self.timeout = timeout
         self._sequence = 0
         self._buffer = b""
+        self._telnet_pending = b""  # an IAC sequence whose end has not arrived yet
         self.last_request: bytes = b""
         self.last_reply: bytes = b""
+        self.telnet_greeting: bytes = b""  # what a telnet server said after a good password
         raw = socket.create_connection((host, port), timeout=timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls:
@@ -106,33 +115,43 @@ class SIPClient:
         return self.last_reply
 
     def _strip_telnet(self, data: bytes) -> bytes:
-        """Drop IAC sequences: agree to the server's WILL ECHO (it hides the password), refuse the rest."""
+        """Drop IAC sequences: agree to the server's WILL ECHO (it hides the password), refuse the rest.
+
+        A sequence split across packets (a server may send a byte at a time) is kept until its end
+        arrives; an unfinished subnegotiation longer than :data:`MAX_TELNET_PENDING` is dropped."""
+        data = self._telnet_pending + data
+        self._telnet_pending = b""
         out = bytearray()
         i = 0
         while i < len(data):
             byte = data[i]
-            if byte == IAC and i + 1 < len(data):
-                command = data[i + 1]
-                if command == IAC:
-                    out.append(IAC)
-                    i += 2
-                    continue
-                if command in (DO, DONT, WILL, WONT) and i + 2 < len(data):
-                    option = data[i + 2]
-                    if command == WILL:
-                        self.sock.sendall(bytes([IAC, DO if option == 1 else DONT, option]))
-                    elif command == DO:
-                        self.sock.sendall(bytes([IAC, WONT, option]))
-                    i += 3
-                    continue
-                if command == SB:
-                    end = data.find(bytes([IAC, SE]), i)
-                    i = len(data) if end < 0 else end + 2
-                    continue
-                i += 2
+            if byte != IAC:
+                out.append(byte)
+                i += 1
                 continue
-            out.append(byte)
-            i += 1
+            command = data[i + 1] if i + 1 < len(data) else None
+            if command is None or (command in (DO, DONT, WILL, WONT) and i + 2 >= len(data)):
+                self._telnet_pending = data[i:]  # the rest of the sequence is still on its way
+                break
+            if command == IAC:
+                out.append(IAC)
+                i += 2
+            elif command in (DO, DONT, WILL, WONT):
+                option = data[i + 2]
+                if command == WILL:
+                    self.sock.sendall(bytes([IAC, DO if option == 1 else DONT, option]))
+                elif command == DO:
+                    self.sock.sendall(bytes([IAC, WONT, option]))
+                i += 3
+            elif command == SB:
+                end = data.find(bytes([IAC, SE]), i)
+                if end < 0:
+                    pending = data[i:]
+                    self._telnet_pending = pending if len(pending) <= MAX_TELNET_PENDING else b""
+                    break
+                i = end + 2
+            else:
+                i += 2
         return bytes(out)
 
     def read_until(self, marker: bytes) -> bytes:
@@ -162,7 +181,11 @@ class SIPClient:
         if self.error_detection:
             sequence = str(self._sequence)
             self._sequence = (self._sequence + 1) % 10
-        data = encode(message, encoding=self.encoding, sequence=sequence, terminator=self.terminator)
+        # No PIN, no AD: an empty AD is a PIN to check for some servers, and a wrong one.
+        leave_out = frozenset() if "AD" in message.fields else NO_PIN
+        data = encode(
+            message, encoding=self.encoding, sequence=sequence, terminator=self.terminator, leave_out=leave_out
+        )
         self.send_bytes(data)
         reply = decode(self.read_frame(), self.encoding)
         if sequence is not None and reply.code not in ("96",) and reply.sequence != sequence:
@@ -181,16 +204,40 @@ class SIPClient:
         self.sock.sendall(login.encode() + b"\r\n")
         self.read_until(b"password: ")
         self.sock.sendall(password.encode() + b"\r\n")
-        # Success is silent; a refusal prints "Login incorrect" and the prompt again.
-        self.sock.settimeout(0.3)
-        try:
-            chunk = self.sock.recv(4096)
-        except (TimeoutError, BlockingIOError):
-            chunk = b""
-        finally:
-            self.sock.settimeout(self.timeout)
-        self._buffer += self._strip_telnet(chunk)
-        return b"incorrect" not in self._buffer
+        return self._telnet_verdict()
+
+    def _telnet_verdict(self) -> bool:
+        """Read what the server says after the password, until it is clear, however the bytes
+        come split: a refusal (:data:`TELNET_REFUSALS`), or a whole line that is none, which
+        says the terminal is in ("Login OK. Send SIP2 messages..." here, "Login OK.  Initiating SIP" from Evergreen
+        and Koha). That line is consumed, so the next read is the first SIP reply. A server that
+        says nothing after a good password is believed once the timeout has passed."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            text = self._buffer.lstrip(b"\r\n\0 ")
+            ends = [i for i in (text.find(b"\r"), text.find(b"\n")) if i >= 0]
+            if ends:
+                line, rest = text[: min(ends)], text[min(ends) + 1 :]
+                if any(word in line.lower() for word in TELNET_REFUSALS):
+                    return False
+                self.telnet_greeting, self._buffer = line, rest.lstrip(b"\n\0")
+                return True
+            if b"login:" in text.lower():  # the prompt again, with no line before it
+                return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.telnet_greeting, self._buffer = text, b""
+                return True
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            finally:
+                self.sock.settimeout(self.timeout)
+            if not chunk:
+                raise SIPClientError("the server closed the connection")
+            self._buffer += self._strip_telnet(chunk)
 
     def login(self, login: str, password: str, location: str = "") -> bool:
         reply = self.send("93", CN=login, CO=password, CP=location or None)

@@ -86,6 +86,8 @@ class Connection:
             if a.raw:
                 self.say(f">> telnet login: {a.login!r}, password: {clientfmt.MASK!r}")
             ok = client.telnet_login(a.login, a.password)
+            if a.raw and ok and client.telnet_greeting:
+                self.say(f"<< {clientfmt.show_bytes(client.telnet_greeting)}")
         else:
             ok = self.exchange(make("93", CN=a.login, CO=a.password, CP=a.location or None)).fixed.get("ok") == "1"
         if not ok:

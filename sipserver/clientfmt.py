@@ -13,6 +13,7 @@ import enum
 import json
 from typing import Any
 
+from sipserver.replyprofile import PATRON_REPLIES
 from sipserver.sip2 import MESSAGES, Message
 from sipserver.sip2.codes import (
     AlertType,
@@ -126,7 +127,8 @@ def format_message(message: Message) -> list[str]:
         if field_id in SECRET_FIELDS and value:
             value = MASK
         meaning = field_meaning(field_id, value)
-        lines.append(f"  {field_id} ({field_name(field_id)}): {value}" + (f" ({meaning})" if meaning else ""))
+        name = "home library" if field_id == "AQ" and message.code in PATRON_REPLIES else field_name(field_id)
+        lines.append(f"  {field_id} ({name}): {value}" + (f" ({meaning})" if meaning else ""))
     if message.sequence is not None:
         lines.append(f"  AY (sequence number): {message.sequence}")
     if message.checksum is not None:

@@ -187,6 +187,15 @@ def test_check_ok(daemon, capsys):
     )
 
 
+def test_check_with_a_patron_and_no_pin_sends_no_ad_and_is_no_wrong_pin(daemon, capsys):
+    code, out, _ = run(capsys, *raw(daemon, "--raw", "check", "--patron", "21000000000021"))
+    assert code == 0 and re.search(r"; patron 21000000000021 valid \([\d.]+ ms\)$", out.splitlines()[-1])
+    [sent] = [line for line in out.splitlines() if line.startswith(">> b'23")]
+    assert "AD" not in sent
+    daemon.wait_for_log("login=sco patron_status ok")
+    assert "wrong_pin" not in daemon.log()
+
+
 def test_check_closed_port(capsys):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

@@ -184,7 +184,7 @@ def patron_messages(patron: Patron | None, request: Message) -> list[str]:
     if patron is None:
         return [screen.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]]
     out = []
-    if "AD" in request and patron.pin_ok is False:
+    if request.get("AD") and patron.pin_ok is False:  # an empty AD is no PIN given, not a wrong one
         out.append(screen.REFUSAL_TEXT[Refusal.WRONG_PIN])
     if patron.blocked:
         out.append(screen.REFUSAL_TEXT[Refusal.PATRON_BLOCKED])
@@ -238,14 +238,17 @@ def _patron_status_reply(patron: Patron | None, request: Message, ctx: RequestCo
 
 
 def _pin_for_lookup(request: Message) -> str | None:
-    """For 23 and 63 an empty AD is a PIN to check (so CQ says N), not the absence of one."""
+    """For 23 and 63 an AD that came in is checked, even empty, so that CQ answers it (N for an
+    empty one, unless the patron has no PIN); without AD there is nothing to check and no CQ."""
     return request.get("AD") if "AD" in request else None
 
 
 def _patron_outcome(patron: Patron | None, request: Message) -> str:
+    """``wrong_pin`` only for a PIN given and refused: an empty AD (``AD|``, what clients send for
+    "no PIN", as SIP2 has it for unused required fields) is a look-up, not a mistyped PIN."""
     if patron is None:
         return Refusal.UNKNOWN_PATRON.value
-    if "AD" in request and not patron.pin_ok:
+    if request.get("AD") and not patron.pin_ok:
         return Refusal.WRONG_PIN.value
     return "ok"
 

@@ -271,22 +271,25 @@ def encode(
     terminator: bytes = b"\r",
     sequence: str | None = None,
     checksum: bool | None = None,
+    leave_out: frozenset[str] = frozenset(),
 ) -> bytes:
     """The bytes to send for ``message``.
 
     ``sequence`` (the AY string, echoed verbatim) turns on error detection: ``AY<sequence>AZ<xxxx>``
     ends the frame. ``checksum=True`` without a sequence writes ``AZ<xxxx>`` alone, as 96 and 97
-    carry it. Required fields that are missing go out empty (``AJ|``); values lose the delimiter,
-    CR, LF and NUL and are cut to 255 characters.
+    carry it. Required fields that are missing go out empty (``AJ|``), except those named in
+    ``leave_out`` (a client that has no PIN sends no AD rather than an empty one); values lose the
+    delimiter, CR, LF and NUL and are cut to 255 characters.
     """
     layout = _LAYOUTS.get(message.code)
     if layout is None:
         raise EncodeError(f"unknown message code {message.code!r}")
     if encoding == "ascii":
         message = _transliterated(message)  # before cleaning: "ß" -> "ss" lengthens a value
-    text = _fast_text(message, layout, delimiter)
+    required = layout.required - leave_out if leave_out else None
+    text = _fast_text(message, layout, delimiter) if required is None else None
     if text is None:
-        text = _careful_text(message, layout, delimiter)
+        text = _careful_text(message, layout, delimiter, layout.required if required is None else required)
     data = encode_text(text, encoding)
     if sequence is not None:
         data += b"AY" + sequence.encode("ascii") + b"AZ"
@@ -343,7 +346,7 @@ def _fast_text(message: Message, layout: _Layout, delimiter: str) -> str | None:
     return text
 
 
-def _careful_text(message: Message, layout: _Layout, delimiter: str) -> str:
+def _careful_text(message: Message, layout: _Layout, delimiter: str, required: frozenset[str]) -> str:
     spec = MESSAGES[message.code]
     parts = [message.code]
     fixed = message.fixed
@@ -363,7 +366,7 @@ def _careful_text(message: Message, layout: _Layout, delimiter: str) -> str:
         if values:
             for value in values:
                 parts.append(fid + _clean(value, delimiter, table) + delimiter)
-        elif fid in layout.required:
+        elif fid in required:
             parts.append(fid + delimiter)
     extensions = [fid for fid in fields if fid not in layout.body and fid not in layout.screen]
     extensions.sort(key=lambda fid: layout.rank.get(fid, len(layout.rank)))
