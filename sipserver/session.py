@@ -5,7 +5,8 @@ and a reason through ``close``. Everything the protocol says about a connection 
 state, which requests are allowed before login, error detection mirrored per terminal, 96 for a bad
 checksum, 97 answered with the last reply, a retransmitted request (the same frame again, AY and AZ
 included) answered again *without running the transaction twice*, unknown codes ignored,
-per-account encoding, delimiter and terminator. Requests are answered strictly in order: a frame
+per-account encoding, delimiter and terminator (a listener's own terminator, when it has one, wins:
+a telnet port people test by hand ends replies in CR LF). Requests are answered strictly in order: a frame
 that arrives while another is being answered waits its turn.
 
 No Twisted here: the ACS returns a reply at once or a Deferred, which this module only chains with
@@ -364,7 +365,7 @@ class Session:
             message,
             encoding=account.encoding if account else "utf-8",
             delimiter=account.delimiter if account else "|",
-            terminator=account.terminator if account else b"\r",
+            terminator=self.listener.terminator or (account.terminator if account else b"\r"),
             sequence=sequence,
             checksum=checksum,
         )

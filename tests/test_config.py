@@ -739,3 +739,12 @@ def test_copy_of_data_is_not_mutated() -> None:
     before = copy.deepcopy(data)
     parse(data)
     assert data == before
+
+
+def test_a_listener_terminator_is_cr_or_crlf_and_absent_by_default() -> None:
+    assert parse(minimal()).listeners[0].terminator is None
+    assert parse(with_change("listeners.0.terminator", "crlf")).listeners[0].terminator == b"\r\n"
+    with pytest.raises(ConfigError) as info:
+        parse(with_change("listeners.0.terminator", "LF"))
+    message = "listeners[0].terminator: expected one of CR, CRLF, got 'LF' (did you mean 'CRLF'?)"
+    assert str(info.value) == f"{FILE}: {message}"

@@ -60,7 +60,8 @@ def test_self_check_session_over_telnet_with_negotiation_bytes(daemon):
         client.sock.sendall(b"\xff\xfd\x03\xff\xfb\x18telnet\r\n")
         client.read_until(b"password: ")
         client.sock.sendall(b"telnetpass\r\x00")
-        time.sleep(0.2)
+        # A line says the terminal is in (as Evergreen's and Koha's telnet services print one).
+        assert client.read_until(b"line.\r\n").endswith(b"\r\nLogin OK. Send SIP2 messages, one per line.\r\n")
         self_check_session(client, login=False)
     assert "login ok listener=telnet peer=127.0.0.1 login=telnet" in daemon.log()
 
@@ -71,7 +72,7 @@ def test_bare_cr_ends_a_telnet_line_at_once(daemon):
         client.sock.sendall(b"telnet\r")
         client.read_until(b"password: ")
         client.sock.sendall(b"telnetpass\r")
-        time.sleep(0.2)
+        assert client.read_until(b"line.\r\n").endswith(b"\r\nLogin OK. Send SIP2 messages, one per line.\r\n")
         client.send_bytes(b"9900802.00\r")
         assert client.read_frame().startswith(b"98Y")
 
@@ -420,7 +421,8 @@ def test_scrypt_hashed_passwords_over_raw_and_telnet(tmp_path):
             assert _read_until(sock, b"assword: ")
             # the first SIP frame right behind the password, while scrypt runs on a thread
             sock.sendall(b"telnetpass\r\n" + encode(make("99", protocol_version="2.00")))
-            assert _read_until(sock, b"\r").lstrip(b"\r\n\xff\xfb\xfc\x01").startswith(b"98")
+            assert _read_until(sock, b"line.\r\n").endswith(b"\r\nLogin OK. Send SIP2 messages, one per line.\r\n")
+            assert _read_until(sock, b"\r").startswith(b"98")  # then the answer to the frame sent behind it
         assert running.process.poll() is None
     finally:
         running.stop()

@@ -17,6 +17,8 @@ from sipserver.transport.telnet import SIPTelnetProtocol, telnet_protocol
 from tests.support import Hub, PendingThreads, hash_the_password, make_config, sync_backend, take
 
 IAC, WILL, WONT, DO, ECHO = b"\xff", b"\xfb", b"\xfc", b"\xfd", b"\x01"
+#: What a good password gets: a line of its own that says so (CR LF: TelnetTransport writes LF so).
+LOGGED_IN = b"\r\nLogin OK. Send SIP2 messages, one per line.\r\n"
 
 
 @pytest.fixture
@@ -50,7 +52,7 @@ def test_prompts_echo_off_and_sip_after_login(hub):
     assert take(transport) == IAC + WILL + ECHO + b"password: "
     protocol.dataReceived(IAC + DO + ECHO)  # the client agrees: it stops echoing the password
     protocol.dataReceived(b"scpass\r\n")
-    assert take(transport) == IAC + WONT + ECHO  # echo back on, nothing else before the first reply
+    assert take(transport) == IAC + WONT + ECHO + LOGGED_IN  # echo back on; a person sees they are in
     protocol.dataReceived(b"9900802.00\r")
     assert take(transport).startswith(b"98Y")
 
@@ -83,6 +85,7 @@ def test_negotiation_bytes_never_reach_the_user_name(hub):
     assert take(transport).endswith(b"password: ")
     protocol.dataReceived(b"scpass\r\n")
     assert protocol.protocol.session.login == "sco"
+    assert take(transport) == LOGGED_IN
     protocol.dataReceived(b"9900802.00\r")
     assert take(transport).startswith(b"98Y")
 
@@ -90,7 +93,7 @@ def test_negotiation_bytes_never_reach_the_user_name(hub):
 def test_a_client_that_never_answers_will_echo_still_logs_in(hub):
     protocol, transport = connect(hub)
     after = log_in(protocol, transport)  # no DO/DONT ECHO ever sent by this client
-    assert after == b""  # WONT ECHO is not sent while our WILL is unanswered, and the login goes on
+    assert after == LOGGED_IN  # WONT ECHO is not sent while our WILL is unanswered, and the login goes on
     protocol.dataReceived(b"9900802.00\r")
     assert take(transport).startswith(b"98")
 
@@ -160,4 +163,48 @@ def test_what_a_device_sends_while_its_password_is_checked_is_answered_once_it_i
     protocol.dataReceived(b"scpass\r\n" + status)  # its first frame right behind the password
     assert b"98" not in take(transport) and len(threads.waiting) == 1
     threads.finish_all()
-    assert take(transport).startswith(b"98")
+    assert take(transport).startswith(LOGGED_IN + b"98")  # the line first, then the answer
+
+
+@pytest.fixture
+def people_hub(tmp_path, monkeypatch):
+    """A telnet listener for people testing by hand: ``terminator: CRLF``."""
+    listeners = [
+        {"name": "raw", "transport": "raw", "endpoint": "tcp:0:interface=127.0.0.1"},
+        {"name": "telnet", "transport": "telnet", "endpoint": "tcp:0:interface=127.0.0.1", "terminator": "CRLF"},
+    ]
+    hub = Hub(make_config(tmp_path, {"listeners": listeners}), sync_backend())
+    hub.connection_count = 0
+    monkeypatch.setattr(SIPTelnetProtocol, "callLater", hub.clock.callLater, raising=False)
+    return hub
+
+
+def test_a_person_at_a_telnet_client_reads_each_reply_on_its_own_line(people_hub):
+    protocol, transport = connect(people_hub)
+    assert log_in(protocol, transport) == LOGGED_IN  # a line, so what is typed next starts afresh
+    # What Debian's telnet sends for a line typed and Enter: the text, CR LF.
+    for typed, code in (
+        (b"9300CNsco|COscpass|", b"941"),
+        (b"9900302.00", b"98Y"),
+        (b"2300120250101    120000AOMAIN|AA21000000000001|AC|AD1234|", b"24"),
+    ):
+        protocol.dataReceived(typed + b"\r\n")
+        reply = take(transport)
+        assert reply.startswith(code) and reply.endswith(b"\r\n") and reply.count(b"\r") == 1, reply
+
+
+def test_without_the_setting_replies_end_in_a_bare_cr_as_devices_expect(hub):
+    protocol, transport = connect(hub)
+    log_in(protocol, transport)
+    protocol.dataReceived(b"9900302.00\r")
+    reply = take(transport)
+    assert reply.startswith(b"98Y") and reply.endswith(b"|\r")
+
+
+def test_the_listener_terminator_wins_over_the_accounts_even_for_a_resent_reply(people_hub):
+    protocol, transport = connect(people_hub)
+    log_in(protocol, transport)
+    protocol.dataReceived(b"9900302.00AY1AZFCA5\r")
+    first = take(transport)
+    protocol.dataReceived(b"97AZFEF5\r")
+    assert take(transport) == first and first.startswith(b"98") and first.endswith(b"\r\n")

@@ -21,6 +21,11 @@ from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, pee
 
 LOGIN_PROMPT = b"login: "
 PASSWORD_PROMPT = b"password: "
+#: After a good password: a person sees that they are in, on a line of its own (their Enter was
+#: not echoed while echo was off), before anything they type. Evergreen's and Koha's telnet
+#: services print such a line too, so telnet terminals expect one. TelnetTransport.write sends
+#: each LF as CR LF.
+LOGGED_IN = b"\nLogin OK. Send SIP2 messages, one per line.\n"
 MAX_PROMPT_LINE = 256
 #: What a terminal may send while its password is checked (a SIP device sends its first frames
 #: right after the password); more than this is no terminal.
@@ -165,11 +170,11 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
 
     def _login_checked(self, ok: bool) -> None:
         assert self.session is not None
-        # Success is silent: the terminal's next read must be its first SIP reply, not a stray line.
         if ok:
             self.state = "sip"
             self.resetTimeout()
             self.setTimeout(self.factory.server.config.server.idle_timeout)
+            self.transport.write(LOGGED_IN)
             return
         if self.session.login_failures >= MAX_LOGIN_FAILURES:
             self._close(f"{self.session.login_failures} failed logins")
