@@ -1,8 +1,9 @@
 """``twistd sip``: command-line options and the service maker.
 
-``twistd -n sip -c /etc/sipserver/sip.yaml`` runs the server; ``--check`` validates the file and
-exits 0 or 1. A bad config stops start-up with one line naming the file, the key and what was
-expected; a listener that cannot bind stops it with one line too (see ``SIPServer``).
+``twistd -n sip -c /etc/sipserver/sip.yaml`` runs the server; ``--check`` validates the file (and
+the backends' seed data files) and exits 0 or 1. A bad config or seed file stops start-up with one
+line naming the file, the key and what was expected, before any port is open; a listener that
+cannot bind stops it with one line too (see ``SIPServer``).
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ class Options(usage.Options):
             from sipserver.backend.base import BackendConfigError
             from sipserver.backend.factory import create_backend
 
+            built = {}
             for backend in self.loaded.backends.values():
                 try:  # constructing a backend checks its type and options; it connects only on start
-                    create_backend(backend.name, {"type": backend.type, **backend.options})
+                    built[backend.name] = create_backend(backend.name, {"type": backend.type, **backend.options})
                 except BackendConfigError as exc:
                     _fail(f"{self['config']}: backends.{backend.name}: {exc}")
+            _check_seeds(built)
             _check_endpoints(self.loaded)
             for warning in self.loaded.warnings:
                 print(f"warning: {warning}", file=sys.stderr)  # each warning already names the file
@@ -68,6 +71,21 @@ def _check_endpoints(config: Any) -> None:
             _fail(f"{config.path}: {exc}")
 
 
+def _check_seeds(backends: Any) -> None:
+    """A seed data file a backend would refuse stops start-up here, before any port is open (see
+    ``sipserver.backend.seedcheck``), with the line start-up would otherwise print later."""
+    from sipserver.backend.base import BackendConfigError
+
+    for name, backend in backends.items():
+        check = getattr(backend, "check_seed", None)  # an optional part of a backend
+        if check is None:
+            continue
+        try:
+            check()
+        except BackendConfigError as exc:
+            _fail(f"backend {name}: {exc}")
+
+
 def _fail(line: str) -> None:
     print(f"sipserver: {line}", file=sys.stderr)
     raise SystemExit(1)
@@ -92,4 +110,5 @@ def makeService(options: Options, reactor: Any = None) -> Any:
         _fail(f"{config.path}: backends: {exc}")
     except ValueError as exc:  # an endpoint Twisted cannot use; the message names its key
         _fail(f"{config.path}: {exc}")
+    _check_seeds(server.backends)  # nothing is bound until twistd starts the service
     return server

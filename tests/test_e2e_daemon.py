@@ -6,6 +6,7 @@ import datetime
 import json
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +15,9 @@ import pytest
 
 from sipserver.client import SIPClient, SIPClientError
 from sipserver.sip2 import checksum, decode, encode, make
-from tests.daemon import Daemon, config_data, run_to_exit, write_config
+from tests.daemon import TWISTD, Daemon, config_data, run_to_exit, write_config
+from tests.pg import free_port
+from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -273,6 +276,39 @@ def test_bad_seed_data_stops_the_daemon_with_one_line(tmp_path):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("sipserver: backend embedded: ") and "bad.yaml: patrons[0].barcode" in lines[0]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_bad_seed_data_is_refused_before_the_ports_open(tmp_path):
+    """A seed the loader refuses only when it writes (a loan of a patron the file lacks) stops
+    start-up, and --check, before a listener is bound: nothing ever answers on the port."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('items:\n  - {barcode: "I1", title: Book}\nloans:\n  - {patron: "P404", item: "I1"}\n')
+    port = free_port()
+    data = config_data(tmp_path)
+    data["listeners"][0]["endpoint"] = f"tcp:{port}:interface=127.0.0.1"
+    data["backends"]["embedded"]["seed"] = str(bad)
+    path = write_config(tmp_path, data)
+    expected = f"sipserver: backend embedded: {bad}: loans[0].patron: expected a known patron barcode, got 'P404'"
+    checked = run_to_exit(path, 30.0, "--check")
+    assert (checked.returncode, checked.stderr.strip().splitlines()) == (1, [expected]), checked.stderr
+    daemon = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "--logfile=-", "sip", "-c", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT),
+    )  # fmt: skip
+    answered = 0
+    try:
+        deadline = time.monotonic() + 30
+        while daemon.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as probe:
+                probe.settimeout(0.5)
+                answered += probe.connect_ex(("127.0.0.1", port)) == 0
+            time.sleep(0.01)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        out, err = daemon.communicate(timeout=15)
+    assert daemon.returncode == 1 and err.strip().splitlines() == [expected], err
+    assert answered == 0 and "listening on" not in out + err and "Traceback" not in out + err
 
 
 def test_unreachable_backend_does_not_stop_the_daemon(tmp_path):

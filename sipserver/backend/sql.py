@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 
-from sipserver.backend import accounts, circulation, dbtime, fees, holds
+from sipserver.backend import accounts, circulation, dataload, dbtime, fees, holds, seedcheck
 from sipserver.backend.base import (
+    BackendConfigError,
     CheckinResult,
     CheckoutResult,
     FeePaidResult,
@@ -43,6 +44,8 @@ class SQLBackend:
     """Everything but the connection handling; see the module docstring."""
 
     dialect: Dialect
+    #: A data file loaded into an empty database on start (the ``seed`` option), or None.
+    seed: str | None = None
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or datetime.datetime.now
@@ -63,6 +66,15 @@ class SQLBackend:
     def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Call ``fn(tx, *args, **kwargs)`` in a write transaction, committed when it returns."""
         raise NotImplementedError
+
+    def check_seed(self) -> None:
+        """Refuse (BackendConfigError, one line) a seed file that ``start`` would refuse to load,
+        touching no database: called before any listener opens (``sipserver.tap``)."""
+        if self.seed:
+            try:
+                seedcheck.check_data_file(self.seed, self.now())
+            except dataload.DataError as exc:
+                raise BackendConfigError(str(exc)) from exc
 
     # -- the ILS interface ------------------------------------------------------------------------
 
