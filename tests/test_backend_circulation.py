@@ -200,7 +200,7 @@ def test_checkout_of_an_item_the_patron_has_is_a_renewal(backend, clock):
 
 def test_renewal_by_checkout_respects_holds_and_the_terminal_policy(backend):
     checkout(backend)
-    assert checkout(backend, renewal_allowed=False).refusal is Refusal.NOT_PERMITTED
+    assert checkout(backend, renewal_allowed=False).refusal is Refusal.ALREADY_CHECKED_OUT_TO_YOU
     result_of(backend.hold(ctx(), HoldMode.ADD, "P2", None, item="I1"))
     assert checkout(backend).refusal is Refusal.RENEWAL_BLOCKED_BY_HOLD
 

@@ -148,7 +148,7 @@ def test_title_hold_any_copy(backend):
         ("P3", None, {"item": "I1"}, Refusal.PATRON_BLOCKED),
         ("P4", None, {"item": "I1"}, Refusal.PATRON_EXPIRED),
         ("P5", None, {"item": "I1"}, Refusal.CARD_LOST),
-        ("P8", None, {"item": "F1"}, Refusal.HOLD_NOT_ALLOWED),  # already has it
+        ("P8", None, {"item": "F1"}, Refusal.ALREADY_CHECKED_OUT_TO_YOU),  # already has it
     ],
 )
 def test_hold_refusals(backend, who, pin, kw, refusal):

@@ -672,7 +672,7 @@ def hold(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any,
             transaction_date=ctx.now,
             AO=ctx.institution.id,
             AA=request.get("AA"),
-            AF=["Unknown hold mode."],
+            AF=[screen.UNKNOWN_HOLD_MODE],
         )
         return Reply(reply, "bad_request")
     result: HoldResult = yield acs.call(

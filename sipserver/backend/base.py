@@ -51,6 +51,7 @@ class Refusal(enum.Enum):
     ITEM_NOT_CIRCULATING = "item_not_circulating"
     FEE_NOT_ACKNOWLEDGED = "fee_not_acknowledged"
     NOT_CHECKED_OUT = "not_checked_out"
+    ALREADY_CHECKED_OUT_TO_YOU = "already_checked_out_to_you"
     TOO_MANY_RENEWALS = "too_many_renewals"
     RENEWAL_BLOCKED_BY_HOLD = "renewal_blocked_by_hold"
     HOLD_EXISTS = "hold_exists"

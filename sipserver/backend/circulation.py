@@ -263,7 +263,7 @@ def checkout(
     if loan is not None and own_loan:
         refusal = rules.patron_refusal(rules.Action.RENEW, pin_ok, facts, circ)
         if refusal is None and not renewal_allowed:
-            return refuse(Refusal.NOT_PERMITTED, "already checked out to you; renew it at the desk")
+            return refuse(Refusal.ALREADY_CHECKED_OUT_TO_YOU, "this terminal does not renew by checkout")
         refusal = refusal or _renewal_refusal(item, loan, circ, state.queue, fee_acknowledged)
         if refusal is Refusal.FEE_NOT_ACKNOWLEDGED:
             return refuse(refusal, fee_type="rental", fee_amount=format_cents(item.rental_fee))

@@ -291,7 +291,7 @@ def hold(
     if copy is not None:
         loan = records.open_loan(tx, copy.id)
         if loan is not None and loan.patron_id == patron.id:
-            return done(HoldResult(False, Refusal.HOLD_NOT_ALLOWED, "already checked out to you", title=the_title))
+            return done(HoldResult(False, Refusal.ALREADY_CHECKED_OUT_TO_YOU, title=the_title))
     item_level = copy is not None and hold_type != ANY_COPY
     pickup = _pickup(ctx, pickup_location, patron, copy)
     hold_id = tx.insert(
