@@ -278,3 +278,18 @@ def test_a_copy_for_a_hold_placed_at_a_main_terminal_waits_on_the_main_hold_shel
     reply = checkin(terminal, only_copy, AP="Under the bed")
     assert reply.get("CV") == "01" and "CT" not in reply and reply.get("CY") == NOMAD
     assert ask(terminal, "17", AB=only_copy, AC="").fixed["circulation_status"] == "08"
+
+
+def test_an_institution_that_declares_no_branch_takes_codes_as_sent(tmp_path, backend):
+    """Upgraded configs without branches keep the behaviour from before places (and are warned)."""
+    institutions = {"MAIN": {"backend": "embedded", "library_name": "Test Library"}}
+    cfg = make_config(tmp_path, {"institutions": institutions})
+    assert not cfg.institutions["MAIN"].places.declared
+    assert any("lists no branches" in warning for warning in cfg.warnings)
+    term = logged_in(Hub(cfg, backend))
+    checkout(term, HANA, MAIN_BOOK)
+    reply = checkin(term, MAIN_BOOK, AP="EAST")
+    assert reply.get("CT") == "MAIN" and reply.get("CV") == "04"
+    checkout(term, HANA, EAST_BOOK)
+    reply = checkin(term, EAST_BOOK)  # no AP: the terminal's location, MAIN-DESK1, taken as a branch
+    assert reply.get("CT") == "EAST" and reply.get("CV") == "04"
