@@ -23,6 +23,7 @@ IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
 #: What telnet SIP servers say after a wrong password: this one's "Login incorrect", Evergreen's
 #: and Koha's "Invalid login"; or they prompt for the login again.
 TELNET_REFUSALS = (b"incorrect", b"invalid", b"login:")
+#: What a request without a PIN leaves out, though SIP2 calls AD required in 23.
 NO_PIN = frozenset({"AD"})
 #: Longest unfinished telnet subnegotiation kept while its end is on its way.
 MAX_TELNET_PENDING = 4096
@@ -208,10 +209,11 @@ class SIPClient:
 
     def _telnet_verdict(self) -> bool:
         """Read what the server says after the password, until it is clear, however the bytes
-        come split: a refusal (:data:`TELNET_REFUSALS`), or a whole line that is none, which
-        says the terminal is in ("Login OK. Send SIP2 messages..." here, "Login OK.  Initiating SIP" from Evergreen
-        and Koha). That line is consumed, so the next read is the first SIP reply. A server that
-        says nothing after a good password is believed once the timeout has passed."""
+        come split: a refusal (:data:`TELNET_REFUSALS`), or a whole line that is none, which says
+        the terminal is in ("Login OK. Send SIP2 messages, one per line." here, "Login OK.
+        Initiating SIP" from Evergreen and Koha). That line is consumed, so the next read is the
+        first SIP reply. A server that says nothing after a good password is believed once the
+        timeout has passed."""
         deadline = time.monotonic() + self.timeout
         while True:
             text = self._buffer.lstrip(b"\r\n\0 ")

@@ -5,9 +5,10 @@ and a reason through ``close``. Everything the protocol says about a connection 
 state, which requests are allowed before login, error detection mirrored per terminal, 96 for a bad
 checksum, 97 answered with the last reply, a retransmitted request (the same frame again, AY and AZ
 included) answered again *without running the transaction twice*, unknown codes ignored,
-per-account encoding, delimiter and terminator (a listener's own terminator, when it has one, wins:
-a telnet port people test by hand ends replies in CR LF). Requests are answered strictly in order: a frame
-that arrives while another is being answered waits its turn.
+per-account encoding, delimiter and terminator (a listener's own terminator, when it has one,
+wins: a telnet port people test by hand ends replies in CR LF), and the account's reply profile.
+Requests are answered strictly in order: a frame that arrives while another is being answered waits
+its turn.
 
 No Twisted here: the ACS returns a reply at once or a Deferred, which this module only chains with
 ``addCallback``, so the session is tested with bytes in and bytes out.
