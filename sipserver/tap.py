@@ -73,6 +73,19 @@ def _fail(line: str) -> None:
     raise SystemExit(1)
 
 
+def twistd_logfile(options: Options) -> str | None:
+    """The file twistd's own observer would have written to (``--logfile=FILE``, or ``twistd.log``
+    for a daemon started without it); None for stdout (``--logfile=-``, or ``-n`` without it). The
+    exchange log writes there when the config says ``destination: stdout``."""
+    parent = getattr(options, "parent", None)
+    if parent is None:  # not started by twistd
+        return None
+    logfile = parent.get("logfile")
+    if logfile == "-" or (not logfile and (parent.get("nodaemon") or parent.get("debug"))):
+        return None
+    return logfile or "twistd.log"
+
+
 def makeService(options: Options, reactor: Any = None) -> Any:
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -87,7 +100,7 @@ def makeService(options: Options, reactor: Any = None) -> Any:
 
         config = load_config(options["config"])
     try:
-        server = SIPServer(config, reactor)
+        server = SIPServer(config, reactor, logfile=twistd_logfile(options))
     except BackendConfigError as exc:
         _fail(f"{config.path}: backends: {exc}")
     except ValueError as exc:  # an endpoint Twisted cannot use; the message names its key
