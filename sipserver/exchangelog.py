@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -100,11 +101,12 @@ class TextLines:
                 f"{request} {outcome} {elapsed * 1000:.1f}ms\n")  # fmt: skip
 
     def line(self, now: float, level: str, namespace: str, message: str, fields: dict[str, Any]) -> list[str]:
-        return [f"{self.stamp(now)} [{namespace}#{level}] {text}\n" for text in _physical(message)]
+        first, *rest = _physical(message)
+        return [f"{self.stamp(now)} [{namespace}#{level}] {first}\n", *(f"{piece}\n" for piece in rest)]
 
     def event(self, event: dict[str, Any]) -> list[str]:
         text = formatEventAsClassicLogText(event)
-        return [piece + "\n" for piece in text.splitlines()] if text else []
+        return [piece + "\n" for piece in text.splitlines() if piece.strip()]
 
 
 class JsonLines:
@@ -209,7 +211,7 @@ class Destination(Protocol):
 
     def write(self, lines: list[str]) -> int: ...
 
-    def wait_writable(self, timeout: float) -> None: ...
+    def pollable(self) -> int | None: ...
 
     def reopen(self) -> None: ...
 
@@ -311,11 +313,10 @@ class Stream:
             done += 1
         return done
 
-    def wait_writable(self, timeout: float) -> None:
-        if self._piece is not None:
-            poller = select.poll()
-            poller.register(self.fd, select.POLLOUT)
-            poller.poll(max(0, int(timeout * 1000)))
+    def pollable(self) -> int | None:
+        """The descriptor to wait on when lines could not all be written (a regular file never makes
+        anyone wait)."""
+        return self.fd if self._piece is not None else None
 
     def reopen(self) -> None:
         pass
@@ -430,14 +431,8 @@ class Syslog:
             self._sock = None
         return self._connect()
 
-    def wait_writable(self, timeout: float) -> None:
-        target = self._sock if self._sock is not None else None
-        if target is None:
-            self.fallback.wait_writable(timeout)
-            return
-        poller = select.poll()
-        poller.register(target.fileno(), select.POLLOUT)
-        poller.poll(max(0, int(timeout * 1000)))
+    def pollable(self) -> int | None:
+        return self._sock.fileno() if self._sock is not None else self.fallback.pollable()
 
     def reopen(self) -> None:
         if self._sock is None:
@@ -482,8 +477,9 @@ class LogWriter:
         self.reactor = reactor
         self.dropped = 0  # lines counted in sip_log_lines_dropped_total
         self._waiting: list[str] = []
-        self._scheduled = False  # a flush is set for the end of this turn, or for a retry
-        self._lagging = False  # the destination did not take everything last time: wait for the retry
+        self._scheduled = False  # a flush is set for the end of this turn, or the destination is awaited
+        self._lagging = False  # the destination did not take everything last time: wait for it
+        self._waiter: _Writable | None = None  # registered with the reactor while the destination lags
         self._trouble: str | None = None  # why lines are being dropped now, reported once
         self._dropped_since = 0
         self._closing = False
@@ -543,7 +539,10 @@ class LogWriter:
     # Lines out --------------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Hand what waits to the destination; what it cannot take now is tried again in RETRY s."""
+        """Hand what waits to the destination; what it cannot take now is tried again as soon as its
+        descriptor can be written (or in RETRY s)."""
+        if self._waiter is not None:
+            self._stop_waiting()
         waiting = self._waiting
         if not waiting:
             return
@@ -563,9 +562,26 @@ class LogWriter:
             return
         del waiting[:done]
         self._lagging = True
-        if self.reactor is not None and not self._scheduled and not self._closing:
-            self._scheduled = True
+        if self.reactor is not None and not self._closing:
+            self._wait()
+
+    def _wait(self) -> None:
+        """Flush again when the reactor sees the destination's descriptor writable, so a reader
+        that lags only a little (a syslog queue of ten datagrams) costs no time; RETRY s later
+        where there is no descriptor to watch (a test's clock)."""
+        self._scheduled = True
+        fd = self.destination.pollable()
+        add = getattr(self.reactor, "addWriter", None)
+        if fd is None or add is None:
             self.reactor.callLater(RETRY, self._end_of_turn)
+            return
+        self._waiter = _Writable(fd, self.flush)
+        add(self._waiter)
+
+    def _stop_waiting(self) -> None:
+        self.reactor.removeWriter(self._waiter)
+        self._waiter = None
+        self._scheduled = False
 
     def reopen(self) -> None:
         """SIGHUP or SIGUSR1: what waits goes where it was going, then the destination is opened
@@ -577,13 +593,19 @@ class LogWriter:
         """Write everything that waits, waiting for a lagging destination up to ``timeout`` seconds
         (the process is stopping); from now on each line is written at once."""
         self._closing = True
+        if self._waiter is not None:
+            self._stop_waiting()
+        self._scheduled = False  # a retry set for later may never run: the next line goes out at once
         deadline = time.monotonic() + timeout
         while self._waiting:
             self.flush()
             left = deadline - time.monotonic()
-            if not self._waiting or left <= 0:
+            fd = self.destination.pollable()
+            if not self._waiting or left <= 0 or fd is None:
                 break
-            self.destination.wait_writable(min(left, 0.5))
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            poller.poll(int(min(left, 0.5) * 1000) + 1)
         if self._waiting:
             count = len(self._waiting)
             self._waiting.clear()
@@ -607,6 +629,27 @@ class LogWriter:
         """Trouble with the log itself goes to stderr, once per episode (the log may be where the
         trouble is)."""
         _report_to_stderr(text)
+
+
+@implementer(IWriteDescriptor)
+class _Writable:
+    """A lagging destination's descriptor, watched by the reactor until it can be written."""
+
+    def __init__(self, fd: int, ready: Callable[[], None]) -> None:
+        self.fd = fd
+        self.ready = ready
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def doWrite(self) -> None:
+        self.ready()
+
+    def connectionLost(self, reason: Any) -> None:
+        self.ready()  # the reader went away: the next write says why, and the lines are counted
+
+    def logPrefix(self) -> str:
+        return "sipserver-log"
 
 
 # -------------------------------------------------------------------------------------------------
