@@ -7,6 +7,7 @@ expected; a listener that cannot bind stops it with one line too (see ``SIPServe
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any
@@ -43,6 +44,7 @@ class Options(usage.Options):
                 except BackendConfigError as exc:
                     _fail(f"{self['config']}: backends.{backend.name}: {exc}")
             _check_endpoints(self.loaded)
+            _check_log_file(self.loaded)
             for warning in self.loaded.warnings:
                 print(f"warning: {warning}", file=sys.stderr)  # each warning already names the file
             print(f"{self['config']}: configuration OK")
@@ -66,6 +68,19 @@ def _check_endpoints(config: Any) -> None:
             endpoint_service(key, endpoint, protocol.Factory(), reactor)
         except ValueError as exc:
             _fail(f"{config.path}: {exc}")
+
+
+def _check_log_file(config: Any) -> None:
+    """A ``logging.file`` that start-up could not open fails the check with start-up's line; the
+    file itself is not created."""
+    path = config.logging.file
+    if config.logging.destination != "file" or path is None:
+        return
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        _fail(f"{config.path}: logging.file: cannot open {path}: No such file or directory")
+    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+        _fail(f"{config.path}: logging.file: cannot open {path}: Permission denied")
 
 
 def _fail(line: str) -> None:

@@ -211,12 +211,13 @@ def test_a_log_file_on_a_full_disk_keeps_the_daemon_serving_counts_the_lines_and
                        " (counted in sip_log_lines_dropped_total)"]  # fmt: skip
 
 
-def test_a_log_file_that_cannot_be_opened_stops_start_up_with_one_line(tmp_path):
+def test_a_log_file_that_cannot_be_opened_stops_start_up_and_fails_the_check_with_one_line(tmp_path):
     path = tmp_path / "missing" / "sip.log"
     config = write_config(tmp_path, config_data(tmp_path, logging={"destination": "file", "file": str(path)}))
-    result = run_to_exit(config)
-    assert result.returncode == 1
-    assert result.stderr.strip() == f"sipserver: {config}: logging.file: cannot open {path}: No such file or directory"
+    line = f"sipserver: {config}: logging.file: cannot open {path}: No such file or directory"
+    for extra in ((), ("--check",)):
+        result = run_to_exit(config, 30, *extra)
+        assert (result.returncode, result.stderr.strip()) == (1, line)
 
 
 class SyslogReceiver:
