@@ -97,7 +97,9 @@ class TextLines:
 
     def exchange(self, now: float, listener: str, peer: str, login: str, request: str, outcome: str,
                  elapsed: float) -> str:  # fmt: skip
-        return (f"{self.stamp(now)} [sipserver#info] sip listener={listener} peer={peer} login={login} "
+        if int(now) != self._second:
+            self.stamp(now)
+        return (f"{self._stamp} [sipserver#info] sip listener={listener} peer={peer} login={login} "
                 f"{request} {outcome} {elapsed * 1000:.1f}ms\n")  # fmt: skip
 
     def line(self, now: float, level: str, namespace: str, message: str, fields: dict[str, Any]) -> list[str]:
@@ -126,12 +128,17 @@ class JsonLines:
 
     def exchange(self, now: float, listener: str, peer: str, login: str, request: str, outcome: str,
                  elapsed: float) -> str:  # fmt: skip
+        second = int(now)
+        if second != self._second:
+            self.stamp(now)
+        # each value escaped once, without its quotes, serves in the message and in its own field
+        s = _json_string
+        lst, pr, lg, rq, oc = s(listener)[1:-1], s(peer)[1:-1], s(login)[1:-1], s(request)[1:-1], s(outcome)[1:-1]
         ms = elapsed * 1000
-        string = _json_string
-        message = string(f"sip listener={listener} peer={peer} login={login} {request} {outcome} {ms:.1f}ms")
-        return (f'{{"time": "{self.stamp(now)}", "level": "info", "namespace": "sipserver", "message": {message}, '
-                f'"listener": {string(listener)}, "peer": {string(peer)}, "login": {string(login)}, '
-                f'"request": {string(request)}, "outcome": {string(outcome)}, "ms": {round(ms, 3)!r}}}\n')  # fmt: skip
+        return (f'{{"time": "{self._prefix}.{int((now - second) * 1e6):06d}+00:00", "level": "info", '
+                f'"namespace": "sipserver", "message": "sip listener={lst} peer={pr} login={lg} {rq} {oc} {ms:.1f}ms", '
+                f'"listener": "{lst}", "peer": "{pr}", "login": "{lg}", "request": "{rq}", "outcome": "{oc}", '
+                f'"ms": {ms:.3f}}}\n')  # fmt: skip
 
     def line(self, now: float, level: str, namespace: str, message: str, fields: dict[str, Any]) -> list[str]:
         record = {"time": self.stamp(now), "level": level, "namespace": namespace, "message": message, **fields}
