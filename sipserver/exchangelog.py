@@ -33,6 +33,7 @@ import select
 import socket
 import stat
 import syslog
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -490,6 +491,7 @@ class LogWriter:
         self._trouble: str | None = None  # why lines are being dropped now, reported once
         self._dropped_since = 0
         self._closing = False
+        self._thread = threading.get_ident()  # the reactor's: the writer is made where the reactor runs
 
     @property
     def problem(self) -> str | None:
@@ -516,8 +518,13 @@ class LogWriter:
         self._add(self.lines.line(time.time(), level, "sipserver", message, fields), level)
 
     def event(self, event: dict[str, Any]) -> None:
-        """A Twisted log event (see :func:`observer`)."""
-        self._add(self.lines.event(event), getattr(event.get("log_level"), "name", "info"))
+        """A Twisted log event (see :func:`observer`). One logged on another thread (a backend's
+        pool) joins the lines on the reactor's thread, which alone touches the list and the timers."""
+        lines, level = self.lines.event(event), getattr(event.get("log_level"), "name", "info")
+        if self.reactor is not None and threading.get_ident() != self._thread and not self._closing:
+            self.reactor.callFromThread(self._add, lines, level)
+        else:
+            self._add(lines, level)
 
     def _add(self, lines: list[str], level: str) -> None:
         waiting = self._waiting

@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import syslog
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,30 @@ def test_twisted_events_share_the_writer_in_order_with_their_tracebacks(tmp_path
     assert "sc_status ok" in lines[0] and "[sipserver.service#info] configuration reloaded: 3 account(s)" in lines[1]
     assert "[sipserver.service#critical] internal error" in lines[2] and "ZeroDivisionError" in lines[-1]
     assert not any("below the level" in line for line in lines)
+
+
+class _ThreadedReactor(MemoryReactorClock):
+    """A memory reactor that queues ``callFromThread`` calls, as the real one does, until run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.from_threads: list[Any] = []
+
+    def callFromThread(self, f: Any, *args: Any) -> None:
+        self.from_threads.append((f, args))
+
+
+def test_an_event_logged_on_another_thread_joins_the_lines_on_the_reactor_thread(tmp_path):
+    path, reactor = tmp_path / "threads.log", _ThreadedReactor()
+    writer = LogWriter(LogFile(str(path)), TextLines(), reactor)
+    observer, _ = exchangelog.observer(writer, LogLevel.info)
+    thread = threading.Thread(target=lambda: Logger(namespace="sipserver.backend", observer=observer).error("lost"))
+    thread.start()
+    thread.join(10)
+    assert path.read_text() == "" and not writer._waiting  # nothing touched from the thread
+    for f, args in reactor.from_threads:
+        f(*args)
+    assert "[sipserver.backend#error] lost" in path.read_text()
 
 
 # -------------------------------------------------------------------------------------------------
