@@ -95,12 +95,14 @@ class Events:
         if self._warn:
             self.log.line("warn", f"connection refused listener={listener} peer={peer} reason={reason}",
                           listener=listener, peer=peer, reason=reason)  # fmt: skip
+            self.log.flush()  # the peer sees the close at once: the line is there before it
 
     def closing(self, session: Session, reason: str) -> None:
         if self._info:
             listener, peer, login = session.listener.name, session.peer, session.login or "-"
             self.log.line("info", f"closing connection listener={listener} peer={peer} login={login} reason={reason}",
                           listener=listener, peer=peer, login=login, reason=reason)  # fmt: skip
+            self.log.flush()  # the peer sees the close at once: the line is there before it
 
     def logged_out(self, session: Session) -> None:
         """The session is about to drop its account (a new 93, or a reload that removed it)."""
