@@ -216,10 +216,24 @@ def test_lines_wait_for_the_end_of_the_turn_then_go_out_in_one_write(tmp_path):
     assert path.read_text().count("sc_status ok") == 10 + exchangelog.BATCH
 
 
-def pipe_nobody_reads() -> tuple[int, int]:
+@pytest.fixture
+def pipe():
+    """A pipe nobody reads until the test says: its read end, and the writer's stream on the other."""
     read, write = os.pipe()
     os.set_blocking(read, False)
-    return read, write
+    stream = Stream.standard(write, "stdout")
+    yield read, stream
+    stream.close()
+    os.close(read)
+    os.close(write)
+
+
+def exchanges(writer: LogWriter, count: int, turn: Any = None) -> None:
+    """``count`` exchange lines numbered from 0 in the request's place; ``turn()`` every 40."""
+    for n in range(count):
+        writer.exchange("raw", "127.0.0.1", "sco", str(n), "ok", 0.0002)
+        if turn is not None and n % 40 == 39:
+            turn()
 
 
 def drain(fd: int) -> bytes:
@@ -237,17 +251,18 @@ def drain(fd: int) -> bytes:
 LINE = re.compile(rb"\d{4}-\S+ \[sipserver#info\] sip listener=raw peer=127\.0\.0\.1 login=sco (\d+) ok 0\.2ms")
 
 
-def test_a_reader_that_lags_never_blocks_lines_wait_then_are_dropped_whole_and_counted(tmp_path, capfd, monkeypatch):
+def numbered(received: bytes) -> list[int]:
+    """The numbers of the lines received, each line checked whole."""
+    return [int(LINE.fullmatch(line).group(1)) for line in received.split(b"\n")[:-1]]
+
+
+def test_a_reader_that_lags_never_blocks_lines_wait_then_are_dropped_whole_and_counted(pipe, capfd, monkeypatch):
     monkeypatch.setattr(exchangelog, "MAX_WAITING", 2000)
-    read, write = pipe_nobody_reads()
+    read, stream = pipe
     clock = Clock()
-    stream = Stream.standard(write, "stdout")
     writer = LogWriter(stream, TextLines(), clock)
     total = 8000  # about 800 KB: the pipe holds 64 KB, 2000 lines wait, the rest is dropped
-    for n in range(total):
-        writer.exchange("raw", "127.0.0.1", "sco", str(n), "ok", 0.0002)
-        if n % 40 == 39:
-            clock.advance(0)  # the end of a turn
+    exchanges(writer, total, lambda: clock.advance(0))  # a turn ends every 40 lines
     assert writer.dropped > 0 and writer.problem is not None
     received = drain(read)
     for _ in range(200):  # the reader catches up: each retry writes what the pipe takes
@@ -256,47 +271,35 @@ def test_a_reader_that_lags_never_blocks_lines_wait_then_are_dropped_whole_and_c
         if not writer._waiting:
             break
     assert writer.problem is None
-    lines = received.split(b"\n")
-    assert lines[-1] == b""
-    numbers = [int(LINE.fullmatch(line).group(1)) for line in lines[:-1]]  # every line whole
+    assert received.endswith(b"\n")
+    numbers = numbered(received)
     assert numbers == sorted(numbers) and len(numbers) + writer.dropped == total
     reports = capfd.readouterr().err.splitlines()
     assert len(reports) == 2, reports  # once when dropping began, once when it ended
     assert "stdout is not keeping up" in reports[0] and "sip_log_lines_dropped_total" in reports[0]
     assert f"{writer.dropped} were dropped" in reports[1]
-    stream.close()
-    os.close(read)
-    os.close(write)
 
 
-def test_at_shutdown_what_waits_is_written_when_the_reader_catches_up(tmp_path):
-    read, write = pipe_nobody_reads()
+def test_at_shutdown_what_waits_is_written_when_the_reader_catches_up(pipe):
+    read, stream = pipe
     clock = Clock()
-    stream = Stream.standard(write, "stdout")
     writer = LogWriter(stream, TextLines(), clock)
-    for n in range(2000):
-        writer.exchange("raw", "127.0.0.1", "sco", str(n), "ok", 0.0002)
+    exchanges(writer, 2000)
     clock.advance(0)
     assert writer._waiting  # the pipe is full
     received = drain(read)
     writer.close(timeout=0)  # no wait: what the pipe took now is written, the rest dropped and counted
     received += drain(read)
-    numbers = [int(LINE.fullmatch(line).group(1)) for line in received.split(b"\n")[:-1]]
-    assert len(numbers) + writer.dropped == 2000 and writer.dropped > 0
+    assert len(numbered(received)) + writer.dropped == 2000 and writer.dropped > 0
     writer.exchange("raw", "127.0.0.1", "sco", "9999", "ok", 0.0002)  # after close: at once
     assert drain(read).endswith(b" 9999 ok 0.2ms\n")
-    stream.close()
-    os.close(read)
-    os.close(write)
 
 
-def test_under_a_reactor_a_lagging_destination_is_written_again_as_soon_as_it_can_take_more():
-    read, write = pipe_nobody_reads()
+def test_under_a_reactor_a_lagging_destination_is_written_again_as_soon_as_it_can_take_more(pipe):
+    read, stream = pipe
     reactor = MemoryReactorClock()
-    stream = Stream.standard(write, "stdout")
     writer = LogWriter(stream, TextLines(), reactor)
-    for n in range(2000):
-        writer.exchange("raw", "127.0.0.1", "sco", str(n), "ok", 0.0002)
+    exchanges(writer, 2000)
     reactor.advance(0)
     [waiter] = reactor.getWriters()  # the pipe is full: its descriptor is watched, no timer
     assert waiter.fileno() == stream.fd and not reactor.getDelayedCalls()
@@ -308,11 +311,7 @@ def test_under_a_reactor_a_lagging_destination_is_written_again_as_soon_as_it_ca
             break
         [waiter] = reactor.getWriters()
     received += drain(read)
-    numbers = [int(LINE.fullmatch(line).group(1)) for line in received.split(b"\n")[:-1]]
-    assert numbers == list(range(2000)) and writer.dropped == 0
-    stream.close()
-    os.close(read)
-    os.close(write)
+    assert numbered(received) == list(range(2000)) and writer.dropped == 0
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
@@ -426,10 +425,7 @@ def test_a_full_syslog_queue_keeps_lines_waiting_and_sends_them_in_order_later(d
     clock = Clock()
     writer = LogWriter(Syslog(str(path)), SyslogLines(syslog.LOG_LOCAL6), clock)
     received: list[str] = []
-    for n in range(3000):  # more than the socket's queue holds while nobody reads
-        writer.exchange("raw", "127.0.0.1", "sco", str(n), "ok", 0.0002)
-        if n % 40 == 39:
-            clock.advance(0)
+    exchanges(writer, 3000, lambda: clock.advance(0))  # more than the socket's queue holds while nobody reads
     clock.advance(0)
     assert writer._waiting and writer.dropped == 0
     for _ in range(3000):  # each retry sends what the queue takes (net.unix.max_dgram_qlen, often 10)
