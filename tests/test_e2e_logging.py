@@ -131,6 +131,31 @@ def test_a_stdout_nobody_reads_never_stalls_the_daemon_and_every_line_is_written
     assert "Server Shut Down." in lines[-1]
 
 
+def test_twistd_logfile_still_names_the_file_when_the_config_says_stdout(tmp_path):
+    path = tmp_path / "twistd.log"
+    config = write_config(tmp_path, config_data(tmp_path, logging={"level": "info"}))
+    process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", f"--logfile={path}", "sip", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=str(ROOT),
+    )
+    try:
+        wait_for(lambda: path.exists() and "backend embedded ready" in path.read_text(), "start-up")
+        port = next(int(m.group("port")) for m in LISTENING.finditer(path.read_text()) if m.group("name") == "raw")
+        sock = logged_in(("127.0.0.1", port))
+        sock.sendall(status_frames(5))
+        assert read_replies(sock, 5) == 5
+        sock.close()
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+    assert path.read_text().count("sc_status ok") == 5 and output == b""
+
+
 def test_sigusr1_and_sighup_reopen_the_log_file_after_logrotate_renames_it(tmp_path):
     path = tmp_path / "sip.log"
     data = config_data(tmp_path, logging={"level": "info", "destination": "file", "file": str(path)})

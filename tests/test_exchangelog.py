@@ -280,6 +280,35 @@ def test_a_reader_that_lags_never_blocks_lines_wait_then_are_dropped_whole_and_c
     assert f"{writer.dropped} were dropped" in reports[1]
 
 
+def test_a_socket_as_stdout_the_journal_under_systemd_is_written_without_waiting_and_lines_stay_whole():
+    daemon_end, journal_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    journal_end.setblocking(False)
+    stream = Stream.standard(daemon_end.fileno(), "stdout")
+    assert daemon_end.getblocking()  # the socket itself stays as it was: MSG_DONTWAIT, call by call
+    clock = Clock()
+    writer = LogWriter(stream, TextLines(), clock)
+    exchanges(writer, 5000, lambda: clock.advance(0))
+    assert writer._waiting  # the socket's buffer is full: the rest waits
+    received = b""
+    for _ in range(1000):
+        try:
+            received += journal_end.recv(1 << 16)
+        except BlockingIOError:
+            pass
+        clock.advance(exchangelog.RETRY)
+        if not writer._waiting:
+            break
+    while True:
+        try:
+            received += journal_end.recv(1 << 16)
+        except BlockingIOError:
+            break
+    assert numbered(received) == list(range(5000)) and writer.dropped == 0
+    stream.close()
+    daemon_end.close()
+    journal_end.close()
+
+
 def test_at_shutdown_what_waits_is_written_when_the_reader_catches_up(pipe):
     read, stream = pipe
     clock = Clock()
