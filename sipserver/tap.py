@@ -30,10 +30,13 @@ class Options(usage.Options):
             self.loaded = load_config(self["config"])
         except ConfigError as exc:
             _fail(str(exc))
-        if not self["check"] and hasattr(signal, "SIGHUP"):
-            # Until startService installs the reload handler, a SIGHUP would end the process (its
-            # default action), and systemd counts that as a clean exit that needs no restart.
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if not self["check"]:
+            # Until startService installs the reload and reopen handlers, a SIGHUP (systemd's
+            # reload) or a SIGUSR1 (logrotate) would end the process (their default action), and
+            # systemd counts that as a clean exit that needs no restart.
+            for name in ("SIGHUP", "SIGUSR1"):
+                if hasattr(signal, name):
+                    signal.signal(getattr(signal, name), signal.SIG_IGN)
         if self["check"]:
             from sipserver.backend.base import BackendConfigError
             from sipserver.backend.factory import create_backend

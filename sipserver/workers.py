@@ -320,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     inbox = _Inbox(server, channel, stop)
     reactor.addReader(inbox.reader)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C in a terminal reaches the parent, which stops us
+    for name in ("SIGHUP", "SIGUSR1"):  # forwarded by the parent; handled once started (reload, reopen)
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     reactor.callWhenRunning(server.startService)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: reactor.removeReader(inbox.reader))
     reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
