@@ -309,10 +309,12 @@ class SIPServer(MultiService):
                 signal.signal(signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.reopen_log))
 
     def _remove_signals(self) -> None:
+        """Stopping: a reload or a log rotation now is ignored, rather than ending the process by
+        their default action before the replies and log lines in flight are written."""
         with contextlib.suppress(ValueError):
             for name in ("SIGHUP", "SIGUSR1"):
                 if hasattr(signal, name):
-                    signal.signal(getattr(signal, name), signal.SIG_DFL)
+                    signal.signal(getattr(signal, name), signal.SIG_IGN)
 
     def reopen_log(self) -> None:
         """Open the log file again (logrotate renamed it), here and in every worker."""
