@@ -23,6 +23,7 @@ from twisted.logger import Logger, LogLevel, formatEvent, formatEventAsClassicLo
 from sipserver import exchangelog
 from sipserver.events import Events
 from sipserver.exchangelog import JsonLines, LogFile, LogWriter, Stream, Syslog, SyslogLines, TextLines
+from sipserver.exchangelog import writer as writer_module
 
 LOCAL6_INFO, LOCAL6_WARNING = syslog.LOG_LOCAL6 | syslog.LOG_INFO, syslog.LOG_LOCAL6 | syslog.LOG_WARNING
 
@@ -211,9 +212,9 @@ def test_lines_wait_for_the_end_of_the_turn_then_go_out_in_one_write(tmp_path):
     assert path.read_text() == "" and len(clock.getDelayedCalls()) == 1
     clock.advance(0)
     assert path.read_text().count("sc_status ok") == 10
-    for _ in range(exchangelog.BATCH + 1):  # a batch is written without waiting for the turn to end
+    for _ in range(writer_module.BATCH + 1):  # a batch is written without waiting for the turn to end
         writer.exchange("raw", "127.0.0.1", "sco", "sc_status", "ok", 0.0002)
-    assert path.read_text().count("sc_status ok") == 10 + exchangelog.BATCH
+    assert path.read_text().count("sc_status ok") == 10 + writer_module.BATCH
 
 
 @pytest.fixture
@@ -257,7 +258,7 @@ def numbered(received: bytes) -> list[int]:
 
 
 def test_a_reader_that_lags_never_blocks_lines_wait_then_are_dropped_whole_and_counted(pipe, capfd, monkeypatch):
-    monkeypatch.setattr(exchangelog, "MAX_WAITING", 2000)
+    monkeypatch.setattr(writer_module, "MAX_WAITING", 2000)
     read, stream = pipe
     clock = Clock()
     writer = LogWriter(stream, TextLines(), clock)
@@ -266,7 +267,7 @@ def test_a_reader_that_lags_never_blocks_lines_wait_then_are_dropped_whole_and_c
     assert writer.dropped > 0 and writer.problem is not None
     received = drain(read)
     for _ in range(200):  # the reader catches up: each retry writes what the pipe takes
-        clock.advance(exchangelog.RETRY)
+        clock.advance(writer_module.RETRY)
         received += drain(read)
         if not writer._waiting:
             break
@@ -295,7 +296,7 @@ def test_a_socket_as_stdout_the_journal_under_systemd_is_written_without_waiting
             received += journal_end.recv(1 << 16)
         except BlockingIOError:
             pass
-        clock.advance(exchangelog.RETRY)
+        clock.advance(writer_module.RETRY)
         if not writer._waiting:
             break
     while True:
@@ -459,7 +460,7 @@ def test_a_full_syslog_queue_keeps_lines_waiting_and_sends_them_in_order_later(d
     assert writer._waiting and writer.dropped == 0
     for _ in range(3000):  # each retry sends what the queue takes (net.unix.max_dgram_qlen, often 10)
         received += datagrams(server)
-        clock.advance(exchangelog.RETRY)
+        clock.advance(writer_module.RETRY)
         if not writer._waiting:
             break
     received += datagrams(server)
