@@ -20,7 +20,8 @@ good, so bytes never overtake each other. At shutdown the server's drain sends w
 turn would end.
 
 The exchange log's lines of the turn are handed to their destination just before its replies go
-(``before``): a terminal never holds a reply whose line is still only in memory.
+(``before``): unless the destination lags, a terminal never holds a reply whose line is still
+only in memory.
 """
 
 from __future__ import annotations
