@@ -22,6 +22,7 @@ _SEVERITY = {"debug": syslog.LOG_DEBUG, "info": syslog.LOG_INFO, "warn": syslog.
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SCALARS = (str, int, float, bool, type(None))
 _json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_ESCAPED_MAX = 4096
 
 
 class Lines(Protocol):
@@ -69,6 +70,16 @@ class JsonLines:
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        # Values escaped for JSON, without their quotes: listeners, logins, peers, messages and
+        # outcomes come back line after line. Bounded: emptied when it grows past _ESCAPED_MAX.
+        self._escaped: dict[str, str] = {}
+
+    def _escape(self, value: str) -> str:
+        escaped = self._escaped
+        if len(escaped) >= _ESCAPED_MAX:
+            escaped.clear()
+        quoted = escaped[value] = _json_string(value)[1:-1]
+        return quoted
 
     def stamp(self, now: float) -> str:
         second = int(now)
@@ -83,8 +94,9 @@ class JsonLines:
         if second != self._second:
             self.stamp(now)
         # each value escaped once, without its quotes, serves in the message and in its own field
-        s = _json_string
-        lst, pr, lg, rq, oc = s(listener)[1:-1], s(peer)[1:-1], s(login)[1:-1], s(request)[1:-1], s(outcome)[1:-1]
+        get, escape = self._escaped.get, self._escape
+        lst, pr, lg = get(listener) or escape(listener), get(peer) or escape(peer), get(login) or escape(login)
+        rq, oc = get(request) or escape(request), get(outcome) or escape(outcome)
         ms = elapsed * 1000
         return (f'{{"time": "{self._prefix}.{int((now - second) * 1e6):06d}+00:00", "level": "info", '
                 f'"namespace": "sipserver", "message": "sip listener={lst} peer={pr} login={lg} {rq} {oc} {ms:.1f}ms", '
