@@ -310,12 +310,17 @@ def test_a_socket_as_stdout_the_journal_under_systemd_is_written_without_waiting
     journal_end.close()
 
 
+def overfilled(stream: Stream, reactor: Any) -> LogWriter:
+    """A writer on ``stream`` after a turn of 2,000 lines, more than a pipe holds."""
+    writer = LogWriter(stream, TextLines(), reactor)
+    exchanges(writer, 2000)
+    reactor.advance(0)
+    return writer
+
+
 def test_at_shutdown_what_waits_is_written_when_the_reader_catches_up(pipe):
     read, stream = pipe
-    clock = Clock()
-    writer = LogWriter(stream, TextLines(), clock)
-    exchanges(writer, 2000)
-    clock.advance(0)
+    writer = overfilled(stream, Clock())
     assert writer._waiting  # the pipe is full
     received = drain(read)
     writer.close(timeout=0)  # no wait: what the pipe took now is written, the rest dropped and counted
@@ -328,9 +333,7 @@ def test_at_shutdown_what_waits_is_written_when_the_reader_catches_up(pipe):
 def test_under_a_reactor_a_lagging_destination_is_written_again_as_soon_as_it_can_take_more(pipe):
     read, stream = pipe
     reactor = MemoryReactorClock()
-    writer = LogWriter(stream, TextLines(), reactor)
-    exchanges(writer, 2000)
-    reactor.advance(0)
+    writer = overfilled(stream, reactor)
     [waiter] = reactor.getWriters()  # the pipe is full: its descriptor is watched, no timer
     assert waiter.fileno() == stream.fd and not reactor.getDelayedCalls()
     received = b""
