@@ -95,6 +95,9 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=3000, help="status-mix requests counted (default 3000)")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose daemon is measured")
     parser.add_argument("--no-baseline", action="store_true", help="skip pysip2's server")
+    parser.add_argument("--level", choices=["warn", "info"], default="warn",
+                        help="our daemon's logging.level (default warn, as the figures in bench/README.md; info"
+                        " writes a line per message to a file)")  # fmt: skip
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("bench/instructions.py: valgrind is not installed (apt install valgrind)", file=sys.stderr)
@@ -106,14 +109,19 @@ def main() -> int:
 
     def ours(port: int, work: Path) -> list[str]:
         config = work / f"sip-{port}.yaml"
-        config.write_text(yaml.safe_dump(bench_config(work, port), allow_unicode=True))
+        data = bench_config(work, port, level=args.level)
+        if args.level == "warn":
+            # As every figure in bench/README.md was counted, and in a form that checkouts from
+            # before the exchange log (no logging.file) read too.
+            data["logging"] = {"level": "warn"}
+        config.write_text(yaml.safe_dump(data, allow_unicode=True))
         return [sys.executable, TWISTD, "-n", "--pidfile=", "--logfile=-", "sip", "-c", str(config)]
 
     def pysip2(port: int, work: Path) -> list[str]:
         return [sys.executable, str(BENCH / "pysip2_baseline.py"), "--port", str(port)]
 
     print(f"status mix (99 + 23 with PIN), one connection, {args.messages} messages, user-space instructions"
-          f" (valgrind --tool=callgrind); ours from {tree}")  # fmt: skip
+          f" (valgrind --tool=callgrind); ours from {tree}, logging.level {args.level}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="sipbench-") as folder:
         work = Path(folder)
         mine = per_message("sipserver", ours, args.messages, tree, ours_env, work)

@@ -2,7 +2,7 @@
 """Load and memory benchmark: our daemon against PyPI ``pysip2`` 0.1.0, measured in the same run.
 
     python bench/load.py [--mode all|status|circ|idle|workers] [--seconds 4] [--rounds 3]
-                         [--connections 50] [--idle 10000] [--light-rate 1000]
+                         [--connections 50] [--idle 10000] [--light-rate 1000] [--level info|warn]
 
 Modes (``all`` runs each in turn):
 
@@ -17,9 +17,11 @@ workers  the status load against ``server.workers: 1`` and ``2`` (sipserver only
 For status, circ and idle both servers run at once, each pinned to CPU 0, the generator to CPU 1
 ("one core" for the server); only one of them is under load at a time. Each run is cut into
 ``--rounds`` rounds that alternate which server goes first, and the ratio is the median of the
-per-round ratios, which cancels slow drifts of a shared machine. Our daemon runs with
-``logging.level: warn`` (per-exchange lines off), its embedded sqlite backend and the demo data.
-Every phase is bounded in time, and every process started here is stopped at the end.
+per-round ratios, which cancels slow drifts of a shared machine. Our daemon runs at ``--level``
+(``info`` by default, as sites run it: one log line per exchange), text to a file, with its
+embedded sqlite backend and the demo data. The status mode also runs it at the other level and
+with ``format: json`` in the same rounds, and prints what a log line costs. Every phase is
+bounded in time, and every process started here is stopped at the end.
 """
 
 from __future__ import annotations
@@ -133,19 +135,12 @@ def terminals(server: Server, cycles: Sequence[Cycle]) -> list[Conn]:
 
 
 def alternate(
-    servers: Sequence[Server],
-    run: Callable[[Server, int], Result],
-    rounds: int,
-    ratio: Callable[[dict[str, float]], float | None] | None = None,
-) -> tuple[dict[str, Result], list[float]]:
-    """``rounds`` rounds of ``run`` on each server, alternating the order; merged results and the
-    per-round ratios: ``ratio`` of the round's rates by server name (None skips the round), by
-    default the first server's rate over the second's."""
-    a, b = servers[0].name, servers[1].name
-    if ratio is None:
-        ratio = lambda rates: rates[a] / rates[b] if rates[b] else None  # noqa: E731
+    servers: Sequence[Server], run: Callable[[Server, int], Result], rounds: int
+) -> tuple[dict[str, Result], list[dict[str, float]]]:
+    """``rounds`` rounds of ``run`` on each server, reversing the order every other round; the
+    merged results and each round's rates by server name."""
     merged = {s.name: Result() for s in servers}
-    ratios = []
+    per_round = []
     for r in range(rounds):
         order = list(servers) if r % 2 == 0 else list(reversed(servers))
         rates = {}
@@ -153,25 +148,43 @@ def alternate(
             result = run(server, r)
             merged[server.name].merge(result)
             rates[server.name] = result.rate
-        value = ratio(rates)
-        if value is not None:
-            ratios.append(value)
-    return merged, ratios
+        per_round.append(rates)
+    return merged, per_round
+
+
+def median_ratio(per_round: Sequence[dict[str, float]], a: str, b: str) -> tuple[float, list[float]]:
+    """The median over the rounds of ``a``'s rate over ``b``'s, and the per-round ratios."""
+    ratios = [rates[a] / rates[b] for rates in per_round if rates.get(b)]
+    return (statistics.median(ratios) if ratios else 0.0), ratios
+
+
+def rounds_text(ratios: Sequence[float]) -> str:
+    return ", ".join(f"{r:.2f}" for r in ratios)
 
 
 def closed_loop_rounds(
-    servers: list[Server], cycles: Sequence[Cycle], args: argparse.Namespace
-) -> tuple[dict[str, Result], list[float]]:
+    servers: list[Server], cycles: Sequence[Cycle], args: argparse.Namespace, cpu: dict[str, float] | None = None
+) -> tuple[dict[str, Result], list[dict[str, float]]]:
     """Log ``cycles`` in on every server, run :func:`alternate` closed loops on them, then close
-    the terminals and stop the servers (also on errors)."""
+    the terminals and stop the servers (also on errors). ``cpu`` collects each server's CPU
+    seconds over the measured part of its runs."""
     try:
         conns = {s.name: terminals(s, cycles) for s in servers}
-        merged, ratios = alternate(servers, lambda s, r: closed_loop(conns[s.name], args.seconds), args.rounds)
+
+        def run(server: Server, _round: int) -> Result:
+            used, began = server.cpu(), time.monotonic()
+            result = closed_loop(conns[server.name], args.seconds)
+            if cpu is not None:  # CPU is read around the whole loop, warm-up included
+                counted = result.seconds / max(result.seconds, time.monotonic() - began)
+                cpu[server.name] = cpu.get(server.name, 0.0) + (server.cpu() - used) * counted
+            return result
+
+        merged, per_round = alternate(servers, run, args.rounds)
         for cs in conns.values():
             close_all(cs)
     finally:
         stop_all(servers)
-    return merged, ratios
+    return merged, per_round
 
 
 def row(name: str, result: Result, extra: str = "", width: int = 10) -> str:
@@ -183,53 +196,83 @@ def row(name: str, result: Result, extra: str = "", width: int = 10) -> str:
 
 
 class Report:
-    """Collects the headline figures and prints the targets at the end."""
+    """Collects the headline figures and prints the targets at the end, by issue."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.lines: dict[str, list[str]] = {}
         self.steal: list[str] = []
 
-    def target(self, what: str, value: str, ok: bool) -> None:
-        self.lines.append(f"  [{'met' if ok else 'MISSED'}] {what}: {value}")
+    def target(self, what: str, value: str, ok: bool, issue: str = "#7") -> None:
+        self.lines.setdefault(issue, []).append(f"  [{'met' if ok else 'MISSED'}] {what}: {value}")
 
     def stolen(self, what: str, result: Result) -> None:
         """Note the hypervisor's share of the CPUs while ``what`` ran, printed under the targets."""
         self.steal.append(f"{what} {result.steal:.0%}")
 
     def print(self) -> None:
-        if self.lines:
-            print("\nTargets (issue #7)")
-            print("\n".join(self.lines))
+        for issue, lines in self.lines.items():
+            print(f"\nTargets (issue {issue})")
+            print("\n".join(lines))
         if self.steal:
             print(f"  (CPU time taken by the host while measuring, steal: {', '.join(self.steal)})")
 
 
 def mode_status(args: argparse.Namespace, work: Path, report: Report) -> None:
+    """The status mix against sipserver at both levels and in JSON, pysip2 and the floor, in the
+    same rounds: the ratios to pysip2, each level's share of the rate at ``warn``, and the CPU a
+    log line costs (each status message writes one line at ``info``)."""
     patrons, _ = demo()
     cycles = [status_cycle(i, patrons) for i in range(args.connections)]
     check_frames_with_pysip2(cycles)
-    servers = start_pair(work)
+    servers: list[Server] = []
     try:
+        for level, log_format in (("info", "text"), ("info", "json"), ("warn", "text")):
+            server = start(OurServer, work, level=level, log_format=log_format)
+            server.name = f"sipserver {'json' if log_format == 'json' else level}"
+            servers.append(server)
+        servers.append(start(Pysip2Server, work))
         servers.append(start(FloorServer, work))
     except BaseException:
         stop_all(servers)
         raise
-    merged, ratios = closed_loop_rounds(servers, cycles, args)
-    ours, base, floor = merged["sipserver"], merged["pysip2"], merged["floor"]
-    ratio = statistics.median(ratios)
+    cpu: dict[str, float] = {}
+    merged, per_round = closed_loop_rounds(servers, cycles, args, cpu)
+    headline = f"sipserver {args.level}"
+    ours, floor = merged[headline], merged["floor"]
     print(f"\nstatus mix (99 + 23 with PIN), {args.connections} connections, closed loop, server on 1 CPU, "
-          f"{args.rounds} x {args.seconds:g}s each")  # fmt: skip
-    print(row("sipserver", ours))
-    print(row("pysip2", base))
-    print(f"  ratio      {ratio:.2f}x (median of rounds {', '.join(f'{r:.2f}' for r in ratios)})")
-    print(row("floor", floor))
+          f"{args.rounds} x {args.seconds:g}s each; sipserver's log to a file (info and json: a line per message)")
+    us = {name: cpu[name] / max(1, merged[name].messages) * 1e6 for name in cpu}
+    for name in ("sipserver info", "sipserver json", "sipserver warn", "pysip2"):
+        print(row(name, merged[name], f"   CPU us/msg {us[name]:.0f}", width=14))
+    pysip2 = {name: median_ratio(per_round, f"sipserver {name}", "pysip2") for name in ("info", "json", "warn")}
+    medians = ", ".join(f"{name} {pysip2[name][0]:.2f}x" for name in pysip2)
+    each = "; ".join(f"{name} {rounds_text(pysip2[name][1])}" for name in pysip2)
+    print(f"  ratio          {medians} pysip2 (medians of rounds: {each})")
+    kept = {name: median_ratio(per_round, f"sipserver {name}", "sipserver warn") for name in ("info", "json")}
+    each = "; ".join(f"{name} {rounds_text(kept[name][1])}" for name in kept)
+    print(f"  logs on        info {kept['info'][0]:.0%} and json {kept['json'][0]:.0%} of the rate at warn"
+          f" (medians of rounds: {each})")  # fmt: skip
+    text_cost = us["sipserver info"] - us["sipserver warn"]
+    json_cost = us["sipserver json"] - us["sipserver warn"]
+    print(f"  per line       text {text_cost:.1f} us, json {json_cost:.1f} us: server CPU a message at info"
+          f" ({us['sipserver info']:.1f} us) and json ({us['sipserver json']:.1f} us) minus at warn"
+          f" ({us['sipserver warn']:.1f} us)")  # fmt: skip
+    print(row("floor", floor, width=14))
     print("  (floor: a Twisted server answering canned bytes, no SIP at all: the most any Twisted server"
           " reaches here)")
-    report.target(f"status mix >= 15,000 msg/s at {args.connections} connections", f"{ours.rate:,.0f}",
-                  ours.rate >= 15000)  # fmt: skip
-    report.target("status mix >= 1.5x pysip2", f"{ratio:.2f}x", ratio >= 1.5)
-    report.target("status mix p99 < 5 ms", f"{ours.percentile(0.99):.2f} ms", ours.percentile(0.99) < 5)
-    report.stolen("status mix", ours)
+    ratio = pysip2[args.level][0]
+    report.target(f"status mix >= 15,000 msg/s at {args.connections} connections, level {args.level}",
+                  f"{ours.rate:,.0f}", ours.rate >= 15000)  # fmt: skip
+    report.target(f"status mix >= 1.5x pysip2, level {args.level}", f"{ratio:.2f}x", ratio >= 1.5)
+    report.target(f"status mix p99 < 5 ms, level {args.level}", f"{ours.percentile(0.99):.2f} ms",
+                  ours.percentile(0.99) < 5)  # fmt: skip
+    for name, what in (("info", "text"), ("json", "json")):
+        report.target(f"status mix, level info, {what} to a file >= 1.5x pysip2", f"{pysip2[name][0]:.2f}x",
+                      pysip2[name][0] >= 1.5, "#18")  # fmt: skip
+        report.target(f"status mix, level info, {what} to a file >= 85% of level warn", f"{kept[name][0]:.0%}",
+                      kept[name][0] >= 0.85, "#18")  # fmt: skip
+    for name in ("sipserver info", "sipserver json", "sipserver warn"):
+        report.stolen(f"status mix ({name.split()[1]})", merged[name])
 
 
 def mode_circ(args: argparse.Namespace, work: Path, report: Report) -> None:
@@ -237,11 +280,12 @@ def mode_circ(args: argparse.Namespace, work: Path, report: Report) -> None:
     count = min(args.connections, len(items))
     cycles = [circ_cycle(i, patrons, items) for i in range(count)]
     check_frames_with_pysip2(cycles)
-    merged, ratios = closed_loop_rounds(start_pair(work), cycles, args)
-    print(f"\ncirculation mix (11, 29, 09), {count} connections (one free item each), closed loop, server on 1 CPU")
+    merged, per_round = closed_loop_rounds(start_pair(work, args.level), cycles, args)
+    print(f"\ncirculation mix (11, 29, 09), {count} connections (one free item each), closed loop, server on 1 CPU,"
+          f" level {args.level}")  # fmt: skip
     for name in ("sipserver", "pysip2"):
         print(row(name, merged[name], f"  refused {merged[name].refused}"))
-    print(f"  ratio      {statistics.median(ratios):.2f}x")
+    print(f"  ratio      {median_ratio(per_round, 'sipserver', 'pysip2')[0]:.2f}x")
 
 
 def mode_idle(args: argparse.Namespace, work: Path, report: Report) -> None:
@@ -249,10 +293,10 @@ def mode_idle(args: argparse.Namespace, work: Path, report: Report) -> None:
     hard = raise_fd_limit()
     count = min(args.idle, hard - 100)
     print(f"\nidle: {count:,} logged-in connections held at once, then {args.light_rate:g} status msg/s "
-          f"round-robin over them for {args.seconds:g}s, server on 1 CPU")  # fmt: skip
+          f"round-robin over them for {args.seconds:g}s, server on 1 CPU, level {args.level}")  # fmt: skip
     figures = {}
     for cls in (OurServer, Pysip2Server):
-        server = start(cls, work)
+        server = start(cls, work, level=args.level) if cls is OurServer else start(cls, work)
         try:
             warm = terminals(server, [status_cycle(i, patrons) for i in range(10)])
             closed_loop(warm, 0.5, warmup=0.0)
@@ -304,7 +348,7 @@ def mode_workers(args: argparse.Namespace, work: Path, report: Report) -> None:
             ("workers=1", None, 1, both),
             ("workers=2", None, 2, both),
         ):
-            server = start(OurServer, work, cpus=cpus, workers=workers)
+            server = start(OurServer, work, cpus=cpus, workers=workers, level=args.level)
             server.name = name
             runs.append((name, server, generator_cpus))
         conns = {name: terminals(server, cycles) for name, server, _ in runs}
@@ -322,11 +366,9 @@ def mode_workers(args: argparse.Namespace, work: Path, report: Report) -> None:
             generator[server.name] += (_children_cpu() - spent) * counted  # the C loop: a reaped child
             return result
 
-        def two_over_best_one(rates: dict[str, float]) -> float | None:
-            best_one = max(rates["workers=1 pinned"], rates["workers=1"])
-            return rates["workers=2"] / best_one if best_one else None
-
-        merged, ratios = alternate([server for _, server, _ in runs], run, args.rounds, two_over_best_one)
+        merged, per_round = alternate([server for _, server, _ in runs], run, args.rounds)
+        best_ones = [max(rates["workers=1 pinned"], rates["workers=1"]) for rates in per_round]
+        ratios = [rates["workers=2"] / best for rates, best in zip(per_round, best_ones, strict=True) if best]
         pids = {name: len(server.pids()) for name, server, _ in runs}
         for cs in conns.values():
             close_all(cs)
@@ -334,9 +376,9 @@ def mode_workers(args: argparse.Namespace, work: Path, report: Report) -> None:
         os.sched_setaffinity(0, CLIENT_CPU)
         stop_all([server for _, server, _ in runs])
     ratio = statistics.median(ratios) if ratios else 0.0
-    print(f"\nworkers: status mix, {args.connections} connections; one worker alone on CPU 0 (generator on CPU 1)"
-          f" and with nothing pinned, two workers with nothing pinned (they and the generator share the"
-          f" {os.cpu_count()} CPUs)")  # fmt: skip
+    print(f"\nworkers: status mix, {args.connections} connections, level {args.level}; one worker alone on CPU 0"
+          f" (generator on CPU 1) and with nothing pinned, two workers with nothing pinned (they and the generator"
+          f" share the {os.cpu_count()} CPUs)")  # fmt: skip
     per_message: dict[str, tuple[float, float]] = {}
     for name, _, _ in runs:
         result = merged[name]
@@ -385,8 +427,8 @@ def start(cls: type, work: Path, cpus: set[int] | None = SERVER_CPU, **kwargs: o
         raise
 
 
-def start_pair(work: Path) -> list[Server]:
-    ours = start(OurServer, work)
+def start_pair(work: Path, level: str) -> list[Server]:
+    ours = start(OurServer, work, level=level)
     try:
         return [ours, start(Pysip2Server, work)]
     except BaseException:
@@ -425,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=50, help="terminals in the closed-loop modes")
     parser.add_argument("--idle", type=int, default=10000, help="connections held in idle mode")
     parser.add_argument("--light-rate", type=float, default=1000, help="msg/s of the light load in idle mode")
+    parser.add_argument("--level", choices=["info", "warn"], default="info",
+                        help="sipserver's logging.level in every mode (default info, as sites run it); the status"
+                        " mode runs both levels and json")  # fmt: skip
     parser.add_argument("--allow-idle", action="store_true",
                         help="let idle CPUs halt (by default the run holds them awake: bench/cpuidle.py)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -440,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, CLIENT_CPU)
     print(f"bench/load.py: {machine()}")
     print(f"load generator: {generator_name()} on CPU {min(CLIENT_CPU)}")
+    print(f"sipserver: logging.level {args.level}, text to a file (the status mix also runs the other level and json)")
     report = Report()
     with workdir() as tmp, cpus_awake(not args.allow_idle) as idle:
         print(idle)

@@ -1,7 +1,8 @@
 """Start and stop the servers ``bench/load.py`` measures: ours under ``twistd`` and the pysip2 baseline.
 
 Each server is a separate process, optionally pinned to a set of CPUs, listening on loopback on a
-port chosen here (the benchmark config logs at ``warn``, so the daemon does not log its port).
+port chosen here. Our daemon writes its log to a file beside its config (``logging.level: info``
+and text by default, as sites run it: one line per exchange).
 :meth:`Server.rss` and :meth:`Server.cpu` add up the process and its children (the workers).
 """
 
@@ -144,9 +145,19 @@ class Server:
 class OurServer(Server):
     name = "sipserver"
 
-    def __init__(self, workdir: Path, *, cpus: set[int] | None, workers: int = 1, **config: Any) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        cpus: set[int] | None,
+        workers: int = 1,
+        level: str = "info",
+        log_format: str = "text",
+        **config: Any,
+    ) -> None:
         port = free_port()
-        data = bench_config(workdir, port, workers=workers, **config)
+        self.log_file = workdir / f"sipserver-{port}.log"
+        data = bench_config(workdir, port, workers=workers, level=level, log_format=log_format, **config)
         path = workdir / f"sip-{port}.yaml"
         path.write_text(yaml.safe_dump(data, allow_unicode=True))
         self.config_path = path
@@ -154,8 +165,13 @@ class OurServer(Server):
             [TWISTD, "-n", "--pidfile=", "--logfile=-", "sip", "-c", str(path)],
             port,
             cpus,
-            workdir / f"sipserver-{port}.log",
+            workdir / f"sipserver-{port}.out",
         )
+
+    def log(self) -> str:
+        """Its stdout and stderr (before logging starts), then the end of its log file."""
+        lines = self.log_file.read_text(errors="replace")[-4000:] if self.log_file.exists() else ""
+        return super().log() + lines
 
 
 class _ScriptServer(Server):
@@ -183,14 +199,18 @@ class FloorServer(_ScriptServer):
     script = "floor_server.py"
 
 
-def bench_config(workdir: Path, port: int, *, workers: int = 1, level: str = "warn", **server: Any) -> dict:
-    """Our daemon as the benchmark runs it: embedded backend with the demo data, logging at warn."""
+def bench_config(
+    workdir: Path, port: int, *, workers: int = 1, level: str = "info", log_format: str = "text", **server: Any
+) -> dict:
+    """Our daemon as the benchmark runs it: embedded backend with the demo data, its log to a file
+    (at ``info``, the default, one line per exchange)."""
     from sipserver.passwords import hash_password
 
     return {
         "server": {"name": "bench", "workers": workers, "max_connections": 10100, "login_timeout": 600,
                    "idle_timeout": 3600, **server},
-        "logging": {"level": level},
+        "logging": {"level": level, "format": log_format, "destination": "file",
+                    "file": str(workdir / f"sipserver-{port}.log")},
         "listeners": [
             {"name": "raw", "transport": "raw", "status_before_login": True,
              "endpoint": f"tcp:{port}:interface=127.0.0.1:backlog=1024"},

@@ -80,7 +80,7 @@ ENDPOINT_PREFIXES: tuple[str, ...] = ("tcp", "tcp6", "ssl", "unix", "systemd", "
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_FORMATS = ("text", "json")
-LOG_DESTINATIONS = ("stdout", "syslog")
+LOG_DESTINATIONS = ("stdout", "file", "syslog")
 SYSLOG_FACILITIES = (
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp",
     *(f"local{i}" for i in range(8)),
@@ -140,7 +140,9 @@ class LoggingConfig:
     level: str = "info"
     format: str = "text"
     destination: str = "stdout"
+    file: str | None = None  # with destination: file
     syslog_facility: str = "local6"
+    syslog_socket: str = "/dev/log"
 
 
 @attrs.frozen
@@ -621,13 +623,27 @@ class _Parser:
     def logging(self, value: Any) -> LoggingConfig:
         key = "logging"
         d = LoggingConfig()
-        m = self.mapping(value, key, ("level", "format", "destination", "syslog_facility"))
+        m = self.mapping(value, key, ("level", "format", "destination", "file", "syslog_facility", "syslog_socket"))
+        destination = self.choice(m.get("destination", d.destination), _join(key, "destination"), LOG_DESTINATIONS)
+        file = None
+        if destination == "file":
+            if m.get("file") is None:
+                raise self.error(_join(key, "file"), "required when destination is file (the log file's path)")
+            file = _absolute(self.string(m["file"], _join(key, "file")), self.base_dir)
+        elif m.get("file") is not None:
+            self.warnings.append(
+                f"{self.path}: {_join(key, 'file')}: not used, the destination is {destination} (set destination: file)"
+            )
         return LoggingConfig(
             level=self.choice(m.get("level", d.level), _join(key, "level"), LOG_LEVELS),
             format=self.choice(m.get("format", d.format), _join(key, "format"), LOG_FORMATS),
-            destination=self.choice(m.get("destination", d.destination), _join(key, "destination"), LOG_DESTINATIONS),
+            destination=destination,
+            file=file,
             syslog_facility=self.choice(
                 m.get("syslog_facility", d.syslog_facility), _join(key, "syslog_facility"), SYSLOG_FACILITIES
+            ),
+            syslog_socket=_absolute(
+                self.string(m.get("syslog_socket", d.syslog_socket), _join(key, "syslog_socket")), self.base_dir
             ),
         )
 

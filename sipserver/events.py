@@ -5,27 +5,27 @@ connection opened, closed or refused with its reason: the first things an admini
 self-check stops working. No line ever carries a terminal password or a patron PIN: the session
 reports message *names* and outcomes, never field values.
 
-The level check happens before a log event is built, so a busy server at ``warn`` pays nothing for
-exchange lines.
+The lines go to the exchange log (:mod:`sipserver.exchangelog`), built from the values at hand,
+not through Twisted's logger. The level check happens first, so a busy server at ``warn`` pays
+nothing for exchange lines.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
+import functools
 import re
 from typing import TYPE_CHECKING
 
 from twisted.logger import LogLevel
 
-from sipserver.loglevel import logger
+from sipserver.exchangelog import LogWriter, Stream, TextLines
 from sipserver.sip2.fields import SECRET_FIELDS
 from sipserver.sip2.messages import MESSAGES
 
 if TYPE_CHECKING:
     from sipserver.session import Session
-
-log = logger("sipserver")
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 
@@ -56,11 +56,18 @@ class Metrics:
             self.latency_buckets[index] += 1
 
 
+@functools.cache
+def _stdout_log() -> LogWriter:
+    """Where an Events made without a writer (a script, a test) writes: stdout, each line at once."""
+    return LogWriter(Stream.standard(1, "stdout"), TextLines())
+
+
 class Events:
     """The server's :class:`~sipserver.session.SessionEvents`: log lines and metrics."""
 
-    def __init__(self, level: str = "info") -> None:
+    def __init__(self, level: str = "info", log: LogWriter | None = None) -> None:
         self.metrics = Metrics()
+        self.log = log if log is not None else _stdout_log()
         self.set_level(level)
         self.in_flight = 0  # requests waiting for a backend; a stopping server waits for them
         self.worker: int | None = None  # this process's index when server.workers > 1
@@ -76,28 +83,26 @@ class Events:
     def connection_opened(self, session: Session) -> None:
         self.metrics.connections_opened[session.listener.name] += 1
         if self._info:
-            log.info(
-                "connection opened listener={listener} peer={peer}{worker}",
-                listener=session.listener.name,
-                peer=session.peer,
-                worker="" if self.worker is None else f" worker={self.worker}",
-            )
+            listener, peer, worker = session.listener.name, session.peer, self.worker
+            text = f"connection opened listener={listener} peer={peer}"
+            if worker is None:
+                self.log.line("info", text, listener=listener, peer=peer)
+            else:
+                self.log.line("info", f"{text} worker={worker}", listener=listener, peer=peer, worker=worker)
 
     def connection_refused(self, listener: str, peer: str, reason: str) -> None:
         self.metrics.connections_refused[(listener, reason.split(" ")[0])] += 1
         if self._warn:
-            log.warn("connection refused listener={listener} peer={peer} reason={reason}",
-                     listener=listener, peer=peer, reason=reason)  # fmt: skip
+            self.log.line("warn", f"connection refused listener={listener} peer={peer} reason={reason}",
+                          listener=listener, peer=peer, reason=reason)  # fmt: skip
+            self.log.flush()  # the peer sees the close at once: the line is there before it
 
     def closing(self, session: Session, reason: str) -> None:
         if self._info:
-            log.info(
-                "closing connection listener={listener} peer={peer} login={login} reason={reason}",
-                listener=session.listener.name,
-                peer=session.peer,
-                login=session.login or "-",
-                reason=reason,
-            )
+            listener, peer, login = session.listener.name, session.peer, session.login or "-"
+            self.log.line("info", f"closing connection listener={listener} peer={peer} login={login} reason={reason}",
+                          listener=listener, peer=peer, login=login, reason=reason)  # fmt: skip
+            self.log.flush()  # the peer sees the close at once: the line is there before it
 
     def logged_out(self, session: Session) -> None:
         """The session is about to drop its account (a new 93, or a reload that removed it)."""
@@ -107,12 +112,9 @@ class Events:
     def connection_closed(self, session: Session) -> None:
         self.logged_out(session)
         if self._info:
-            log.info(
-                "connection closed listener={listener} peer={peer} login={login}",
-                listener=session.listener.name,
-                peer=session.peer,
-                login=session.login or "-",
-            )
+            listener, peer, login = session.listener.name, session.peer, session.login or "-"
+            self.log.line("info", f"connection closed listener={listener} peer={peer} login={login}",
+                          listener=listener, peer=peer, login=login)  # fmt: skip
 
     # Sessions ---------------------------------------------------------------------------------------
 
@@ -121,44 +123,29 @@ class Events:
         the session takes the new account, or none."""
         self.metrics.logins[("ok" if ok else "refused", reason or "")] += 1
         self.logged_out(session)
+        listener, peer = session.listener.name, session.peer
         if ok:
-            self.metrics.open_by_login[(session.listener.name, login)] += 1
+            self.metrics.open_by_login[(listener, login)] += 1
             if self._info:
-                log.info("login ok listener={listener} peer={peer} login={login}",
-                         listener=session.listener.name, peer=session.peer, login=login)  # fmt: skip
+                self.log.line("info", f"login ok listener={listener} peer={peer} login={login}",
+                              listener=listener, peer=peer, login=login)  # fmt: skip
         elif self._warn:
-            log.warn(
-                "login refused listener={listener} peer={peer} login={login} reason={reason}",
-                listener=session.listener.name,
-                peer=session.peer,
-                login=_printable(login),
-                reason=reason,
-            )
+            tried = _printable(login)  # the one place a value typed by the peer reaches a line: masked
+            self.log.line("warn", f"login refused listener={listener} peer={peer} login={tried} reason={reason}",
+                          listener=listener, peer=peer, login=tried, reason=reason)  # fmt: skip
 
     def exchange(self, session: Session, request: str, outcome: str, elapsed: float) -> None:
         self.metrics.messages[(request, outcome)] += 1
         self.metrics.observe(elapsed)
         if self._info:
-            log.info(
-                "sip listener={listener} peer={peer} login={login} {request} {outcome} {ms:.1f}ms",
-                listener=session.listener.name,
-                peer=session.peer,
-                login=session.login or "-",
-                request=request,
-                outcome=outcome,
-                ms=elapsed * 1000,
-            )
+            self.log.exchange(session.listener.name, session.peer, session.login or "-", request, outcome, elapsed)
 
     def protocol_error(self, session: Session, what: str) -> None:
         self.metrics.protocol_errors += 1
         if self._warn:
-            log.warn(
-                "protocol listener={listener} peer={peer} login={login}: {what}",
-                listener=session.listener.name,
-                peer=session.peer,
-                login=session.login or "-",
-                what=what,
-            )
+            listener, peer, login = session.listener.name, session.peer, session.login or "-"
+            self.log.line("warn", f"protocol listener={listener} peer={peer} login={login}: {what}",
+                          listener=listener, peer=peer, login=login, what=what)  # fmt: skip
 
 
 # A secret field's id right after punctuation: the start of a field under any delimiter (an

@@ -1,9 +1,11 @@
-"""One threshold for every line sipserver writes, whichever observer twistd writes them with.
+"""One threshold for every line sipserver writes through Twisted's logger.
 
-With the default destination (text on stdout) twistd keeps its own observer, so that
-``--logfile`` keeps working, and nothing filters by level there. Our loggers therefore carry the
-filter themselves: each emits through :data:`LEVEL` into the global publisher. ``logging.level``
-sets it at start-up and on every reload (``sipserver.service``).
+The daemon's observer filters by ``logging.level`` itself (``sipserver.logsetup``); our loggers
+also carry the filter, so that a line below the level is dropped before any observer sees it,
+whichever observers a process has (a worker child, a test, a script). Each logger emits through
+:data:`LEVEL` into the global publisher; ``logging.level`` sets it at start-up and on every reload
+(``sipserver.service``). The exchange lines themselves do not come through here
+(``sipserver.exchangelog``).
 """
 
 from __future__ import annotations

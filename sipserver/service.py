@@ -21,7 +21,7 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet import defer, threads
 
-from sipserver import loglevel, sdnotify
+from sipserver import exchangelog, loglevel, sdnotify
 from sipserver.acs import ACS
 from sipserver.backend.base import BackendConfigError, ILSBackend
 from sipserver.backend.factory import create_backend
@@ -57,15 +57,19 @@ class SIPServer(MultiService):
         *,
         listen: bool = True,
         worker: int | None = None,
+        logfile: str | None = None,
     ) -> None:
         """``listen=False`` builds the factories without binding anything: a worker child adopts
-        the parent's sockets instead (``sipserver.workers``), whose index is ``worker``."""
+        the parent's sockets instead (``sipserver.workers``), whose index is ``worker``.
+        ``logfile`` is twistd's ``--logfile`` when it names a file (``sipserver.tap``)."""
         super().__init__()
         self.reactor = reactor
         self._password_slots = defer.DeferredSemaphore(PASSWORD_THREADS)
         self.listens = listen  # the process systemd started (a worker child tells systemd nothing)
         self.config = config
-        self.events = Events(config.logging.level)
+        self.logfile = logfile
+        self.log = _open_log(config, reactor, logfile)
+        self.events = Events(config.logging.level, self.log)
         loglevel.set_level(LEVELS[config.logging.level])
         if worker is None and config.server.workers > 1:
             worker = 0  # the parent of a pool
@@ -125,11 +129,11 @@ class SIPServer(MultiService):
         return self._password_slots.run(threads.deferToThreadPool, self.reactor, pool(), f, *args)
 
     def setServiceParent(self, parent: Any) -> Any:
-        """twistd makes the application our parent before it starts logging: choose the log
-        destination here (see ``sipserver.logsetup``)."""
+        """twistd makes the application our parent before it starts logging: every line goes to
+        the exchange log's destination (see ``sipserver.logsetup``)."""
         from sipserver import logsetup
 
-        self._log_predicate = logsetup.install(parent, self.config.logging)
+        self._log_predicate = logsetup.install(parent, self.log, self.config.logging)
         return super().setServiceParent(parent)
 
     @classmethod
@@ -167,7 +171,7 @@ class SIPServer(MultiService):
             raise SystemExit(1) from None
 
     def startService(self) -> None:
-        self._install_sighup()
+        self._install_signals()
         _raise_fd_limit()
         for name in self.backends:
             self._start_backend(name)
@@ -261,7 +265,7 @@ class SIPServer(MultiService):
         """Stop accepting, answer the requests in flight (bounded), then stop the backends."""
         if self.listens:
             sdnotify.notify("STOPPING=1")
-        self._remove_sighup()
+        self._remove_signals()
         for port in self.adopted:
             yield port.stopListening()
         yield super().stopService()
@@ -271,6 +275,7 @@ class SIPServer(MultiService):
                 yield backend.stop()
             except Exception as exc:  # stopping must go on for the other backends
                 log.warn("backend {backend} did not stop cleanly: {why}", backend=name, why=exc)
+        self.log.close()  # every line of every answered exchange is written before the process exits
 
     def _drain(self) -> defer.Deferred[None]:
         """Fires when no request is waiting for its backend, or after DRAIN_TIMEOUT seconds."""
@@ -293,23 +298,38 @@ class SIPServer(MultiService):
     # ---------------------------------------------------------------------------------------------
     # Reload
 
-    def _install_sighup(self) -> None:
-        if hasattr(signal, "SIGHUP"):
-            # ValueError off the main thread (tests): reload is still callable directly there.
-            with contextlib.suppress(ValueError):
+    def _install_signals(self) -> None:
+        """SIGHUP reloads (and reopens the log), SIGUSR1 reopens the log: logrotate sends either
+        after it renames the file."""
+        # ValueError off the main thread (tests): reload and reopen are still callable directly there.
+        with contextlib.suppress(ValueError):
+            if hasattr(signal, "SIGHUP"):
                 signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+            if hasattr(signal, "SIGUSR1"):
+                signal.signal(signal.SIGUSR1, lambda *_: self.reactor.callFromThread(self.reopen_log))
 
-    def _remove_sighup(self) -> None:
-        if hasattr(signal, "SIGHUP"):
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    def _remove_signals(self) -> None:
+        """Stopping: a reload or a log rotation now is ignored, rather than ending the process by
+        their default action before the replies and log lines in flight are written."""
+        with contextlib.suppress(ValueError):
+            for name in ("SIGHUP", "SIGUSR1"):
+                if hasattr(signal, name):
+                    signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+    def reopen_log(self) -> None:
+        """Open the log file again (logrotate renamed it), here and in every worker."""
+        if self.workers is not None:
+            self.workers.signal_all("USR1")
+        self.log.reopen()
 
     def reload(self) -> bool:
         """Re-read the config file; swap in what can change live. False when the new file is refused.
 
-        The workers (if any) get SIGHUP and reload the same file themselves. Each outcome is
-        counted (``sip_config_reloads_total``): at ``logging.level: error`` an accepted reload
+        The log is reopened first, whatever the file says (logrotate's ``postrotate`` may send
+        SIGHUP). The workers (if any) get SIGHUP and reload the same file themselves. Each outcome
+        is counted (``sip_config_reloads_total``): at ``logging.level: error`` an accepted reload
         writes no line, and a monitor can still tell a reload happened."""
+        self.log.reopen()
         accepted = self._reload()
         self.events.metrics.reloads["ok" if accepted else "refused"] += 1
         return accepted
@@ -331,10 +351,7 @@ class SIPServer(MultiService):
             restart.append("http")
         if new.server.workers != self.config.server.workers:
             restart.append("server.workers")
-        if (
-            new.logging.destination != self.config.logging.destination
-            or new.logging.format != self.config.logging.format
-        ):
+        if _log_target(new) != _log_target(self.config):
             restart.append("logging destination/format")
         unknown_backends = {inst.backend for inst in new.institutions.values()} - set(self.backends)
         if unknown_backends:
@@ -381,15 +398,28 @@ def _merge_live(old: Config, new: Config) -> Config:
     import attrs
 
     server = attrs.evolve(new.server, workers=old.server.workers)
-    logging = attrs.evolve(
-        new.logging,
-        destination=old.logging.destination,
-        format=old.logging.format,
-        syslog_facility=old.logging.syslog_facility,
-    )
+    logging = attrs.evolve(old.logging, level=new.logging.level)
     return attrs.evolve(
         new, listeners=old.listeners, backends=old.backends, http=old.http, server=server, logging=logging
     )
+
+
+def _log_target(config: Config) -> tuple[str, ...]:
+    """Where and how lines are written: what needs a restart to change (everything but the level)."""
+    logging = config.logging
+    return (logging.destination, logging.format, logging.file or "", logging.syslog_facility, logging.syslog_socket)
+
+
+def _open_log(config: Config, reactor: Any, logfile: str | None) -> exchangelog.LogWriter:
+    """The exchange log's writer; a log file that cannot be opened is a ValueError naming the key."""
+    try:
+        return exchangelog.open_log(config.logging, reactor, logfile)
+    except OSError as exc:
+        if config.logging.destination == "file":
+            where = f"logging.file: cannot open {config.logging.file}"
+        else:
+            where = f"twistd --logfile: cannot open {logfile}"
+        raise ValueError(f"{where}: {exc.strerror or exc}") from None
 
 
 def endpoint_service(key: str, endpoint: str, factory: Any, reactor: Any) -> Any:

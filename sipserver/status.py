@@ -38,6 +38,8 @@ class Health(resource.Resource):
                 "backends": {name: "up" if up else "down" for name, up in backends.items()},
                 "connections": self.sip.connection_count,
                 "name": self.sip.config.server.name,
+                # the log's own trouble (syslog unreachable, lines dropped): shown, but SIP still works
+                "log": self.sip.log.problem or "ok",
             }
             request.setResponseCode(200 if healthy else 503)
             request.setHeader(b"content-type", b"application/json")
@@ -113,6 +115,10 @@ def render_metrics(sip: SIPServer) -> str:
     family("sip_config_reloads_total", "counter", "Configuration reloads (SIGHUP) by result: ok or refused.")
     for result in ("ok", "refused"):
         out.append(f'sip_config_reloads_total{{result="{result}"}} {m.reloads[result]}')
+    family("sip_log_lines_dropped_total", "counter", "Log lines not written: the destination failed or lagged.")
+    out.append(f"sip_log_lines_dropped_total {sip.log.dropped}")
+    family("sip_log_destination_up", "gauge", "1 when log lines reach their destination (0: failing, or on stderr).")
+    out.append(f"sip_log_destination_up {int(sip.log.problem is None)}")
     health = sip.acs.health
     family("sip_backend_up", "gauge", "1 when the backend answered its last call or probe.")
     for name, up in sorted(health.snapshot().items()):

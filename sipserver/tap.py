@@ -8,6 +8,7 @@ cannot bind stops it with one line too (see ``SIPServer``).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any
@@ -30,10 +31,13 @@ class Options(usage.Options):
             self.loaded = load_config(self["config"])
         except ConfigError as exc:
             _fail(str(exc))
-        if not self["check"] and hasattr(signal, "SIGHUP"):
-            # Until startService installs the reload handler, a SIGHUP would end the process (its
-            # default action), and systemd counts that as a clean exit that needs no restart.
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if not self["check"]:
+            # Until startService installs the reload and reopen handlers, a SIGHUP (systemd's
+            # reload) or a SIGUSR1 (logrotate) would end the process (their default action), and
+            # systemd counts that as a clean exit that needs no restart.
+            for name in ("SIGHUP", "SIGUSR1"):
+                if hasattr(signal, name):
+                    signal.signal(getattr(signal, name), signal.SIG_IGN)
         if self["check"]:
             from sipserver.backend.base import BackendConfigError
             from sipserver.backend.factory import create_backend
@@ -46,6 +50,7 @@ class Options(usage.Options):
                     _fail(f"{self['config']}: backends.{backend.name}: {exc}")
             _check_seeds(built)
             _check_endpoints(self.loaded)
+            _check_log_file(self.loaded)
             for warning in self.loaded.warnings:
                 print(f"warning: {warning}", file=sys.stderr)  # each warning already names the file
             print(f"{self['config']}: configuration OK")
@@ -86,9 +91,35 @@ def _check_seeds(backends: Any) -> None:
             _fail(f"backend {name}: {exc}")
 
 
+def _check_log_file(config: Any) -> None:
+    """A ``logging.file`` that start-up could not open fails the check with start-up's line; the
+    file itself is not created."""
+    path = config.logging.file
+    if config.logging.destination != "file" or path is None:
+        return
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        _fail(f"{config.path}: logging.file: cannot open {path}: No such file or directory")
+    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+        _fail(f"{config.path}: logging.file: cannot open {path}: Permission denied")
+
+
 def _fail(line: str) -> None:
     print(f"sipserver: {line}", file=sys.stderr)
     raise SystemExit(1)
+
+
+def twistd_logfile(options: Options) -> str | None:
+    """The file twistd's own observer would have written to (``--logfile=FILE``, or ``twistd.log``
+    for a daemon started without it); None for stdout (``--logfile=-``, or ``-n`` without it). The
+    exchange log writes there when the config says ``destination: stdout``."""
+    parent = getattr(options, "parent", None)
+    if parent is None:  # not started by twistd
+        return None
+    logfile = parent.get("logfile")
+    if logfile == "-" or (not logfile and (parent.get("nodaemon") or parent.get("debug"))):
+        return None
+    return logfile or "twistd.log"
 
 
 def makeService(options: Options, reactor: Any = None) -> Any:
@@ -105,7 +136,7 @@ def makeService(options: Options, reactor: Any = None) -> Any:
 
         config = load_config(options["config"])
     try:
-        server = SIPServer(config, reactor)
+        server = SIPServer(config, reactor, logfile=twistd_logfile(options))
     except BackendConfigError as exc:
         _fail(f"{config.path}: backends: {exc}")
     except ValueError as exc:  # an endpoint Twisted cannot use; the message names its key

@@ -15,7 +15,8 @@ processes. The design, in the order things happen:
   Why not let every process accept from the shared listening socket? Twisted accepts as many
   queued connections as it can per wake-up, so one process takes a whole burst (50 terminals
   connecting after a network outage) and the others sit idle; dealing them out is exact.
-* Signals go to the parent: SIGHUP reloads the parent and is forwarded to every child; SIGTERM
+* Signals go to the parent: SIGHUP reloads the parent and is forwarded to every child, and so is
+  SIGUSR1, which reopens the log file (each process writes its own lines to it); SIGTERM
   stops the parent accepting, is forwarded, and the parent waits (bounded) for the children to
   answer their requests in flight and exit. A child whose parent dies sees its socket pair close
   and stops. A child that dies while the parent runs is started again after a pause.
@@ -23,8 +24,9 @@ processes. The design, in the order things happen:
   alone: TLS listeners and the HTTP status page, so ``/health`` and ``/metrics`` describe the
   parent process (metrics, lockout and connection caps are per process).
 
-Log lines of every process go to the same stdout; connection lines carry ``worker=<index>`` (0 is
-the parent) when there is more than one worker, which is how the end-to-end test sees both answer.
+Log lines of every process go to the same destination (stdout, the log file or syslog), each line
+written whole; connection lines carry ``worker=<index>`` (0 is the parent) when there is more than
+one worker, which is how the end-to-end test sees both answer.
 """
 
 from __future__ import annotations
@@ -169,6 +171,8 @@ class WorkerPool(Service):
         ours.setblocking(False)
         argv = [sys.executable, "-m", "sipserver.workers", "--config", self.server.config.path,
                 "--index", str(index), "--channel", str(CHILD_FD)]  # fmt: skip
+        if self.server.logfile is not None:
+            argv += ["--logfile", self.server.logfile]
         child = _Child(self, index, ours)
         try:
             fds = {0: 0, 1: 1, 2: 2, CHILD_FD: theirs.fileno()}
@@ -286,23 +290,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--channel", type=int, required=True, help="descriptor of the socket pair to the parent")
+    parser.add_argument("--logfile", help="the parent's log file when twistd's --logfile named one")
     args = parser.parse_args(argv)
 
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
 
-    from sipserver import logsetup
+    from sipserver import exchangelog
     from sipserver.config import ConfigError, load_config
+    from sipserver.events import LEVELS
     from sipserver.service import SIPServer
 
     try:
         config = load_config(args.config)
-    except ConfigError as exc:
+        server = SIPServer(config, reactor, listen=False, worker=args.index, logfile=args.logfile)
+    except (ConfigError, ValueError) as exc:
         print(f"sipserver worker {args.index}: {exc}", file=sys.stderr)
         return 1
-    observer, predicate = logsetup.build_observer(config.logging)
+    observer, predicate = exchangelog.observer(server.log, LEVELS[config.logging.level])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    server = SIPServer(config, reactor, listen=False, worker=args.index)
     server._log_predicate = predicate
     channel = socket.socket(fileno=args.channel)
     channel.setblocking(False)
@@ -314,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     inbox = _Inbox(server, channel, stop)
     reactor.addReader(inbox.reader)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C in a terminal reaches the parent, which stops us
+    for name in ("SIGHUP", "SIGUSR1"):  # forwarded by the parent; handled once started (reload, reopen)
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     reactor.callWhenRunning(server.startService)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: reactor.removeReader(inbox.reader))
     reactor.addSystemEventTrigger("before", "shutdown", server.stopService)

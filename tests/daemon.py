@@ -60,11 +60,16 @@ def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
 
 
 class Daemon:
-    """A running ``twistd sip``; ``port("raw")`` is where a listener is."""
+    """A running ``twistd sip``; ``port("raw")`` is where a listener is. Its stdout and stderr go to
+    ``log``; ``log_file`` is where its log lines are when the config sends them elsewhere (a
+    ``destination: file``, or a syslog socket read by the test), and what :meth:`log` reads."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, log: Path, env: dict[str, str] | None = None, *, log_file: Path | None = None
+    ) -> None:
         self.config = config
-        self.log_path = log
+        self.output_path = log
+        self.log_path = log_file or log
         self.ports: dict[str, int] = {}
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
@@ -92,7 +97,11 @@ class Daemon:
         return self.ports[name]
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def output(self) -> str:
+        """What the daemon wrote on stdout and stderr."""
+        return self.output_path.read_text(errors="replace")
 
     def signal(self, sig: int) -> None:
         self.process.send_signal(sig)

@@ -17,6 +17,7 @@ from sipserver.backend.dataload import load_file
 from sipserver.backend.sqlite import SQLiteBackend
 from sipserver.config import Config, parse_config
 from sipserver.events import Events
+from sipserver.exchangelog import LogFile, LogWriter, TextLines
 from sipserver.lockout import Lockout
 from sipserver.registry import Registry
 from sipserver.session import Session
@@ -105,6 +106,13 @@ class Hub:
         self.registry = Registry.from_config(config, self.lockout)
         self.acs = ACS({"embedded": backend}, self.clock)
         self.events = Events("error")
+
+
+def log_to_file(hub: Hub, path: Path, level: str = "debug") -> Path:
+    """Send ``hub``'s lines (at ``level``) to the text file ``path``, each written at once."""
+    hub.events.log = LogWriter(LogFile(str(path)), TextLines())
+    hub.events.set_level(level)
+    return path
 
 
 class Terminal:

@@ -77,6 +77,7 @@ def test_defaults() -> None:
     assert config.server.workers == 1
     assert (config.logging.level, config.logging.format, config.logging.destination) == ("info", "text", "stdout")
     assert config.logging.syslog_facility == "local6"
+    assert (config.logging.file, config.logging.syslog_socket) == (None, "/dev/log")
     assert config.http is None
     [listener] = config.listeners
     assert (listener.status_before_login, listener.max_connections, listener.institution) == (False, None, None)
@@ -94,6 +95,19 @@ def test_defaults() -> None:
         "|",
     )
     assert account.expires is None and account.enabled is True
+
+
+def test_a_log_file_is_found_beside_the_config_and_one_set_for_another_destination_is_a_warning() -> None:
+    data = minimal()
+    data["logging"] = {"destination": "FILE", "file": "log/sip.log", "syslog_socket": "run/log"}
+    config = parse(data)
+    assert (config.logging.destination, config.logging.file) == ("file", "/srv/sip/etc/log/sip.log")
+    assert config.logging.syslog_socket == "/srv/sip/etc/run/log"
+    data["logging"] = {"file": "/var/log/sip.log"}
+    config = parse(data)
+    assert config.logging.file is None
+    [warning] = [w for w in config.warnings if "logging" in w]  # beside the plain-password warnings
+    assert warning == f"{FILE}: logging.file: not used, the destination is stdout (set destination: file)"
 
 
 def test_full_values() -> None:
@@ -258,7 +272,15 @@ BAD: list[Any] = [
         id="level",
     ),
     E(lambda d: d.update(logging={"format": "xml"}), "logging.format", "text, json", id="format"),
-    E(lambda d: d.update(logging={"destination": "file"}), "logging.destination", "stdout, syslog", id="dest"),
+    E(lambda d: d.update(logging={"destination": "journal"}), "logging.destination", "stdout, file, syslog", id="dest"),
+    E(
+        lambda d: d.update(logging={"destination": "file"}),
+        "logging.file",
+        "required when destination is file",
+        id="dest-file-no-path",
+    ),
+    E(lambda d: d.update(logging={"destination": "file", "file": 7}), "logging.file", "non-empty string", id="file-7"),
+    E(lambda d: d.update(logging={"syslog_socket": ""}), "logging.syslog_socket", "non-empty string", id="sock-empty"),
     E(lambda d: d.update(logging={"syslog_facility": "local9"}), "logging.syslog_facility", "local7", id="facility"),
     E(lambda d: d.update(http={}), "http.endpoint", "required key is missing", id="http-no-endpoint"),
     E(lambda d: d.update(http={"endpoint": "8080"}), "http.endpoint", "tcp:6001", id="http-bad-endpoint"),

@@ -7,6 +7,8 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from sipserver import sdnotify
 from sipserver.client import SIPClient
 from sipserver.tap import Options
@@ -63,11 +65,13 @@ def test_the_daemon_says_ready_once_its_listeners_accept_and_stopping_on_sigterm
             daemon.stop()
 
 
-def test_sighup_is_ignored_from_the_options_on_until_the_reload_handler_exists(tmp_path):
+@pytest.mark.parametrize("name", ["SIGHUP", "SIGUSR1"])
+def test_reload_and_reopen_signals_are_ignored_from_the_options_on_until_their_handlers_exist(tmp_path, name):
     path = write_config(tmp_path, config_data(tmp_path))
-    before = signal.getsignal(signal.SIGHUP)
+    number = getattr(signal, name)
+    before = signal.getsignal(number)
     try:
         Options().parseOptions(["--config", str(path)])
-        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(number) is signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGHUP, before)
+        signal.signal(number, before)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
 
 from sipserver.sip2 import encode, make
 from sipserver.transport.base import ListenerFactory
 from sipserver.transport.telnet import SIPTelnetProtocol, telnet_protocol
-from tests.support import Hub, PendingThreads, hash_the_password, make_config, sync_backend, take
+from tests.support import Hub, PendingThreads, hash_the_password, log_to_file, make_config, sync_backend, take
 
 IAC, WILL, WONT, DO, ECHO = b"\xff", b"\xfb", b"\xfc", b"\xfd", b"\x01"
 #: What a good password gets: a line of its own that says so (CR LF: TelnetTransport writes LF so).
@@ -130,17 +129,12 @@ def test_tls_hello_and_bad_negotiation_close_cleanly(hub):
     ],
     ids=["sip-device", "caret-delimiter", "no-fixed-part", "caret-login-only"],
 )
-def test_a_password_typed_as_the_login_is_masked_in_the_login_refused_line(hub, typed):
-    seen = []
-    globalLogPublisher.addObserver(seen.append)
-    try:
-        hub.events.set_level("info")
-        protocol, _ = connect(hub)
-        protocol.dataReceived(typed)
-        protocol.dataReceived(b"anything\r")
-    finally:
-        globalLogPublisher.removeObserver(seen.append)
-    text = "\n".join(formatEvent(event) for event in seen)
+def test_a_password_typed_as_the_login_is_masked_in_the_login_refused_line(hub, typed, tmp_path):
+    path = log_to_file(hub, tmp_path / "sip.log", "info")
+    protocol, _ = connect(hub)
+    protocol.dataReceived(typed)
+    protocol.dataReceived(b"anything\r")
+    text = path.read_text()
     assert "login refused" in text and "CO***" in text
     assert "scpass" not in text
 

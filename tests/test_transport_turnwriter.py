@@ -237,3 +237,32 @@ def test_replies_waiting_for_the_turn_go_out_when_the_server_drains(sockets, tmp
     drained = daemon._drain()
     assert drained.called
     assert waiting(terminal).startswith(b"98")
+
+
+def test_the_lines_of_a_turn_are_written_before_its_replies_leave(sockets, tmp_path, monkeypatch):
+    """A terminal never holds a reply whose exchange line is still only in memory."""
+    from sipserver.exchangelog import LogFile, LogWriter, TextLines
+    from sipserver.service import SIPServer
+
+    server_sock, terminal = sockets
+    reactor = MemoryReactorClock()
+    daemon = SIPServer(make_config(tmp_path), reactor, {"embedded": sync_backend()}, listen=False)
+    path = tmp_path / "sip.log"
+    daemon.log = daemon.events.log = LogWriter(LogFile(str(path)), TextLines(), reactor)
+    written_when_sent: list[str] = []
+
+    class Watched(ReplyChannel):
+        def flush(self) -> None:
+            written_when_sent.append(path.read_text())
+            super().flush()
+
+    monkeypatch.setattr("sipserver.transport.base.ReplyChannel", Watched)
+    monkeypatch.setattr(RawSIPProtocol, "callLater", reactor.callLater, raising=False)
+    protocol = daemon.factories["raw"].buildProtocol(None)
+    protocol.makeConnection(tcp.Server(server_sock, protocol, ("127.0.0.1", 40000), None, 1, reactor))
+
+    protocol.dataReceived(b"9900302.00\r")
+    assert path.read_text() == "" and waiting(terminal) == b""  # both wait for the end of the turn
+    reactor.advance(0)
+    assert waiting(terminal).startswith(b"98")
+    assert "sc_status ok" in written_when_sent[-1]

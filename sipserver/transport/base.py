@@ -104,7 +104,8 @@ class ListenerFactory(Factory):
         """The way out for a new connection's replies (see :mod:`sipserver.transport.turnwriter`)."""
         reactor = getattr(transport, "reactor", None)
         if reactor is not None and (self._turn is None or self._turn.reactor is not reactor):
-            self._turn = TurnWriter(reactor)
+            log = getattr(self.server, "log", None)
+            self._turn = TurnWriter(reactor, log.flush if log is not None else None)
         return ReplyChannel(transport, self._turn if reactor is not None else None)
 
     def flush_replies(self) -> None:

@@ -18,10 +18,15 @@ terminal that stopped reading) hands the rest to ``transport.write`` and keeps u
 good, so bytes never overtake each other. At shutdown the server's drain sends what still waits
 (:meth:`ListenerFactory.flush_replies`), because the reactor drops every connection before the
 turn would end.
+
+The exchange log's lines of the turn are handed to their destination just before its replies go
+(``before``): unless the destination lags, a terminal never holds a reply whose line is still
+only in memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
@@ -34,10 +39,11 @@ MAX_WAIT = 0.0005
 class TurnWriter:
     """The connections with replies waiting for the end of this turn, for one reactor."""
 
-    __slots__ = ("_first", "_scheduled", "_waiting", "reactor")
+    __slots__ = ("_before", "_first", "_scheduled", "_waiting", "reactor")
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, before: Callable[[], None] | None = None) -> None:
         self.reactor = reactor
+        self._before = before  # called before the replies are sent (the exchange log's flush)
         self._waiting: list[ReplyChannel] = []
         self._first = 0.0  # when the first of those waiting began to wait (the reactor's clock)
         self._scheduled = False  # the end-of-turn flush is set for this turn
@@ -59,6 +65,8 @@ class TurnWriter:
         self.flush()
 
     def flush(self) -> None:
+        if self._before is not None:
+            self._before()
         waiting, self._waiting = self._waiting, []
         for channel in waiting:
             channel.flush()
