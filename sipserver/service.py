@@ -29,6 +29,7 @@ from sipserver.config import Config, ConfigError, load_config
 from sipserver.events import LEVELS, Events
 from sipserver.lockout import Lockout
 from sipserver.loglevel import logger
+from sipserver.passwordchecks import PasswordChecks
 from sipserver.registry import Registry
 from sipserver.transport.base import ListenerFactory
 from sipserver.transport.raw import RawSIPProtocol
@@ -37,7 +38,7 @@ from sipserver.workers import WorkerPool
 
 log = logger("sipserver.service")
 
-#: Password checks that may run scrypt at the same time (see ``SIPServer.run_in_thread``).
+#: Password checks that may run scrypt at the same time (``sipserver.passwordchecks``).
 PASSWORD_THREADS = 2
 
 #: Seconds between backend health probes (98's on-line flag and /health read the result).
@@ -62,7 +63,6 @@ class SIPServer(MultiService):
         the parent's sockets instead (``sipserver.workers``), whose index is ``worker``."""
         super().__init__()
         self.reactor = reactor
-        self._password_slots = defer.DeferredSemaphore(PASSWORD_THREADS)
         self.listens = listen  # the process systemd started (a worker child tells systemd nothing)
         self.config = config
         self.events = Events(config.logging.level)
@@ -79,6 +79,7 @@ class SIPServer(MultiService):
             clock=reactor,
         )
         self.registry = Registry.from_config(config, self.lockout)
+        self.password_checks = PasswordChecks(self.lockout, self.run_in_thread, threads=PASSWORD_THREADS)
         if backends is None:
             backends = {
                 name: create_backend(name, {"type": backend.type, **backend.options}, reactor=reactor)
@@ -116,13 +117,13 @@ class SIPServer(MultiService):
             log.warn("{warning}", warning=warning)  # each warning already names the file
 
     def run_in_thread(self, f: Any, *args: Any) -> defer.Deferred[Any]:
-        """``f(*args)`` on the reactor's thread pool, at most PASSWORD_THREADS at once: scrypt
-        (about 50 ms and 16 MB each, the GIL released) must not stall the reactor, nor may a burst
-        of wrong logins take every core and all that memory (``sipserver.session``)."""
+        """``f(*args)`` on the reactor's thread pool: scrypt (about 50 ms and 16 MB each, the GIL
+        released) must not stall the reactor. ``password_checks`` runs at most PASSWORD_THREADS
+        at once, so that a burst of wrong logins cannot take every core and all that memory."""
         pool = getattr(self.reactor, "getThreadPool", None)
         if pool is None:  # a test's fake reactor has no threads
             return defer.maybeDeferred(f, *args)
-        return self._password_slots.run(threads.deferToThreadPool, self.reactor, pool(), f, *args)
+        return threads.deferToThreadPool(self.reactor, pool(), f, *args)
 
     def setServiceParent(self, parent: Any) -> Any:
         """twistd makes the application our parent before it starts logging: choose the log

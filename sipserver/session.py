@@ -63,8 +63,9 @@ class SessionEvents(Protocol):
 class Hub(Protocol):
     """What a session needs from the running server; the registry may be swapped on reload.
 
-    A hub may also offer ``run_in_thread(f, *args) -> Deferred`` (the daemon does): password
-    checks that need scrypt then run there instead of on the caller's thread."""
+    A hub may also offer ``password_checks`` (a :class:`~sipserver.passwordchecks.PasswordChecks`;
+    the daemon does): password checks that need scrypt then wait there for a thread instead of
+    running on the caller's."""
 
     registry: Registry
     acs: ACS
@@ -102,6 +103,7 @@ class Session:
         self._queue: collections.deque[bytes] = collections.deque()
         self._busy = False
         self._last_context: RequestContext | None = None
+        self._password_check: Deferred[bool] | None = None  # a login waiting for its scrypt check
         self._context_of: tuple[Registry, AccountConfig | None] | None = None
 
     # ---------------------------------------------------------------------------------------------
@@ -132,6 +134,9 @@ class Session:
     def connection_lost(self) -> None:
         self.closed = True
         self._queue.clear()
+        check, self._password_check = self._password_check, None
+        if check is not None:
+            check.cancel()  # a check still waiting for a thread leaves the queue (passwordchecks)
 
     def shutdown(self, reason: str) -> None:
         if not self.closed:
@@ -278,18 +283,21 @@ class Session:
 
     def authenticate(self, login: str, password: str) -> bool | Deferred[bool]:
         """Check a login (a 93, or the telnet prompts); a Deferred when the password needs scrypt,
-        which runs on a thread (``hub.run_in_thread``) so that the other terminals are not held up.
-        The lines it logs and the counters it moves are the same either way."""
-        run_in_thread = getattr(self.hub, "run_in_thread", None)
+        which waits its turn for a thread (``hub.password_checks``) so that the other terminals
+        are not held up. The lines it logs and the counters it moves are the same either way; a
+        check given up because the connection closed answers False and logs nothing."""
+        checks = getattr(self.hub, "password_checks", None)
         registry = self.hub.registry
-        if run_in_thread is None:
+        if checks is None:
             return self._logged_in_as(login, registry.authenticate(login, password, self.peer, self.listener.name))
-        result = registry.authenticate_off_thread(login, password, self.peer, self.listener.name, run_in_thread)
-        if not isinstance(result, AuthResult):  # the scrypt check runs on a thread
-            return self._counted_in_flight(result).addCallback(lambda value: self._logged_in_as(login, value))
-        return self._logged_in_as(login, result)
+        result = registry.authenticate_queued(login, password, self.peer, self.listener.name, checks)
+        if isinstance(result, AuthResult):
+            return self._logged_in_as(login, result)
+        self._password_check = self._counted_in_flight(result)
+        return result.addCallback(lambda value: self._logged_in_as(login, value))
 
     def _logged_in_as(self, login: str, result: AuthResult) -> bool:
+        self._password_check = None
         if self.closed:
             return False
         self.hub.events.login(self, login, result.ok, result.reason)

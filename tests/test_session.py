@@ -7,7 +7,7 @@ import pytest
 
 from sipserver.registry import Registry
 from sipserver.sip2 import checksum, decode, encode, make
-from tests.support import Hub, PendingThreads, Terminal, hash_the_password, make_config, sync_backend
+from tests.support import Hub, Terminal, hash_the_password, make_config, sync_backend, use_pending_threads
 
 JANE, JANE_PIN = "21000000000001", "1234"
 FREE_ITEM = "31000000000008"
@@ -319,7 +319,7 @@ def test_secrets_never_reach_the_log(hub, caplog):
 
 def test_an_scrypt_check_runs_off_the_session_and_the_frames_after_it_wait_their_turn(hub):
     hash_the_password(hub, "sco", "scpass")
-    hub.run_in_thread = threads = PendingThreads()
+    threads = use_pending_threads(hub)
     terminal = Terminal(hub)
     wrong = framed(make("93", CN="sco", CO="nope"), "0")
     status = framed(make("99", protocol_version="2.00"), "1")

@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from sipserver.sip2 import encode, make
 from sipserver.transport.base import ListenerFactory
 from sipserver.transport.raw import RawSIPProtocol
-from tests.support import Hub, PendingThreads, hash_the_password, make_config, sync_backend, take
+from tests.support import Hub, hash_the_password, make_config, sync_backend, take, use_pending_threads
 
 LOGIN_TIMEOUT, IDLE_TIMEOUT = 30, 60
 STATUS = b"9900802.00AY1AZFCA0\r"
@@ -80,7 +80,7 @@ def test_a_frame_over_the_limit_is_not_run_even_when_it_arrives_whole(hub):
 
 def test_a_login_checked_on_a_thread_gets_the_idle_timeout_not_the_login_deadline(hub):
     hash_the_password(hub, "sco", "scpass")
-    hub.run_in_thread = threads = PendingThreads()
+    threads = use_pending_threads(hub)
     protocol, transport = connect(hub)
     hub.clock.advance(LOGIN_TIMEOUT - 1)
     protocol.dataReceived(encode(make("93", CN="sco", CO="scpass"), sequence="0"))

@@ -14,7 +14,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from sipserver.sip2 import encode, make
 from sipserver.transport.base import ListenerFactory
 from sipserver.transport.telnet import SIPTelnetProtocol, telnet_protocol
-from tests.support import Hub, PendingThreads, hash_the_password, make_config, sync_backend, take
+from tests.support import Hub, hash_the_password, make_config, sync_backend, take, use_pending_threads
 
 IAC, WILL, WONT, DO, ECHO = b"\xff", b"\xfb", b"\xfc", b"\xfd", b"\x01"
 
@@ -151,7 +151,7 @@ def test_sip_replies_on_telnet_escape_0xff(hub):
 
 def test_what_a_device_sends_while_its_password_is_checked_is_answered_once_it_is_in(hub):
     hash_the_password(hub, "sco", "scpass")
-    hub.run_in_thread = threads = PendingThreads()
+    threads = use_pending_threads(hub)
     protocol, transport = connect(hub)
     take(transport)
     protocol.dataReceived(b"sco\r\n")
