@@ -16,7 +16,8 @@ from sipserver.transport.base import ListenerFactory
 from sipserver.transport.telnet import SIPTelnetProtocol, telnet_protocol
 from tests.support import Hub, hash_the_password, make_config, sync_backend, take, use_pending_threads
 
-IAC, WILL, WONT, DO, ECHO = b"\xff", b"\xfb", b"\xfc", b"\xfd", b"\x01"
+IAC, WILL, WONT, DO, DONT, ECHO = b"\xff", b"\xfb", b"\xfc", b"\xfd", b"\xfe", b"\x01"
+SB, SE, TTYPE = b"\xfa", b"\xf0", b"\x18"
 
 
 @pytest.fixture
@@ -161,3 +162,47 @@ def test_what_a_device_sends_while_its_password_is_checked_is_answered_once_it_i
     assert b"98" not in take(transport) and len(threads.waiting) == 1
     threads.finish_all()
     assert take(transport).startswith(b"98")
+
+
+# -------------------------------------------------------------------------------------------------
+# What a client can make the daemon hold before it logs in
+
+
+def test_a_subnegotiation_without_its_end_is_closed_at_the_bound(hub):
+    # Twisted 22.4 holds IAC SB ... without limit (one list entry per byte); current Twisted stops at
+    # 4096. Ours stops at MAX_UNFINISHED_COMMAND on both, even when it all comes in one read.
+    from sipserver.transport.telnet import MAX_UNFINISHED_COMMAND
+
+    protocol, transport = connect(hub)
+    take(transport)
+    payload = bytes(range(1, 250)) * 12  # no 0xff: never an IAC SE
+    assert MAX_UNFINISHED_COMMAND < len(payload) < 4096
+    protocol.dataReceived(IAC + SB + TTYPE + payload)
+    assert transport.disconnecting
+    assert len(getattr(protocol, "commands", ())) <= 2 * MAX_UNFINISHED_COMMAND
+
+
+def test_the_subnegotiation_bound_counts_across_packets_and_a_finished_one_is_fine(hub):
+    from sipserver.transport.telnet import MAX_UNFINISHED_COMMAND
+
+    protocol, transport = connect(hub)
+    take(transport)
+    protocol.dataReceived(IAC + SB + TTYPE + b"\x00VT100" + IAC + SE)  # a terminal type, finished
+    protocol.dataReceived(IAC + SB + TTYPE)
+    for _ in range(MAX_UNFINISHED_COMMAND // 100):
+        protocol.dataReceived(b"x" * 100)
+    assert not transport.disconnecting
+    protocol.dataReceived(b"x" * 100)
+    assert transport.disconnecting
+
+
+def test_a_client_that_negotiates_without_reading_is_not_read(hub):
+    protocol, transport = connect(hub)
+    take(transport)
+    protocol.dataReceived((IAC + DO + bytes([40])) * 10)  # each one answered IAC WONT 40
+    assert take(transport) == (IAC + WONT + bytes([40])) * 10
+    assert transport.producer is protocol.protocol.gate
+    transport.producer.pauseProducing()  # the answers went over the transport's buffer
+    assert transport.producerState == "paused"
+    transport.producer.resumeProducing()
+    assert transport.producerState == "producing"

@@ -16,6 +16,7 @@ from twisted.internet.protocol import Factory
 
 from sipserver.config import ListenerConfig
 from sipserver.loglevel import logger
+from sipserver.transport.backpressure import ReadGate
 from sipserver.transport.turnwriter import ReplyChannel, TurnWriter
 
 if TYPE_CHECKING:
@@ -41,10 +42,12 @@ def deliver(
     data: bytes,
     activity: Callable[[], None],
     close: Callable[[str], None],
+    gate: ReadGate,
 ) -> None:
     """Cut ``data`` into frames and hand them to the session in order, as both listeners do once
     a terminal speaks SIP: ``activity`` (the idle timer) on each complete frame once the session is
     logged in, ``close`` on a frame over the limit, nothing more once the session has closed.
+    Frames read while the ``gate`` is shut (the peer does not read its replies) wait in it.
 
     Before a login nothing resets a timer: ``login_timeout`` is a deadline from the connection's
     start, so a client that never logs in cannot keep the connection by dripping 99s (answered
@@ -52,12 +55,26 @@ def deliver(
     frames, overflow = splitter.feed(data)
     if frames and session.logged_in:
         activity()
-    for frame in frames:
-        session.frame_received(frame)
-        if session.closed:
-            return
+    if gate.kept:
+        gate.kept.extend(frames)
+        hand_on(session, gate)
+    else:
+        for index, frame in enumerate(frames):
+            if not gate.open:
+                gate.kept.extend(frames[index:])
+                break
+            session.frame_received(frame)
+            if session.closed:
+                return
     if overflow:
         close(f"frame longer than {splitter.limit} bytes")
+
+
+def hand_on(session: Session, gate: ReadGate) -> None:
+    """The frames the gate kept, to the session, while it stays open."""
+    kept = gate.kept
+    while kept and gate.open and not session.closed:
+        session.frame_received(kept.popleft())
 
 
 class FrameSplitter:
