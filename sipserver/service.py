@@ -31,7 +31,7 @@ from sipserver.lockout import Lockout
 from sipserver.loglevel import logger
 from sipserver.passwordchecks import PasswordChecks
 from sipserver.registry import Registry
-from sipserver.transport.base import ListenerFactory
+from sipserver.transport.base import CLOSE_GRACE, ListenerFactory
 from sipserver.transport.raw import RawSIPProtocol
 from sipserver.transport.telnet import telnet_protocol
 from sipserver.workers import WorkerPool
@@ -43,7 +43,8 @@ PASSWORD_THREADS = 2
 
 #: Seconds between backend health probes (98's on-line flag and /health read the result).
 HEALTH_INTERVAL = 5.0
-#: Seconds a stopping server waits for requests in flight (a checkout in the database) to be answered.
+#: Seconds a stopping server waits at least for requests in flight (a checkout in the database) to
+#: be answered; longer when an institution's policy.timeout is (``SIPServer.drain_timeout``).
 DRAIN_TIMEOUT = 10.0
 
 
@@ -169,6 +170,7 @@ class SIPServer(MultiService):
 
     def startService(self) -> None:
         self._install_sighup()
+        self.reactor.callWhenRunning(self._install_sigterm)  # after the reactor's own handlers
         _raise_fd_limit()
         for name in self.backends:
             self._start_backend(name)
@@ -259,37 +261,77 @@ class SIPServer(MultiService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        """Stop accepting, answer the requests in flight (bounded), then stop the backends."""
+        """The drain: stop reading every connection and accepting new ones, answer the requests in
+        flight, send those replies and close, then stop the backends.
+
+        Reading stops first: a connection still read keeps bringing requests, so those in flight
+        never reach none, and replies made after the last flush were never sent. Requests already
+        read but not started are not run (their terminal had no reply and sends them again)."""
         if self.listens:
             sdnotify.notify("STOPPING=1")
         self._remove_sighup()
+        for factory in self.factories.values():
+            factory.stop_reading()
+        self.password_checks.stop()
         for port in self.adopted:
             yield port.stopListening()
         yield super().stopService()
         yield self._drain()
+        yield self._close_connections()
         for name, backend in self.backends.items():
             try:
                 yield backend.stop()
             except Exception as exc:  # stopping must go on for the other backends
                 log.warn("backend {backend} did not stop cleanly: {why}", backend=name, why=exc)
 
+    def drain_timeout(self) -> float:
+        """Seconds the drain waits for requests in flight: every backend call ends within its
+        institution's timeout (answered, or cancelled, rolled back and answered unavailable)."""
+        timeouts = [inst.policy.timeout for inst in self.config.institutions.values()]
+        return max([DRAIN_TIMEOUT, *timeouts]) + 2.0
+
     def _drain(self) -> defer.Deferred[None]:
-        """Fires when no request is waiting for its backend, or after DRAIN_TIMEOUT seconds."""
-        done: defer.Deferred[None] = defer.Deferred()
-        deadline = self.reactor.seconds() + DRAIN_TIMEOUT
+        """Fires when no request is waiting for its backend (bounded by :meth:`drain_timeout`)."""
+        return self._wait_until(lambda: self.events.in_flight <= 0, self.drain_timeout(), self._drain_timed_out)
+
+    def _drain_timed_out(self) -> None:
+        log.warn("stopping with {count} request(s) unanswered", count=self.events.in_flight)
+
+    def _close_connections(self) -> defer.Deferred[None]:
+        """Send every reply still waiting, then close each connection once its peer has read them
+        (``sipserver.transport.base.wind_down``); fires when all are closed."""
+        for factory in self.factories.values():
+            factory.wind_down()
+        return self._wait_until(lambda: self.connection_count <= 0, CLOSE_GRACE + 1.0, lambda: None)
+
+    def _wait_until(self, done: Any, timeout: float, timed_out: Any) -> defer.Deferred[None]:
+        fired: defer.Deferred[None] = defer.Deferred()
+        deadline = self.reactor.seconds() + timeout
 
         def check() -> None:
-            if self.events.in_flight <= 0 or self.reactor.seconds() >= deadline:
-                if self.events.in_flight > 0:
-                    log.warn("stopping with {count} request(s) unanswered", count=self.events.in_flight)
-                for factory in self.factories.values():
-                    factory.flush_replies()  # the last answers may be waiting for a turn that never comes
-                done.callback(None)
+            if done():
+                fired.callback(None)
+            elif self.reactor.seconds() >= deadline:
+                timed_out()
+                fired.callback(None)
             else:
-                self.reactor.callLater(0.05, check)
+                self.reactor.callLater(0.02, check)
 
         check()
-        return done
+        return fired
+
+    def _install_sigterm(self) -> None:
+        """SIGTERM (systemd's stop) stops the reactor, whose shutdown runs the drain, and the
+        process then exits 0: twistd's own handler makes it re-raise the signal (status 143)
+        once the drain is done, as if it had been killed."""
+        if hasattr(signal, "SIGTERM"):
+            with contextlib.suppress(ValueError):  # off the main thread (tests)
+                signal.signal(signal.SIGTERM, lambda *_: self.reactor.callFromThread(self._terminate))
+
+    def _terminate(self) -> None:
+        log.info("received SIGTERM: draining (answering the requests in flight, then closing)")
+        if self.reactor.running:
+            self.reactor.stop()
 
     # ---------------------------------------------------------------------------------------------
     # Reload

@@ -93,6 +93,7 @@ class Session:
         self.account: AccountConfig | None = None
         self.login_failures = 0
         self.closed = False
+        self._draining = False  # the server stops: answer what runs, start nothing new
         # Two memories, because they answer different questions. ``_last_reply`` is whatever went
         # out last (a 96 included): what a 97 asks for. ``_answered`` is the last request really
         # answered with its reply: what a retransmission of that request gets. A 96 for a garbled
@@ -119,7 +120,7 @@ class Session:
 
     def frame_received(self, frame: bytes) -> None:
         """One frame from the terminal. Replies go out through ``send`` in request order."""
-        if self.closed:
+        if self.closed or self._draining:
             return
         if self._busy:
             if len(self._queue) >= MAX_PIPELINED:
@@ -137,6 +138,13 @@ class Session:
         check, self._password_check = self._password_check, None
         if check is not None:
             check.cancel()  # a check still waiting for a thread leaves the queue (passwordchecks)
+
+    def drain(self) -> None:
+        """The server is stopping: the request being answered gets its reply; the frames waiting
+        behind it, and any that still arrive, are never run (the terminal sends them again to
+        the next server, having had no reply)."""
+        self._draining = True
+        self._queue.clear()
 
     def shutdown(self, reason: str) -> None:
         if not self.closed:

@@ -12,11 +12,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import address
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory
 
 from sipserver.config import ListenerConfig
 from sipserver.loglevel import logger
-from sipserver.transport.backpressure import ReadGate
+from sipserver.transport.backpressure import ReadGate, byte_stream
 from sipserver.transport.turnwriter import ReplyChannel, TurnWriter
 
 if TYPE_CHECKING:
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 log = logger("sipserver.transport")
 
 TLS_CLIENT_HELLO = b"\x16\x03"
+#: Seconds a stopping server waits for a peer to close after its last replies (then it resets it).
+CLOSE_GRACE = 3.0
 
 
 def peer_host(transport: Any) -> str:
@@ -68,6 +72,33 @@ def deliver(
                 return
     if overflow:
         close(f"frame longer than {splitter.limit} bytes")
+
+
+def wind_down(transport: Any, grace: float, clock: Any) -> None:
+    """Close a connection without losing the replies just written: half-close it (our FIN after
+    them) and read, discarding, until the peer closes too, at most ``grace`` seconds. Closing at
+    once while the peer's next requests sit unread in the kernel would reset the connection, and
+    a reset throws away replies the peer has not read yet."""
+    stream = byte_stream(transport)
+    if isinstance(stream, FileDescriptor) and not _encrypted(transport):
+        stream.resumeProducing()  # read (and drop) what the peer still sends
+        stream.loseWriteConnection()
+    else:  # TLS has no half-close; a test's transport neither
+        transport.loseConnection()
+    clock.callLater(grace, _abort_if_open, stream)
+
+
+def _encrypted(transport: Any) -> bool:
+    while transport is not None:
+        if ISSLTransport.providedBy(transport):
+            return True
+        transport = getattr(transport, "transport", None)
+    return False
+
+
+def _abort_if_open(stream: Any) -> None:
+    if getattr(stream, "connected", False):
+        stream.abortConnection()
 
 
 def hand_on(session: Session, gate: ReadGate) -> None:
@@ -115,6 +146,7 @@ class ListenerFactory(Factory):
         self.listener = listener
         self._protocol = protocol
         self.connections = 0
+        self.protocols: set[Any] = set()  # the open connections, for the server's drain
         self._turn: TurnWriter | None = None
 
     def reply_channel(self, transport: Any) -> ReplyChannel:
@@ -145,10 +177,25 @@ class ListenerFactory(Factory):
             return f"server limit of {total} connections reached"
         return None
 
-    def opened(self) -> None:
+    def opened(self, protocol: Any) -> None:
         self.connections += 1
         self.server.connection_count += 1
+        self.protocols.add(protocol)
 
-    def closed(self) -> None:
+    def closed(self, protocol: Any) -> None:
         self.connections -= 1
         self.server.connection_count -= 1
+        self.protocols.discard(protocol)
+
+    def stop_reading(self) -> None:
+        """The server stops: read no connection again, start no request (those running finish)."""
+        for protocol in list(self.protocols):
+            protocol.stop_reading()
+
+    def wind_down(self) -> None:
+        """The requests in flight are answered: send what waits, then close every connection once
+        its peer has read it (see :func:`wind_down`)."""
+        self.flush_replies()
+        for protocol in list(self.protocols):
+            protocol.wind_down()
+

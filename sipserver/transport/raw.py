@@ -9,8 +9,8 @@ from twisted.protocols.policies import TimeoutMixin
 
 from sipserver.session import Session
 
-from .backpressure import ReadGate
-from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, hand_on, peer_host
+from .backpressure import STOPPING, ReadGate
+from .base import CLOSE_GRACE, TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, hand_on, peer_host, wind_down
 
 
 class RawSIPProtocol(Protocol, TimeoutMixin):
@@ -32,7 +32,7 @@ class RawSIPProtocol(Protocol, TimeoutMixin):
             server.events.connection_refused(factory.listener.name, self.peer, refusal)
             self.transport.abortConnection()
             return
-        factory.opened()
+        factory.opened(self)
         self._counted = True
         self.splitter = FrameSplitter(server.config.server.max_frame_bytes)
         self.channel = factory.reply_channel(self.transport)
@@ -76,6 +76,23 @@ class RawSIPProtocol(Protocol, TimeoutMixin):
         self.setTimeout(None)
         self.transport.loseConnection()
 
+    def stop_reading(self) -> None:
+        """The server stops: no more reading, no new request; the one in flight is answered."""
+        if self.session is not None and not self.session.closed:
+            self.session.drain()
+            self.gate.hold(STOPPING)
+
+    def wind_down(self) -> None:
+        """The server stops, its requests answered: send what waits and close (see ``wind_down``)."""
+        session = self.session
+        if session is None or session.closed:
+            return
+        session.closed = True
+        self.channel.flush()
+        self.gate.detach()
+        self.setTimeout(None)
+        wind_down(self.transport, CLOSE_GRACE, self)
+
     def timeoutConnection(self) -> None:
         session = self.session
         if session is not None and session.logged_in and not self._logged_in:
@@ -93,7 +110,7 @@ class RawSIPProtocol(Protocol, TimeoutMixin):
         if self._counted:
             self.channel.discard()
             self._counted = False
-            self.factory.closed()
+            self.factory.closed(self)
             if self.session is not None:
                 self.session.connection_lost()
                 self.factory.server.events.connection_closed(self.session)

@@ -25,8 +25,8 @@ from twisted.protocols.policies import TimeoutMixin
 
 from sipserver.session import MAX_LOGIN_FAILURES, Session
 
-from .backpressure import ReadGate
-from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, hand_on, peer_host
+from .backpressure import STOPPING, ReadGate
+from .base import CLOSE_GRACE, TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, hand_on, peer_host, wind_down
 
 LOGIN_PROMPT = b"login: "
 PASSWORD_PROMPT = b"password: "
@@ -107,7 +107,7 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
             server.events.connection_refused(self.factory.listener.name, self.peer, refusal)
             self.transport.loseConnection()
             return
-        self.factory.opened()
+        self.factory.opened(self)
         self._counted = True
         self.splitter = FrameSplitter(server.config.server.max_frame_bytes)
         self.session = Session(server, self.factory.listener, self.peer, self._write_frame, self._close)
@@ -230,6 +230,22 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
         self.setTimeout(None)
         self.transport.loseConnection()
 
+    def stop_reading(self) -> None:
+        """The server stops: no more reading, no new request; the one in flight is answered."""
+        if self.session is not None and not self.session.closed:
+            self.session.drain()
+            self.gate.hold(STOPPING)
+
+    def wind_down(self) -> None:
+        """The server stops, its requests answered: close once the peer has read the replies."""
+        session = self.session
+        if session is None or session.closed:
+            return
+        session.closed = True
+        self.gate.detach()
+        self.setTimeout(None)
+        wind_down(self.transport, CLOSE_GRACE, self)
+
     def timeoutConnection(self) -> None:
         session = self.session
         self._close("idle timeout" if session is not None and session.logged_in else "login timeout")
@@ -238,7 +254,7 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
         self.setTimeout(None)
         if self._counted:
             self._counted = False
-            self.factory.closed()
+            self.factory.closed(self)
             if self.session is not None:
                 self.session.connection_lost()
                 self.factory.server.events.connection_closed(self.session)
