@@ -93,6 +93,7 @@ class SIPServer(MultiService):
         self._starting: set[str] = set()
         self._attempted: set[str] = set()  # backends whose first start has come back
         self.factories: dict[str, ListenerFactory] = {}
+        self.status_site: Any = None  # the HTTP status listener's factory, when there is one
         for index, listener in enumerate(config.listeners):
             factory = self._factory_for(listener)
             self.factories[listener.name] = factory
@@ -107,7 +108,8 @@ class SIPServer(MultiService):
         if listen and config.http is not None:
             from sipserver.status import site
 
-            http = endpoint_service("http.endpoint", config.http.endpoint, site(self), reactor)
+            self.status_site = site(self)
+            http = endpoint_service("http.endpoint", config.http.endpoint, self.status_site, reactor)
             http.setName("http")
             http.setServiceParent(self)
         timer = TimerService(HEALTH_INTERVAL, self._probe)

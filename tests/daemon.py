@@ -62,19 +62,36 @@ def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
 class Daemon:
     """A running ``twistd sip``; ``port("raw")`` is where a listener is."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None, nofile: int | None = None) -> None:
+        """``nofile``: the daemon's open-files limit (soft and hard), to run it out of descriptors."""
         self.config = config
         self.log_path = log
         self.ports: dict[str, int] = {}
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
+
+        def limit() -> None:
+            if nofile is not None:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.process = subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", "--logfile=-", "sip", "-c", str(config)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=str(ROOT),
             env=env,
+            preexec_fn=limit if nofile is not None else None,
         )
+
+    def rss(self) -> int:
+        """The daemon's resident memory now, in bytes (Linux)."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
 
     def wait_ready(self, listeners: int, timeout: float = 30.0) -> Daemon:
         deadline = time.monotonic() + timeout

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sipserver.client import SIPClient
 from sipserver.sip2 import decode, encode, make
 from tests import pg
 from tests.daemon import Daemon, config_data, write_config
@@ -399,6 +401,53 @@ def test_sigterm_stops_accepting_answers_requests_in_flight_and_exits(tmp_path):
     assert "unanswered" not in daemon.log()
     assert_clean_log(daemon)
     daemon.stop()
+
+
+# -------------------------------------------------------------------------------------------------
+# The HTTP status listener
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1024) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_a_flood_of_idle_status_connections_never_costs_a_terminal_its_login(tmp_path):
+    data = config_data(tmp_path, server=server_settings())
+    data["http"] = {"endpoint": "tcp:0:interface=127.0.0.1", "max_connections": 16, "timeout": 2}
+    # 300 descriptors in all: the flood below would take every one of them without a cap.
+    daemon = Daemon(write_config(tmp_path, data), tmp_path / "daemon.log", nofile=300).wait_ready(2)
+    flood: list[socket.socket] = []
+    try:
+        for _ in range(400):
+            sock = socket.create_connection(("127.0.0.1", daemon.port("http")), timeout=5)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: sip\r\n")  # never finished
+            flood.append(sock)
+        ask(daemon.port("raw"), PROBE, b"98")  # a terminal logs in and is answered
+        with SIPClient("127.0.0.1", daemon.port("telnet"), transport="telnet") as client:
+            assert client.telnet_login("telnet", "telnetpass")
+        deadline = time.monotonic() + 10
+        while sum(1 for s in flood if not peer_closed(s)) > 16:  # the status page kept its 16
+            assert time.monotonic() < deadline, sum(1 for s in flood if not peer_closed(s))
+            time.sleep(0.1)
+        deadline = time.monotonic() + 15
+        while not all(peer_closed(s) for s in flood):  # and closed those after http.timeout
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port('http')}/metrics", timeout=5) as page:
+            metrics = page.read().decode()
+        refused = int(re.search(r"^sip_http_connections_refused_total (\d+)$", metrics, re.M).group(1))
+        assert refused >= 200  # most of the flood was closed at once (slots free again after http.timeout)
+    finally:
+        for sock in flood:
+            sock.close()
+        daemon.stop()
+    assert_clean_log(daemon)
 
 
 # -------------------------------------------------------------------------------------------------
