@@ -188,6 +188,17 @@ def test_checkout_then_checkin(terminal):
     assert back.get("AA") == JANE and back.get("AQ") == "MAIN" and back.fixed["alert"] == "N"
 
 
+@pytest.mark.parametrize("no_block", [False, True], ids=["online", "store-and-forward"])
+def test_a_return_date_in_the_future_charges_no_fine(terminal, no_block):
+    # Jane's 31000000000001 is due in 10 days; a terminal whose clock says next year returns it.
+    owed = ask(terminal, "63", language="001", summary=" " * 10, AA=JANE, AC="", AD=JANE_PIN).get("BV")
+    ahead = datetime.datetime.now() + datetime.timedelta(days=400)
+    back = ask(terminal, "09", no_block=no_block, return_date=ahead, AP="MAIN", AB=JANES_ITEM, AC="")
+    assert back.fixed["ok"] == "1" and back.get("AA") == JANE
+    assert not any("fine" in line for line in back.getall("AF")), back.getall("AF")
+    assert ask(terminal, "63", language="001", summary=" " * 10, AA=JANE, AC="", AD=JANE_PIN).get("BV") == owed
+
+
 @pytest.mark.parametrize(
     ("patron", "item", "pin", "words"),
     [
