@@ -88,9 +88,8 @@ class SIPServer(MultiService):
             }
         self.backends = backends
         self.acs = ACS(backends, reactor, server_name=config.server.name)
+        self.acs.health.starter = self._start_backend
         self.connection_count = 0
-        self._not_started: set[str] = set()
-        self._starting: set[str] = set()
         self._attempted: set[str] = set()  # backends whose first start has come back
         self.factories: dict[str, ListenerFactory] = {}
         self.status_site: Any = None  # the HTTP status listener's factory, when there is one
@@ -213,22 +212,19 @@ class SIPServer(MultiService):
         return port
 
     def _start_backend(self, name: str) -> defer.Deferred[Any]:
-        self._starting.add(name)
         d = defer.maybeDeferred(self.backends[name].start)
         d.addCallbacks(self._backend_started, self._backend_failed, callbackArgs=(name,), errbackArgs=(name,))
         return d
 
     def _backend_started(self, _: Any, name: str) -> None:
-        self._starting.discard(name)
         self._attempted.add(name)
-        self._not_started.discard(name)
+        self.acs.health.unstarted.discard(name)
         log.info("backend {backend} ready", backend=name)
         self.acs.health.mark(name, True)
 
     def _backend_failed(self, failure: Any, name: str) -> None:
-        # An unreachable backend must not stop the daemon: report it off-line and try again on
-        # every health probe, so service resumes without a restart once it can start.
-        self._starting.discard(name)
+        # An unreachable backend must not stop the daemon: report it off-line and start it again
+        # with backoff (BackendHealth), so service resumes without a restart once it can start.
         first = name not in self._attempted
         self._attempted.add(name)
         if first and failure.check(BackendConfigError):
@@ -236,14 +232,15 @@ class SIPServer(MultiService):
             # data): no retry will fix it, so refuse to start, like a bad config file.
             self._refuse_to_start(f"sipserver: backend {name}: {failure.getErrorMessage()}")
             return
-        if name not in self._not_started:
+        health = self.acs.health
+        if name not in health.unstarted:
             log.error(
                 "BACKEND {backend} FAILED TO START: {why}; serving with it off-line and retrying",
                 backend=name,
                 why=failure.getErrorMessage(),
             )
-        self._not_started.add(name)
-        self.acs.health.mark(name, False)
+        health.unstarted.add(name)
+        health.mark(name, False)
 
     def _refuse_to_start(self, message: str) -> None:
         log.critical("{message}", message=message)
@@ -257,8 +254,6 @@ class SIPServer(MultiService):
         self.reactor.callWhenRunning(self.reactor.stop)
 
     def _probe(self) -> defer.Deferred[Any]:
-        for name in sorted(self._not_started - self._starting):
-            self._start_backend(name)
         return self.acs.health.probe_all()
 
     @defer.inlineCallbacks
@@ -280,6 +275,7 @@ class SIPServer(MultiService):
         yield super().stopService()
         yield self._drain()
         yield self._close_connections()
+        self.acs.health.stop()
         for name, backend in self.backends.items():
             try:
                 yield backend.stop()

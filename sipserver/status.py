@@ -130,6 +130,9 @@ def render_metrics(sip: SIPServer) -> str:
     family("sip_backend_errors_total", "counter", "Backend calls that failed as unavailable.")
     for name, count in sorted(health.errors.items()):
         out.append(f'sip_backend_errors_total{{backend="{_label(name)}"}} {count}')
+    family("sip_backend_attempts_total", "counter", "Attempts to reach an off-line backend again (with backoff).")
+    for name, count in sorted(health.attempts.items()):
+        out.append(f'sip_backend_attempts_total{{backend="{_label(name)}"}} {count}')
     family("sip_backend_timeouts_total", "counter", "Backend calls that exceeded the institution's timeout.")
     for name, count in sorted(health.timeouts.items()):
         out.append(f'sip_backend_timeouts_total{{backend="{_label(name)}"}} {count}')

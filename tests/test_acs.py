@@ -445,6 +445,7 @@ class Outage:
 
     def __init__(self, backend, mode):
         self._backend, self.mode = backend, mode
+        self.calls: list[str] = []  # what was asked of it, health probes included
 
     def __getattr__(self, name):
         real = getattr(self._backend, name)
@@ -452,6 +453,7 @@ class Outage:
             return real
 
         def call(*args, **kwargs):
+            self.calls.append(name)
             if self.mode == "down":
                 return defer.fail(BackendUnavailable("connection refused"))
             if self.mode == "stall":
@@ -482,6 +484,34 @@ def test_backend_outage_gets_a_sip_answer_and_98_says_off_line(tmp_path, backend
     outage.mode = "ok"
     hub.clock.advance(5)  # a probe started while stalled gives up first; then the next one succeeds
     hub.acs.health.probe("embedded")
+    assert ask(term, "99", protocol_version="2.00").fixed["online_status"] == "Y"
+    assert checkout(term, JANE, FREE, JANE_PIN).fixed["ok"] == "1"
+
+
+def test_during_an_outage_requests_are_answered_at_once_and_the_backend_tried_with_backoff(tmp_path, backend):
+    from sipserver.backoff import JITTER, LONGEST
+
+    outage = Outage(backend, "ok")
+    hub = Hub(make_config(tmp_path), backend)
+    hub.acs.backends["embedded"] = outage
+    hub.acs.health._backends = hub.acs.backends
+    term = Terminal(hub)
+    term.one(encode(make("93", CN="sco", CO="scpass")))
+    term.sequence = itertools.cycle(range(1, 10))
+    outage.mode = "down"
+    assert checkout(term, JANE, FREE, JANE_PIN).fixed["ok"] == "0"  # this one reached the backend
+    assert outage.calls == ["checkout"]
+    for _ in range(50):  # the others are answered from what is known, without trying it
+        reply = checkout(term, JANE, FREE, JANE_PIN)
+        assert reply.fixed["ok"] == "0" and "not available" in reply.get("AF")
+        assert ask(term, "99", protocol_version="2.00").fixed["online_status"] == "N"
+    assert outage.calls == ["checkout"]
+    hub.clock.pump([0.1] * 1200)  # two minutes down: tried again soon, then less and less often
+    probes = outage.calls.count("health")
+    assert 5 <= probes <= 4 + 120 / (LONGEST * (1 - JITTER)), probes
+    assert hub.acs.health.attempts["embedded"] == probes
+    outage.mode = "ok"
+    hub.clock.pump([0.1] * round(LONGEST * (1 + JITTER) * 10 + 1))  # back within the longest wait
     assert ask(term, "99", protocol_version="2.00").fixed["online_status"] == "Y"
     assert checkout(term, JANE, FREE, JANE_PIN).fixed["ok"] == "1"
 
