@@ -404,6 +404,212 @@ def test_sigterm_stops_accepting_answers_requests_in_flight_and_exits(tmp_path):
 
 
 # -------------------------------------------------------------------------------------------------
+# What one client can make the daemon hold (before and after login). Each attack runs against a
+# real daemon; the daemon's own bounds are asserted in the unit tests (test_transport_*, and
+# test_passwordchecks), and here its memory is checked coarsely: far below what the attack grew
+# it by without them (see docs/performance.md).
+
+RSS_MARGIN = 48 * 1024 * 1024  # generous: the daemon's bounds are ~150 KB per connection
+
+
+def send_until_blocked(sock: socket.socket, data: bytes, blocked_for: float = 2.0, within: float = 40.0) -> int:
+    """Send ``data`` again and again without reading; returns the bytes sent once every send has
+    been refused for ``blocked_for`` seconds: the daemon stopped reading us. Fails after
+    ``within`` seconds of sends still going through."""
+    sock.setblocking(False)
+    sent, blocked_since, view = 0, None, memoryview(data)
+    deadline = time.monotonic() + within
+    while True:
+        now = time.monotonic()
+        try:
+            n = sock.send(view)
+            view = view[n:] if n < len(view) else memoryview(data)
+            sent += n
+            blocked_since = None
+        except BlockingIOError:
+            blocked_since = blocked_since or now
+            if now - blocked_since >= blocked_for:
+                return sent
+            time.sleep(0.01)
+        assert now < deadline, f"still reading us after {within:g} s ({sent} bytes)"
+
+
+def small_buffers(sock: socket.socket) -> socket.socket:
+    """A client whose own kernel buffers are small, so that the daemon's bound shows sooner."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    return sock
+
+
+def test_a_client_that_never_reads_its_replies_is_not_read_and_costs_no_memory(tmp_path):
+    daemon = start(tmp_path, server=server_settings())
+    port = daemon.port("raw")
+    before = daemon.rss()
+    sock = small_buffers(socket.socket())
+    sock.connect(("127.0.0.1", port))
+    with sock:
+        sock.sendall(LOGIN)
+        sent = send_until_blocked(sock, b"9900302.00\r" * 1000)
+        assert daemon.rss() - before < RSS_MARGIN, (daemon.rss() - before, sent)
+        ask(port, PROBE, b"98")  # the others are served meanwhile
+        sock.setblocking(True)
+        sock.settimeout(5)
+        received = 0
+        while received < 1_000_000:  # it reads our replies again: the daemon reads us again
+            received += len(sock.recv(65536))
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            assert sock.send(b"9900302.00\r" * 100) > 0
+    assert_clean_log(daemon)
+    daemon.stop()
+
+
+def telnet_socket(port: int) -> socket.socket:
+    sock = small_buffers(socket.socket())
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(5)
+    assert b"login: " in sock.recv(1024)
+    return sock
+
+
+def test_a_telnet_client_negotiating_without_reading_is_not_read_and_costs_no_memory(tmp_path):
+    daemon = start(tmp_path, server=server_settings())
+    before = daemon.rss()
+    with telnet_socket(daemon.port("telnet")) as sock:
+        send_until_blocked(sock, b"".join(b"\xff" + bytes([verb, option]) for verb in (251, 252, 253, 254)
+                                          for option in range(40, 200)))  # fmt: skip
+        assert daemon.rss() - before < RSS_MARGIN, daemon.rss() - before
+        ask(daemon.port("raw"), PROBE, b"98")
+    assert_clean_log(daemon)
+    daemon.stop()
+
+
+def test_an_endless_telnet_subnegotiation_is_closed_and_costs_no_memory(tmp_path):
+    daemon = start(tmp_path, server=server_settings())
+    before = daemon.rss()
+    with telnet_socket(daemon.port("telnet")) as sock:
+        sent = 0
+        try:
+            sock.sendall(b"\xff\xfa\x18")  # IAC SB TERMINAL-TYPE, and never IAC SE
+            while sent < 64 * 1024 * 1024:
+                sock.sendall(bytes(range(1, 255)) * 64)
+                sent += 254 * 64
+        except OSError:  # reset: the daemon closed it
+            pass
+        else:
+            raise AssertionError("64 MB of one subnegotiation and the connection is still open")
+        assert sent < 8 * 1024 * 1024  # closed after the first kilobyte, up to the kernel's buffers
+    daemon.wait_for_log("telnet subnegotiation longer than 1024 bytes")
+    assert daemon.rss() - before < RSS_MARGIN, daemon.rss() - before
+    ask(daemon.port("raw"), PROBE, b"98")
+    assert_clean_log(daemon)
+    daemon.stop()
+
+
+def scrypt_accounts(data: dict) -> dict:
+    """The test accounts with real scrypt hashes instead of plain: ones, plus ``vendor``: a known
+    terminal at 127.0.0.2 only."""
+    from sipserver.passwords import hash_password
+
+    for account in data["accounts"]:
+        account["password"] = hash_password(account["password"].removeprefix("plain:"))
+    data["accounts"].append({"login": "vendor", "password": hash_password("vendorpass"), "institution": "MAIN",
+                             "allow_from": ["127.0.0.2/32"]})  # fmt: skip
+    return data
+
+
+def open_many(port: int, sources: list[str], within: float = 30.0) -> list[socket.socket]:
+    """One connection from each source address, opened 40 at a time with a pause for the daemon to
+    accept them: the listener's backlog is 50, and a SYN past it is retried only a second later."""
+    socks: list[socket.socket] = []
+    deadline = time.monotonic() + within
+    for first in range(0, len(sources), 40):
+        poller = select.poll()
+        pending = {}
+        for source in sources[first : first + 40]:
+            sock = socket.socket()
+            sock.bind((source, 0))
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            socks.append(sock)
+            pending[sock.fileno()] = sock
+            poller.register(sock, select.POLLOUT)
+        while pending:
+            assert time.monotonic() < deadline, f"{len(pending)} connections not made"
+            for fd, _event in poller.poll(500):
+                assert pending.pop(fd).getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+                poller.unregister(fd)
+        time.sleep(0.03)
+    for sock in socks:
+        sock.setblocking(True)
+        sock.settimeout(30)
+    return socks
+
+
+def login_frame(login: str, password: str) -> bytes:
+    return frame("93", 0, CN=login, CO=password)
+
+
+def test_parallel_guesses_from_one_address_get_no_more_checks_than_the_lockout_allows(tmp_path):
+    data = scrypt_accounts(config_data(tmp_path, server=server_settings(
+        lockout={"failures": 5, "window": 60, "duration": 300})))  # fmt: skip
+    daemon = Daemon(write_config(tmp_path, data), tmp_path / "daemon.log").wait_ready(2)
+    port = daemon.port("raw")
+    guesses = open_many(port, ["127.0.0.9"] * 300)
+    for i, sock in enumerate(guesses):  # each on its own connection, all at once, the right one among them
+        sock.sendall(login_frame("sco", "scpass" if i == 150 else f"guess{i}"))
+    replies = []
+    for sock in guesses:
+        with sock:
+            replies.append(Reader(sock).frame(timeout=30.0))
+    log = daemon.log()
+    daemon.stop()
+    assert all(r is not None and r.startswith(b"940") for r in replies), "a guess got in"
+    assert log.count("reason=wrong_password") == 5  # checked: the lockout's failures, not 300
+    assert log.count("reason=locked_out") + log.count("reason=busy") == 295
+    assert "login ok" not in log
+    assert_clean_log(daemon)
+
+
+def test_a_known_terminal_logs_in_next_during_a_flood_of_1500_wrong_logins(tmp_path):
+    # 1,500 wrong logins from 300 addresses (unknown names, and the vendor's login where it may not
+    # log in), 5 from each: as many as the lockout lets an address have checked. Then the vendor's
+    # terminal logs in from its own address. Its check runs next: only the checks already running
+    # finish before it (a first-come queue put it behind the whole flood, ~40 s of scrypt).
+    data = scrypt_accounts(config_data(tmp_path, server=server_settings(
+        lockout={"failures": 5, "window": 60, "duration": 300})))  # fmt: skip
+    daemon = Daemon(write_config(tmp_path, data), tmp_path / "daemon.log").wait_ready(2)
+    port = daemon.port("raw")
+    flood = []
+    try:
+        # Connected first, so that the guesses all arrive at once.
+        flood = open_many(port, [f"127.0.{1 + i % 300 // 250}.{1 + i % 300 % 250}" for i in range(1500)])
+        for i, sock in enumerate(flood):
+            sock.sendall(login_frame("vendor" if i % 3 == 0 else f"nobody{i}", f"wrong{i}"))
+        deadline = time.monotonic() + 30
+        while daemon.log().count("reason=busy") < 1000:  # the queue is full and the flood all read
+            assert time.monotonic() < deadline, daemon.log()[-2000:]
+            time.sleep(0.05)
+        terminal = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=("127.0.0.2", 0))
+        with terminal:
+            terminal.sendall(login_frame("vendor", "vendorpass"))
+            reply = Reader(terminal).frame(timeout=60.0)
+        assert reply is not None and reply.startswith(b"941"), reply
+    finally:
+        for sock in flood:
+            sock.close()
+    log = daemon.log()
+    daemon.stop()
+    arrived = log.index("connection opened listener=raw peer=127.0.0.2")
+    meanwhile = log[arrived : log.index("login ok listener=raw peer=127.0.0.2 login=vendor")]
+    hashed = ("unknown_login", "wrong_password", "address_not_allowed")
+    checked = sum(meanwhile.count(f"reason={why}") for why in hashed)
+    assert checked <= 4, checked  # the two running when it came, and one beside it at most
+    assert log.count("reason=busy") >= 1000  # the queue stayed bounded: the rest was refused unchecked
+    assert_clean_log(daemon)
+
+
+# -------------------------------------------------------------------------------------------------
 # The HTTP status listener
 
 
