@@ -34,8 +34,10 @@ from sipserver.sip2 import (
     normalize_frame,
 )
 
-#: Frames a terminal may send ahead of our replies before we call it abuse and hang up.
+#: Frames a terminal may send ahead of our replies before we call it abuse and hang up, and the
+#: bytes they may hold in all (64 frames of the largest size would be half a megabyte).
 MAX_PIPELINED = 64
+MAX_PIPELINED_BYTES = 65536
 #: Login failures one connection may make before it is closed (the lockout counts across connections).
 MAX_LOGIN_FAILURES = 3
 
@@ -102,6 +104,7 @@ class Session:
         self._answered: tuple[bytes | None, bytes] | None = None
         self._ed_seen = False  # the terminal has used error detection on this connection
         self._queue: collections.deque[bytes] = collections.deque()
+        self._queued_bytes = 0
         self._busy = False
         self._last_context: RequestContext | None = None
         self._password_check: Deferred[bool] | None = None  # a login waiting for its scrypt check
@@ -123,18 +126,21 @@ class Session:
         if self.closed or self._draining:
             return
         if self._busy:
-            if len(self._queue) >= MAX_PIPELINED:
-                self.hub.events.protocol_error(self, f"more than {MAX_PIPELINED} requests waiting for replies")
+            if len(self._queue) >= MAX_PIPELINED or self._queued_bytes + len(frame) > MAX_PIPELINED_BYTES:
+                self.hub.events.protocol_error(
+                    self, f"more than {MAX_PIPELINED} requests or {MAX_PIPELINED_BYTES} bytes waiting for replies"
+                )
                 self.shutdown("too many pipelined requests")
                 return
             self._queue.append(frame)
+            self._queued_bytes += len(frame)
             return
         self._process(frame)
-
 
     def connection_lost(self) -> None:
         self.closed = True
         self._queue.clear()
+        self._queued_bytes = 0
         check, self._password_check = self._password_check, None
         if check is not None:
             check.cancel()  # a check still waiting for a thread leaves the queue (passwordchecks)
@@ -145,11 +151,13 @@ class Session:
         the next server, having had no reply)."""
         self._draining = True
         self._queue.clear()
+        self._queued_bytes = 0
 
     def shutdown(self, reason: str) -> None:
         if not self.closed:
             self.closed = True
             self._queue.clear()
+            self._queued_bytes = 0
             self._close(reason)
 
     # ---------------------------------------------------------------------------------------------
@@ -251,7 +259,9 @@ class Session:
 
     def _next(self) -> None:
         while self._queue and not self._busy and not self.closed:
-            self._process(self._queue.popleft())
+            frame = self._queue.popleft()
+            self._queued_bytes -= len(frame)
+            self._process(frame)
 
     # ---------------------------------------------------------------------------------------------
     # Login

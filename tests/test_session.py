@@ -231,6 +231,21 @@ def test_pipelined_requests_are_answered_in_order(hub):
     assert [decode(r).sequence for r in replies] == ["0", "1", "2"]
 
 
+def test_what_waits_behind_a_request_is_bounded_in_bytes_too(hub):
+    from sipserver.session import MAX_PIPELINED_BYTES
+
+    hash_the_password(hub, "sco", "scpass", cheap=True)
+    use_pending_threads(hub)  # the login waits for its check: the frames behind it wait in the session
+    terminal = Terminal(hub)
+    terminal.send(framed(make("93", CN="sco", CO="scpass"), "0"))
+    big = b"99" + b"0" * 6998
+    for _ in range(MAX_PIPELINED_BYTES // len(big)):
+        terminal.session.frame_received(big)
+    assert terminal.closed is None
+    terminal.session.frame_received(big)  # 9 of them fit in 64 KB; the tenth does not
+    assert terminal.closed == "too many pipelined requests"
+
+
 def test_permission_refusal_is_a_proper_negative_response(hub):
     terminal = Terminal(hub)
     login(terminal, user="sorter", password="sorterpass")
