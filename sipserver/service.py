@@ -289,8 +289,15 @@ class SIPServer(MultiService):
         return max([DRAIN_TIMEOUT, *timeouts]) + 2.0
 
     def _drain(self) -> defer.Deferred[None]:
-        """Fires when no request is waiting for its backend (bounded by :meth:`drain_timeout`)."""
-        return self._wait_until(lambda: self.events.in_flight <= 0, self.drain_timeout(), self._drain_timed_out)
+        """Fires when no request is waiting for its backend (bounded by :meth:`drain_timeout`) and
+        the replies waiting for a turn's end are sent: the reactor drops every connection before
+        that turn would end."""
+        waited = self._wait_until(lambda: self.events.in_flight <= 0, self.drain_timeout(), self._drain_timed_out)
+        return waited.addCallback(lambda _: self._flush_replies())
+
+    def _flush_replies(self) -> None:
+        for factory in self.factories.values():
+            factory.flush_replies()
 
     def _drain_timed_out(self) -> None:
         log.warn("stopping with {count} request(s) unanswered", count=self.events.in_flight)

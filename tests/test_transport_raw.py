@@ -124,3 +124,15 @@ def test_a_peer_whose_replies_stay_unread_is_closed(hub):
     hub.clock.advance(1)
     assert transport.disconnecting and transport.producer is None  # unregistered, so the close finishes
     assert protocol.session.closed
+
+
+def test_a_stopping_server_stops_reading_and_starts_no_new_request(hub):
+    protocol, transport = connect(hub)
+    protocol.dataReceived(encode(make("93", CN="sco", CO="scpass"), sequence="0"))
+    take(transport)
+    protocol.stop_reading()
+    assert transport.producerState == "paused"  # the peer is not read again
+    protocol.dataReceived(STATUS)  # read before the stop took effect: not run, not answered
+    assert take(transport) == b""
+    protocol.wind_down()
+    assert transport.disconnecting and transport.producer is None  # unregistered, so the close finishes
