@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import select
 import signal
 import socket
 import statistics
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from sipserver.passwords import hash_password  # noqa: E402
 from sipserver.sip2 import encode, make  # noqa: E402
+from tests.daemon import open_many  # noqa: E402
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 FLOOD = 1500
@@ -71,31 +71,6 @@ def write_config(folder: Path, rounds: int) -> Path:
     path = folder / "sip.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def open_many(port: int, sources: list[str]) -> list[socket.socket]:
-    """Connections from these addresses, 40 at a time (the listener's backlog is 50)."""
-    socks: list[socket.socket] = []
-    for first in range(0, len(sources), 40):
-        poller, pending = select.poll(), {}
-        for source in sources[first : first + 40]:
-            sock = socket.socket()
-            sock.bind((source, 0))
-            sock.setblocking(False)
-            sock.connect_ex(("127.0.0.1", port))
-            socks.append(sock)
-            pending[sock.fileno()] = sock
-            poller.register(sock, select.POLLOUT)
-        deadline = time.monotonic() + 30
-        while pending and time.monotonic() < deadline:
-            for fd, _ in poller.poll(500):
-                pending.pop(fd)
-                poller.unregister(fd)
-        time.sleep(0.03)
-    for sock in socks:
-        sock.setblocking(True)
-        sock.settimeout(60)
-    return socks
 
 
 def timed_login(port: int, login: str) -> float:

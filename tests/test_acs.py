@@ -463,8 +463,8 @@ class Outage:
         return call
 
 
-@pytest.mark.parametrize("mode", ["down", "stall"])
-def test_backend_outage_gets_a_sip_answer_and_98_says_off_line(tmp_path, backend, mode):
+def outage_terminal(tmp_path, backend):
+    """A logged-in terminal whose institution's backend is the real one behind an Outage."""
     outage = Outage(backend, "ok")
     hub = Hub(make_config(tmp_path), backend)
     hub.acs.backends["embedded"] = outage
@@ -472,6 +472,12 @@ def test_backend_outage_gets_a_sip_answer_and_98_says_off_line(tmp_path, backend
     term = Terminal(hub)
     term.one(encode(make("93", CN="sco", CO="scpass")))
     term.sequence = itertools.cycle(range(1, 10))
+    return outage, hub, term
+
+
+@pytest.mark.parametrize("mode", ["down", "stall"])
+def test_backend_outage_gets_a_sip_answer_and_98_says_off_line(tmp_path, backend, mode):
+    outage, hub, term = outage_terminal(tmp_path, backend)
     outage.mode = mode
     term.session.frame_received(encode(make("11", AO="MAIN", AA=JANE, AB=FREE, AC=""), sequence="0")[:-1])
     if mode == "stall":
@@ -491,13 +497,7 @@ def test_backend_outage_gets_a_sip_answer_and_98_says_off_line(tmp_path, backend
 def test_during_an_outage_requests_are_answered_at_once_and_the_backend_tried_with_backoff(tmp_path, backend):
     from sipserver.backoff import JITTER, LONGEST
 
-    outage = Outage(backend, "ok")
-    hub = Hub(make_config(tmp_path), backend)
-    hub.acs.backends["embedded"] = outage
-    hub.acs.health._backends = hub.acs.backends
-    term = Terminal(hub)
-    term.one(encode(make("93", CN="sco", CO="scpass")))
-    term.sequence = itertools.cycle(range(1, 10))
+    outage, hub, term = outage_terminal(tmp_path, backend)
     outage.mode = "down"
     assert checkout(term, JANE, FREE, JANE_PIN).fixed["ok"] == "0"  # this one reached the backend
     assert outage.calls == ["checkout"]

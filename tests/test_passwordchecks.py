@@ -46,6 +46,15 @@ def started(threads) -> list[str]:
     return [f.args[0] for f, _args, _d in threads.waiting]
 
 
+def checks_before(threads, password: str) -> int:
+    """How many checks finish before the one of ``password`` starts, run one at a time."""
+    count = 0
+    while password not in started(threads):
+        threads.finish_one()
+        count += 1
+    return count
+
+
 def test_parallel_guesses_get_no_more_checks_than_the_lockout_allows(tmp_path):
     hub = hub_with(tmp_path, failures=5)
     threads = use_pending_threads(hub, THREADS)
@@ -103,12 +112,8 @@ def test_a_known_terminal_is_checked_next_during_a_flood_of_1500_wrong_logins(tm
         for i in range(1500)
     ]
     terminal = attempt(hub, "127.0.0.2", "sco", "scpass")
-    checks_before = 0
-    while "scpass" not in started(threads):
-        threads.finish_one()
-        checks_before += 1
     # Only the checks already running when it arrived; a first-come queue would run ~1,500 first.
-    assert checks_before <= THREADS
+    assert checks_before(threads, "scpass") <= THREADS
     while answer(terminal) == "":
         threads.finish_one()
     assert answer(terminal) == "ok"
@@ -126,11 +131,7 @@ def test_an_address_with_nothing_waiting_goes_before_one_with_600_waiting(tmp_pa
     for i in range(600):  # past the queue's bound: the last ones are refused busy at once
         attempt_or_answer(hub, "127.0.0.9", "sorter", f"wrong{i}")
     other = attempt(hub, "127.0.0.10", "sorter", "sorterpass")
-    checks_before = 0
-    while "sorterpass" not in started(threads):
-        threads.finish_one()
-        checks_before += 1
-    assert checks_before <= THREADS
+    assert checks_before(threads, "sorterpass") <= THREADS
     threads.finish_one()
     threads.finish_one()
     assert answer(other) == "ok"

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from sipserver.client import SIPClient
 from sipserver.sip2 import decode, encode, make
 from tests import pg
-from tests.daemon import Daemon, config_data, write_config
+from tests.daemon import Daemon, config_data, open_many, write_config
 from tests.support import DEMO_DATA, ROOT
 
 pytestmark = pytest.mark.e2e
@@ -516,34 +516,6 @@ def scrypt_accounts(data: dict) -> dict:
     data["accounts"].append({"login": "vendor", "password": hash_password("vendorpass"), "institution": "MAIN",
                              "allow_from": ["127.0.0.2/32"]})  # fmt: skip
     return data
-
-
-def open_many(port: int, sources: list[str], within: float = 30.0) -> list[socket.socket]:
-    """One connection from each source address, opened 40 at a time with a pause for the daemon to
-    accept them: the listener's backlog is 50, and a SYN past it is retried only a second later."""
-    socks: list[socket.socket] = []
-    deadline = time.monotonic() + within
-    for first in range(0, len(sources), 40):
-        poller = select.poll()
-        pending = {}
-        for source in sources[first : first + 40]:
-            sock = socket.socket()
-            sock.bind((source, 0))
-            sock.setblocking(False)
-            sock.connect_ex(("127.0.0.1", port))
-            socks.append(sock)
-            pending[sock.fileno()] = sock
-            poller.register(sock, select.POLLOUT)
-        while pending:
-            assert time.monotonic() < deadline, f"{len(pending)} connections not made"
-            for fd, _event in poller.poll(500):
-                assert pending.pop(fd).getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
-                poller.unregister(fd)
-        time.sleep(0.03)
-    for sock in socks:
-        sock.setblocking(True)
-        sock.settimeout(30)
-    return socks
 
 
 def login_frame(login: str, password: str) -> bytes:

@@ -18,7 +18,7 @@ from twisted.internet.protocol import Factory
 
 from sipserver.config import ListenerConfig
 from sipserver.loglevel import logger
-from sipserver.transport.backpressure import ReadGate, byte_stream
+from sipserver.transport.backpressure import STOPPING, ReadGate, byte_stream
 from sipserver.transport.turnwriter import ReplyChannel, TurnWriter
 
 if TYPE_CHECKING:
@@ -99,6 +99,36 @@ def _encrypted(transport: Any) -> bool:
 def _abort_if_open(stream: Any) -> None:
     if getattr(stream, "connected", False):
         stream.abortConnection()
+
+
+class Drained:
+    """What the server's drain asks of a connection, the same on both listeners: stop reading it,
+    then, once its requests are answered, close it after its peer has read the replies."""
+
+    session: Session | None
+    gate: ReadGate
+    transport: Any
+    setTimeout: Callable[[float | None], Any]  # TimeoutMixin's, in the listeners
+
+    def stop_reading(self) -> None:
+        """No more reading, no new request; the one in flight is answered."""
+        if self.session is not None and not self.session.closed:
+            self.session.drain()
+            self.gate.hold(STOPPING)
+
+    def wind_down(self) -> None:
+        """Send what waits and close (see :func:`wind_down`)."""
+        session = self.session
+        if session is None or session.closed:
+            return
+        session.closed = True
+        self.flush_output()
+        self.gate.detach()
+        self.setTimeout(None)
+        wind_down(self.transport, CLOSE_GRACE, self)
+
+    def flush_output(self) -> None:
+        """Replies held back for the end of a turn go out now (the raw listener's turn writer)."""
 
 
 def hand_on(session: Session, gate: ReadGate) -> None:

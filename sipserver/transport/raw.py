@@ -9,11 +9,11 @@ from twisted.protocols.policies import TimeoutMixin
 
 from sipserver.session import Session
 
-from .backpressure import STOPPING, ReadGate
-from .base import CLOSE_GRACE, TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, hand_on, peer_host, wind_down
+from .backpressure import ReadGate
+from .base import TLS_CLIENT_HELLO, Drained, FrameSplitter, ListenerFactory, deliver, hand_on, peer_host
 
 
-class RawSIPProtocol(Protocol, TimeoutMixin):
+class RawSIPProtocol(Drained, Protocol, TimeoutMixin):
     """Frames in, replies out through a :class:`ReplyChannel`; the login timeout until login (a
     deadline: frames before the login do not move it), then the idle timeout (reset by each frame).
     Not read while its replies wait unread (:class:`ReadGate`)."""
@@ -76,22 +76,8 @@ class RawSIPProtocol(Protocol, TimeoutMixin):
         self.setTimeout(None)
         self.transport.loseConnection()
 
-    def stop_reading(self) -> None:
-        """The server stops: no more reading, no new request; the one in flight is answered."""
-        if self.session is not None and not self.session.closed:
-            self.session.drain()
-            self.gate.hold(STOPPING)
-
-    def wind_down(self) -> None:
-        """The server stops, its requests answered: send what waits and close (see ``wind_down``)."""
-        session = self.session
-        if session is None or session.closed:
-            return
-        session.closed = True
+    def flush_output(self) -> None:
         self.channel.flush()
-        self.gate.detach()
-        self.setTimeout(None)
-        wind_down(self.transport, CLOSE_GRACE, self)
 
     def timeoutConnection(self) -> None:
         session = self.session

@@ -25,8 +25,8 @@ from twisted.protocols.policies import TimeoutMixin
 
 from sipserver.session import MAX_LOGIN_FAILURES, Session
 
-from .backpressure import STOPPING, ReadGate
-from .base import CLOSE_GRACE, TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, hand_on, peer_host, wind_down
+from .backpressure import ReadGate
+from .base import TLS_CLIENT_HELLO, Drained, FrameSplitter, ListenerFactory, deliver, hand_on, peer_host
 
 LOGIN_PROMPT = b"login: "
 PASSWORD_PROMPT = b"password: "
@@ -86,7 +86,7 @@ class EagerCRTelnetTransport(TelnetTransport):
             self.applicationDataReceived(b"\r")
 
 
-class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
+class SIPTelnetProtocol(Drained, TelnetProtocol, TimeoutMixin):
     """The application inside the telnet transport: prompts, then frames to a :class:`Session`."""
 
     factory: ListenerFactory
@@ -229,22 +229,6 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
             self.gate.detach()
         self.setTimeout(None)
         self.transport.loseConnection()
-
-    def stop_reading(self) -> None:
-        """The server stops: no more reading, no new request; the one in flight is answered."""
-        if self.session is not None and not self.session.closed:
-            self.session.drain()
-            self.gate.hold(STOPPING)
-
-    def wind_down(self) -> None:
-        """The server stops, its requests answered: close once the peer has read the replies."""
-        session = self.session
-        if session is None or session.closed:
-            return
-        session.closed = True
-        self.gate.detach()
-        self.setTimeout(None)
-        wind_down(self.transport, CLOSE_GRACE, self)
 
     def timeoutConnection(self) -> None:
         session = self.session
