@@ -148,6 +148,8 @@ class LoggingConfig:
 @attrs.frozen
 class HttpConfig:
     endpoint: str
+    max_connections: int = 64  # the status page's own budget, apart from the SIP terminals'
+    timeout: float = 10.0  # seconds a status connection may stay idle or leave a request unfinished
 
 
 @attrs.frozen
@@ -650,8 +652,13 @@ class _Parser:
     def http(self, value: Any) -> HttpConfig | None:
         if value is None:
             return None
-        m = self.mapping(value, "http", ("endpoint",), ("endpoint",))
-        return HttpConfig(endpoint=self.endpoint(m["endpoint"], "http.endpoint"))
+        d = HttpConfig(endpoint="")
+        m = self.mapping(value, "http", ("endpoint", "max_connections", "timeout"), ("endpoint",))
+        return HttpConfig(
+            endpoint=self.endpoint(m["endpoint"], "http.endpoint"),
+            max_connections=self.integer(m.get("max_connections", d.max_connections), "http.max_connections", 1),
+            timeout=self.number(m.get("timeout", d.timeout), "http.timeout"),
+        )
 
     def backends(self, value: Any) -> dict[str, BackendConfig]:
         key = "backends"

@@ -15,14 +15,12 @@ from __future__ import annotations
 import bisect
 import collections
 import functools
-import re
 from typing import TYPE_CHECKING
 
 from twisted.logger import LogLevel
 
 from sipserver.exchangelog import LogWriter, Stream, TextLines
-from sipserver.sip2.fields import SECRET_FIELDS
-from sipserver.sip2.messages import MESSAGES
+from sipserver.sip2.masking import mask_secrets
 
 if TYPE_CHECKING:
     from sipserver.session import Session
@@ -148,31 +146,6 @@ class Events:
                           listener=listener, peer=peer, login=login, what=what)  # fmt: skip
 
 
-# A secret field's id right after punctuation: the start of a field under any delimiter (an
-# account may use ``^``), whose value runs to the next copy of that delimiter.
-_SECRET_AFTER_PUNCTUATION = re.compile(r"([^\w\s*])(?:" + "|".join(sorted(SECRET_FIELDS)) + ")")
-
-
-def _mask_any_delimiter(text: str) -> str:
-    """``text`` with the value after CO, AC or AD masked wherever one starts a field, whatever
-    the delimiter, and right after a message code's fixed part (or in its place)."""
-    spec = MESSAGES.get(text[:2]) if text[:2].isdigit() else None
-    if spec is not None:  # a fixed part holds digits, spaces and Y/N: a secret id there starts a field
-        for cut in range(2, 2 + spec.fixed_width + 1):
-            if text[cut : cut + 2] in SECRET_FIELDS:
-                end = next((i for i in range(cut + 2, len(text)) if not text[i].isalnum()), len(text))
-                text = text[: cut + 2] + "***" + text[end:]
-                break
-    pieces, position = [], 0
-    for match in _SECRET_AFTER_PUNCTUATION.finditer(text):
-        if match.start() < position:
-            continue
-        end = text.find(match.group(1), match.end())
-        pieces.append(text[position : match.end()] + "***")
-        position = len(text) if end < 0 else end
-    return "".join(pieces) + text[position:]
-
-
 def _printable(text: str) -> str:
     """A login name as typed, made safe for one log line (a terminal may send anything).
 
@@ -180,5 +153,5 @@ def _printable(text: str) -> str:
     device whose account uses another delimiter than ``|`` sends ``sco^COpassword^`` as its CN;
     the password inside (CO, and AC/AD in any other frame) is masked before the line is written.
     """
-    text = _mask_any_delimiter(text)
+    text = mask_secrets(text)
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:64]

@@ -5,6 +5,13 @@ per peer *address* (never per connection, never per port) in a sliding window. A
 failures within ``window`` seconds the address is locked for ``duration`` seconds, during which the
 registry refuses it without even checking the password.
 
+A password check that needs scrypt runs on a thread, so several of one address's attempts may be
+checked at the same time. Each running check holds one of its address's remaining failures
+(:meth:`Lockout.reserve`): a check may start only while the failures in the window plus the checks
+running leave room for one more (:meth:`Lockout.may_check`), so parallel connections can never
+get more than ``failures`` wrong guesses checked before the lock. The waiting and the refusing of
+the checks that do not fit is :mod:`sipserver.passwordchecks`'s job.
+
 The object lives for the whole process and survives config reloads: the service keeps one
 :class:`Lockout` and calls :meth:`Lockout.reconfigure` with the new limits, so a reload neither
 forgets an attacker nor frees a locked address early.
@@ -67,6 +74,8 @@ class Lockout:
         self._failures: dict[str, deque[float]] = {}
         # peer -> time the lock started; dict order = oldest lock first
         self._locked: dict[str, float] = {}
+        # peer -> password checks running now (at most a few: they run on a couple of threads)
+        self._reserved: dict[str, int] = {}
         self.failures = 0
         self.window = 0.0
         self.duration = 0.0
@@ -127,6 +136,35 @@ class Lockout:
         if self.failures == 0:
             return False
         return self._is_locked_key(peer_key(peer), self._clock.seconds())
+
+    def may_check(self, peer: str) -> bool:
+        """True when a password check from *peer* may start now: the address is not locked, and
+        its failures within the window plus the checks of it already running stay below the limit
+        should this one fail too."""
+        if self.failures == 0:
+            return True
+        key = peer_key(peer)
+        now = self._clock.seconds()
+        if self._is_locked_key(key, now):
+            return False
+        stamps = self._failures.get(key, ())
+        recent = sum(1 for stamp in stamps if stamp > now - self.window)
+        return recent + self._reserved.get(key, 0) < self.failures
+
+    def reserve(self, peer: str) -> None:
+        """A check from *peer* starts: it holds one of the address's remaining failures."""
+        key = peer_key(peer)
+        self._reserved[key] = self._reserved.get(key, 0) + 1
+
+    def release(self, peer: str) -> None:
+        """A check from *peer* ended (its outcome is recorded by :meth:`record_failure` or
+        :meth:`record_success`, or it counted for nothing because the lockout is off)."""
+        key = peer_key(peer)
+        left = self._reserved.get(key, 0) - 1
+        if left > 0:
+            self._reserved[key] = left
+        else:
+            self._reserved.pop(key, None)
 
     def record_success(self, peer: str) -> None:
         """Forget *peer*'s recent failures (a lock, if any, still runs its course)."""

@@ -14,19 +14,26 @@ arrives on: the common field mistake is an allow-list updated for one port and n
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import attrs
-from twisted.internet.defer import Deferred
 
 from sipserver import passwords
 from sipserver.config import AccountConfig, Config, InstitutionConfig
 from sipserver.lockout import Lockout
 
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from sipserver.passwordchecks import PasswordChecks, Refused
+
 __all__ = [
     "ADDRESS_NOT_ALLOWED",
+    "BUSY",
     "DISABLED",
     "EXPIRED",
     "LOCKED_OUT",
@@ -45,7 +52,8 @@ WRONG_PASSWORD = "wrong_password"
 DISABLED = "disabled"
 EXPIRED = "expired"
 ADDRESS_NOT_ALLOWED = "address_not_allowed"
-REASONS = (LOCKED_OUT, UNKNOWN_LOGIN, WRONG_PASSWORD, DISABLED, EXPIRED, ADDRESS_NOT_ALLOWED)
+BUSY = "busy"  # too many password checks waiting (sipserver.passwordchecks); not counted as a failure
+REASONS = (LOCKED_OUT, UNKNOWN_LOGIN, WRONG_PASSWORD, DISABLED, EXPIRED, ADDRESS_NOT_ALLOWED, BUSY)
 
 _LOOPBACKS = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 
@@ -154,27 +162,36 @@ class Registry:
         matches = passwords.verify_password(password or "", stored)
         return self._after_password(account, matches, peer, today)
 
-    def authenticate_off_thread(
+    def authenticate_queued(
         self,
         login: str,
         password: str,
         peer: str,
         listener: str,
-        run_in_thread: Callable[..., Deferred[bool]],
+        checks: PasswordChecks,
     ) -> AuthResult | Deferred[AuthResult]:
-        """:meth:`authenticate`, with the scrypt work (about 50 ms of CPU, the GIL released) run by
-        ``run_in_thread``, so that a burst of wrong or unknown logins does not stall every other
-        terminal. The result is immediate when no scrypt runs (a ``plain:`` password, a success
-        already verified, a locked-out address); everything but the hash runs on the caller's
-        thread, in the same order as :meth:`authenticate`."""
+        """:meth:`authenticate`, with the scrypt work (about 50 ms of CPU, the GIL released) queued
+        in ``checks`` to run on a thread, so that a burst of wrong or unknown logins does not stall
+        every other terminal (see :mod:`sipserver.passwordchecks` for the order the checks run
+        in, and when one is refused without running). The result is immediate when no scrypt runs
+        (a ``plain:`` password, a success already verified, a locked-out address); everything but
+        the hash runs on the caller's thread, in the same order as :meth:`authenticate`."""
         del listener
         refused, account, stored = self._before_password(login, password, peer)
         if refused is not None:
             return refused
         if passwords.is_quick(password or "", stored):
             return self._after_password(account, passwords.verify_password(password or "", stored), peer, None)
-        d = run_in_thread(passwords.verify_password, password or "", stored)
-        return d.addCallback(lambda matches: self._after_password(account, matches, peer, None))
+
+        def judge(verdict: bool | Refused) -> AuthResult:
+            if isinstance(verdict, bool):
+                return self._after_password(account, verdict, peer, None)
+            return AuthResult(None, verdict.value)
+
+        # A known terminal where its account says it stands waits in the first lane.
+        expected = account is not None and bool(account.allow_from) and allowed_from(account, peer)
+        verify = functools.partial(passwords.verify_password, password or "", stored)
+        return checks.submit(peer, verify, judge, expected=expected)
 
     def _before_password(
         self, login: str, password: str, peer: str

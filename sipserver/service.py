@@ -29,20 +29,22 @@ from sipserver.config import Config, ConfigError, load_config
 from sipserver.events import LEVELS, Events
 from sipserver.lockout import Lockout
 from sipserver.loglevel import logger
+from sipserver.passwordchecks import PasswordChecks
 from sipserver.registry import Registry
-from sipserver.transport.base import ListenerFactory
+from sipserver.transport.base import CLOSE_GRACE, ListenerFactory
 from sipserver.transport.raw import RawSIPProtocol
 from sipserver.transport.telnet import telnet_protocol
 from sipserver.workers import WorkerPool
 
 log = logger("sipserver.service")
 
-#: Password checks that may run scrypt at the same time (see ``SIPServer.run_in_thread``).
+#: Password checks that may run scrypt at the same time (``sipserver.passwordchecks``).
 PASSWORD_THREADS = 2
 
 #: Seconds between backend health probes (98's on-line flag and /health read the result).
 HEALTH_INTERVAL = 5.0
-#: Seconds a stopping server waits for requests in flight (a checkout in the database) to be answered.
+#: Seconds a stopping server waits at least for requests in flight (a checkout in the database) to
+#: be answered; longer when an institution's policy.timeout is (``SIPServer.drain_timeout``).
 DRAIN_TIMEOUT = 10.0
 
 
@@ -64,7 +66,6 @@ class SIPServer(MultiService):
         ``logfile`` is twistd's ``--logfile`` when it names a file (``sipserver.tap``)."""
         super().__init__()
         self.reactor = reactor
-        self._password_slots = defer.DeferredSemaphore(PASSWORD_THREADS)
         self.listens = listen  # the process systemd started (a worker child tells systemd nothing)
         self.config = config
         self.logfile = logfile
@@ -83,6 +84,7 @@ class SIPServer(MultiService):
             clock=reactor,
         )
         self.registry = Registry.from_config(config, self.lockout)
+        self.password_checks = PasswordChecks(self.lockout, self.run_in_thread, threads=PASSWORD_THREADS)
         if backends is None:
             backends = {
                 name: create_backend(name, {"type": backend.type, **backend.options}, reactor=reactor)
@@ -90,11 +92,11 @@ class SIPServer(MultiService):
             }
         self.backends = backends
         self.acs = ACS(backends, reactor, server_name=config.server.name)
+        self.acs.health.starter = self._start_backend
         self.connection_count = 0
-        self._not_started: set[str] = set()
-        self._starting: set[str] = set()
         self._attempted: set[str] = set()  # backends whose first start has come back
         self.factories: dict[str, ListenerFactory] = {}
+        self.status_site: Any = None  # the HTTP status listener's factory, when there is one
         for index, listener in enumerate(config.listeners):
             factory = self._factory_for(listener)
             self.factories[listener.name] = factory
@@ -109,7 +111,8 @@ class SIPServer(MultiService):
         if listen and config.http is not None:
             from sipserver.status import site
 
-            http = endpoint_service("http.endpoint", config.http.endpoint, site(self), reactor)
+            self.status_site = site(self)
+            http = endpoint_service("http.endpoint", config.http.endpoint, self.status_site, reactor)
             http.setName("http")
             http.setServiceParent(self)
         timer = TimerService(HEALTH_INTERVAL, self._probe)
@@ -120,13 +123,13 @@ class SIPServer(MultiService):
             log.warn("{warning}", warning=warning)  # each warning already names the file
 
     def run_in_thread(self, f: Any, *args: Any) -> defer.Deferred[Any]:
-        """``f(*args)`` on the reactor's thread pool, at most PASSWORD_THREADS at once: scrypt
-        (about 50 ms and 16 MB each, the GIL released) must not stall the reactor, nor may a burst
-        of wrong logins take every core and all that memory (``sipserver.session``)."""
+        """``f(*args)`` on the reactor's thread pool: scrypt (about 50 ms and 16 MB each, the GIL
+        released) must not stall the reactor. ``password_checks`` runs at most PASSWORD_THREADS
+        at once, so that a burst of wrong logins cannot take every core and all that memory."""
         pool = getattr(self.reactor, "getThreadPool", None)
         if pool is None:  # a test's fake reactor has no threads
             return defer.maybeDeferred(f, *args)
-        return self._password_slots.run(threads.deferToThreadPool, self.reactor, pool(), f, *args)
+        return threads.deferToThreadPool(self.reactor, pool(), f, *args)
 
     def setServiceParent(self, parent: Any) -> Any:
         """twistd makes the application our parent before it starts logging: every line goes to
@@ -172,6 +175,7 @@ class SIPServer(MultiService):
 
     def startService(self) -> None:
         self._install_signals()
+        self.reactor.callWhenRunning(self._install_sigterm)  # after the reactor's own handlers
         _raise_fd_limit()
         for name in self.backends:
             self._start_backend(name)
@@ -212,22 +216,19 @@ class SIPServer(MultiService):
         return port
 
     def _start_backend(self, name: str) -> defer.Deferred[Any]:
-        self._starting.add(name)
         d = defer.maybeDeferred(self.backends[name].start)
         d.addCallbacks(self._backend_started, self._backend_failed, callbackArgs=(name,), errbackArgs=(name,))
         return d
 
     def _backend_started(self, _: Any, name: str) -> None:
-        self._starting.discard(name)
         self._attempted.add(name)
-        self._not_started.discard(name)
+        self.acs.health.unstarted.discard(name)
         log.info("backend {backend} ready", backend=name)
         self.acs.health.mark(name, True)
 
     def _backend_failed(self, failure: Any, name: str) -> None:
-        # An unreachable backend must not stop the daemon: report it off-line and try again on
-        # every health probe, so service resumes without a restart once it can start.
-        self._starting.discard(name)
+        # An unreachable backend must not stop the daemon: report it off-line and start it again
+        # with backoff (BackendHealth), so service resumes without a restart once it can start.
         first = name not in self._attempted
         self._attempted.add(name)
         if first and failure.check(BackendConfigError):
@@ -235,14 +236,15 @@ class SIPServer(MultiService):
             # data): no retry will fix it, so refuse to start, like a bad config file.
             self._refuse_to_start(f"sipserver: backend {name}: {failure.getErrorMessage()}")
             return
-        if name not in self._not_started:
+        health = self.acs.health
+        if name not in health.unstarted:
             log.error(
                 "BACKEND {backend} FAILED TO START: {why}; serving with it off-line and retrying",
                 backend=name,
                 why=failure.getErrorMessage(),
             )
-        self._not_started.add(name)
-        self.acs.health.mark(name, False)
+        health.unstarted.add(name)
+        health.mark(name, False)
 
     def _refuse_to_start(self, message: str) -> None:
         log.critical("{message}", message=message)
@@ -256,20 +258,28 @@ class SIPServer(MultiService):
         self.reactor.callWhenRunning(self.reactor.stop)
 
     def _probe(self) -> defer.Deferred[Any]:
-        for name in sorted(self._not_started - self._starting):
-            self._start_backend(name)
         return self.acs.health.probe_all()
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        """Stop accepting, answer the requests in flight (bounded), then stop the backends."""
+        """The drain: stop reading every connection and accepting new ones, answer the requests in
+        flight, send those replies and close, then stop the backends.
+
+        Reading stops first: a connection still read keeps bringing requests, so those in flight
+        never reach none, and replies made after the last flush were never sent. Requests already
+        read but not started are not run (their terminal had no reply and sends them again)."""
         if self.listens:
             sdnotify.notify("STOPPING=1")
         self._remove_signals()
+        for factory in self.factories.values():
+            factory.stop_reading()
+        self.password_checks.stop()
         for port in self.adopted:
             yield port.stopListening()
         yield super().stopService()
         yield self._drain()
+        yield self._close_connections()
+        self.acs.health.stop()
         for name, backend in self.backends.items():
             try:
                 yield backend.stop()
@@ -277,23 +287,61 @@ class SIPServer(MultiService):
                 log.warn("backend {backend} did not stop cleanly: {why}", backend=name, why=exc)
         self.log.close()  # every line of every answered exchange is written before the process exits
 
+    def drain_timeout(self) -> float:
+        """Seconds the drain waits for requests in flight: every backend call ends within its
+        institution's timeout (answered, or cancelled, rolled back and answered unavailable)."""
+        timeouts = [inst.policy.timeout for inst in self.config.institutions.values()]
+        return max([DRAIN_TIMEOUT, *timeouts]) + 2.0
+
     def _drain(self) -> defer.Deferred[None]:
-        """Fires when no request is waiting for its backend, or after DRAIN_TIMEOUT seconds."""
-        done: defer.Deferred[None] = defer.Deferred()
-        deadline = self.reactor.seconds() + DRAIN_TIMEOUT
+        """Fires when no request is waiting for its backend (bounded by :meth:`drain_timeout`) and
+        the replies waiting for a turn's end are sent: the reactor drops every connection before
+        that turn would end."""
+        waited = self._wait_until(lambda: self.events.in_flight <= 0, self.drain_timeout(), self._drain_timed_out)
+        return waited.addCallback(lambda _: self._flush_replies())
+
+    def _flush_replies(self) -> None:
+        for factory in self.factories.values():
+            factory.flush_replies()
+
+    def _drain_timed_out(self) -> None:
+        log.warn("stopping with {count} request(s) unanswered", count=self.events.in_flight)
+
+    def _close_connections(self) -> defer.Deferred[None]:
+        """Send every reply still waiting, then close each connection once its peer has read them
+        (``sipserver.transport.base.wind_down``); fires when all are closed."""
+        for factory in self.factories.values():
+            factory.wind_down()
+        return self._wait_until(lambda: self.connection_count <= 0, CLOSE_GRACE + 1.0, lambda: None)
+
+    def _wait_until(self, done: Any, timeout: float, timed_out: Any) -> defer.Deferred[None]:
+        fired: defer.Deferred[None] = defer.Deferred()
+        deadline = self.reactor.seconds() + timeout
 
         def check() -> None:
-            if self.events.in_flight <= 0 or self.reactor.seconds() >= deadline:
-                if self.events.in_flight > 0:
-                    log.warn("stopping with {count} request(s) unanswered", count=self.events.in_flight)
-                for factory in self.factories.values():
-                    factory.flush_replies()  # the last answers may be waiting for a turn that never comes
-                done.callback(None)
+            if done():
+                fired.callback(None)
+            elif self.reactor.seconds() >= deadline:
+                timed_out()
+                fired.callback(None)
             else:
-                self.reactor.callLater(0.05, check)
+                self.reactor.callLater(0.02, check)
 
         check()
-        return done
+        return fired
+
+    def _install_sigterm(self) -> None:
+        """SIGTERM (systemd's stop) stops the reactor, whose shutdown runs the drain, and the
+        process then exits 0: twistd's own handler makes it re-raise the signal (status 143)
+        once the drain is done, as if it had been killed."""
+        if hasattr(signal, "SIGTERM"):
+            with contextlib.suppress(ValueError):  # off the main thread (tests)
+                signal.signal(signal.SIGTERM, lambda *_: self.reactor.callFromThread(self._terminate))
+
+    def _terminate(self) -> None:
+        log.info("received SIGTERM: draining (answering the requests in flight, then closing)")
+        if self.reactor.running:
+            self.reactor.stop()
 
     # ---------------------------------------------------------------------------------------------
     # Reload

@@ -36,8 +36,10 @@ from sipserver.sip2 import (
     normalize_frame,
 )
 
-#: Frames a terminal may send ahead of our replies before we call it abuse and hang up.
+#: Frames a terminal may send ahead of our replies before we call it abuse and hang up, and the
+#: bytes they may hold in all (64 frames of the largest size would be half a megabyte).
 MAX_PIPELINED = 64
+MAX_PIPELINED_BYTES = 65536
 #: Login failures one connection may make before it is closed (the lockout counts across connections).
 MAX_LOGIN_FAILURES = 3
 
@@ -65,8 +67,9 @@ class SessionEvents(Protocol):
 class Hub(Protocol):
     """What a session needs from the running server; the registry may be swapped on reload.
 
-    A hub may also offer ``run_in_thread(f, *args) -> Deferred`` (the daemon does): password
-    checks that need scrypt then run there instead of on the caller's thread."""
+    A hub may also offer ``password_checks`` (a :class:`~sipserver.passwordchecks.PasswordChecks`;
+    the daemon does): password checks that need scrypt then wait there for a thread instead of
+    running on the caller's."""
 
     registry: Registry
     acs: ACS
@@ -94,6 +97,7 @@ class Session:
         self.account: AccountConfig | None = None
         self.login_failures = 0
         self.closed = False
+        self._draining = False  # the server stops: answer what runs, start nothing new
         # Two memories, because they answer different questions. ``_last_reply`` is whatever went
         # out last (a 96 included): what a 97 asks for. ``_answered`` is the last request really
         # answered with its reply: what a retransmission of that request gets. A 96 for a garbled
@@ -102,8 +106,10 @@ class Session:
         self._answered: tuple[bytes | None, bytes] | None = None
         self._ed_seen = False  # the terminal has used error detection on this connection
         self._queue: collections.deque[bytes] = collections.deque()
+        self._queued_bytes = 0
         self._busy = False
         self._last_context: RequestContext | None = None
+        self._password_check: Deferred[bool] | None = None  # a login waiting for its scrypt check
         self._context_of: tuple[Registry, AccountConfig | None] | None = None
 
     # ---------------------------------------------------------------------------------------------
@@ -119,26 +125,41 @@ class Session:
 
     def frame_received(self, frame: bytes) -> None:
         """One frame from the terminal. Replies go out through ``send`` in request order."""
-        if self.closed:
+        if self.closed or self._draining:
             return
         if self._busy:
-            if len(self._queue) >= MAX_PIPELINED:
-                self.hub.events.protocol_error(self, f"more than {MAX_PIPELINED} requests waiting for replies")
+            if len(self._queue) >= MAX_PIPELINED or self._queued_bytes + len(frame) > MAX_PIPELINED_BYTES:
+                self.hub.events.protocol_error(
+                    self, f"more than {MAX_PIPELINED} requests or {MAX_PIPELINED_BYTES} bytes waiting for replies"
+                )
                 self.shutdown("too many pipelined requests")
                 return
             self._queue.append(frame)
+            self._queued_bytes += len(frame)
             return
         self._process(frame)
-
 
     def connection_lost(self) -> None:
         self.closed = True
         self._queue.clear()
+        self._queued_bytes = 0
+        check, self._password_check = self._password_check, None
+        if check is not None:
+            check.cancel()  # a check still waiting for a thread leaves the queue (passwordchecks)
+
+    def drain(self) -> None:
+        """The server is stopping: the request being answered gets its reply; the frames waiting
+        behind it, and any that still arrive, are never run (the terminal sends them again to
+        the next server, having had no reply)."""
+        self._draining = True
+        self._queue.clear()
+        self._queued_bytes = 0
 
     def shutdown(self, reason: str) -> None:
         if not self.closed:
             self.closed = True
             self._queue.clear()
+            self._queued_bytes = 0
             self._close(reason)
 
     # ---------------------------------------------------------------------------------------------
@@ -244,7 +265,9 @@ class Session:
 
     def _next(self) -> None:
         while self._queue and not self._busy and not self.closed:
-            self._process(self._queue.popleft())
+            frame = self._queue.popleft()
+            self._queued_bytes -= len(frame)
+            self._process(frame)
 
     # ---------------------------------------------------------------------------------------------
     # Login
@@ -284,18 +307,21 @@ class Session:
 
     def authenticate(self, login: str, password: str) -> bool | Deferred[bool]:
         """Check a login (a 93, or the telnet prompts); a Deferred when the password needs scrypt,
-        which runs on a thread (``hub.run_in_thread``) so that the other terminals are not held up.
-        The lines it logs and the counters it moves are the same either way."""
-        run_in_thread = getattr(self.hub, "run_in_thread", None)
+        which waits its turn for a thread (``hub.password_checks``) so that the other terminals
+        are not held up. The lines it logs and the counters it moves are the same either way; a
+        check given up because the connection closed answers False and logs nothing."""
+        checks = getattr(self.hub, "password_checks", None)
         registry = self.hub.registry
-        if run_in_thread is None:
+        if checks is None:
             return self._logged_in_as(login, registry.authenticate(login, password, self.peer, self.listener.name))
-        result = registry.authenticate_off_thread(login, password, self.peer, self.listener.name, run_in_thread)
-        if not isinstance(result, AuthResult):  # the scrypt check runs on a thread
-            return self._counted_in_flight(result).addCallback(lambda value: self._logged_in_as(login, value))
-        return self._logged_in_as(login, result)
+        result = registry.authenticate_queued(login, password, self.peer, self.listener.name, checks)
+        if isinstance(result, AuthResult):
+            return self._logged_in_as(login, result)
+        self._password_check = self._counted_in_flight(result)
+        return result.addCallback(lambda value: self._logged_in_as(login, value))
 
     def _logged_in_as(self, login: str, result: AuthResult) -> bool:
+        self._password_check = None
         if self.closed:
             return False
         self.hub.events.login(self, login, result.ok, result.reason)

@@ -3,6 +3,11 @@
 "Is the server up, and can it reach the ILS?" is the first question when a self-check stops
 working, so ``/health`` answers it in one request: 200 when every listener is bound and every
 backend answers, 503 otherwise, with a small JSON body saying which part is down.
+
+The status port has its own budget (``http.max_connections``), apart from the SIP terminals': past
+it a new connection is closed at once, and a connection idle or with its request unfinished for
+``http.timeout`` seconds is closed. 20,000 idle, unfinished ``GET /health`` requests used to take
+every file descriptor the daemon had, and the SIP terminals' logins with them.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from twisted.protocols import policies
 from twisted.web import resource, server
 
 from sipserver.events import LATENCY_BUCKETS
@@ -110,6 +116,10 @@ def render_metrics(sip: SIPServer) -> str:
         out.append(f'sip_logins_total{{result="{result}",reason="{_label(reason)}"}} {count}')
     family("sip_lockouts_active", "gauge", "Peer addresses locked out now after repeated failed logins.")
     out.append(f"sip_lockouts_active {sip.lockout.locked_count()}")
+    status_site = getattr(sip, "status_site", None)
+    if status_site is not None:
+        family("sip_http_connections_refused_total", "counter", "Status connections closed over http.max_connections.")
+        out.append(f"sip_http_connections_refused_total {status_site.refused}")
     family("sip_protocol_errors_total", "counter", "Frames refused or ignored (bad checksum, unknown code, ...).")
     out.append(f"sip_protocol_errors_total {m.protocol_errors}")
     family("sip_config_reloads_total", "counter", "Configuration reloads (SIGHUP) by result: ok or refused.")
@@ -126,6 +136,9 @@ def render_metrics(sip: SIPServer) -> str:
     family("sip_backend_errors_total", "counter", "Backend calls that failed as unavailable.")
     for name, count in sorted(health.errors.items()):
         out.append(f'sip_backend_errors_total{{backend="{_label(name)}"}} {count}')
+    family("sip_backend_attempts_total", "counter", "Attempts to reach an off-line backend again (with backoff).")
+    for name, count in sorted(health.attempts.items()):
+        out.append(f'sip_backend_attempts_total{{backend="{_label(name)}"}} {count}')
     family("sip_backend_timeouts_total", "counter", "Backend calls that exceeded the institution's timeout.")
     for name, count in sorted(health.timeouts.items()):
         out.append(f'sip_backend_timeouts_total{{backend="{_label(name)}"}} {count}')
@@ -140,11 +153,30 @@ class _UnloggedSite(server.Site):
         pass
 
 
-def site(sip: SIPServer) -> server.Site:
+class CappedFactory(policies.WrappingFactory):
+    """At most ``cap`` connections at once; past that, a new one is closed as soon as accepted."""
+
+    noisy = False
+
+    def __init__(self, wrapped: Any, cap: int) -> None:
+        super().__init__(wrapped)
+        self.cap = cap
+        self.refused = 0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if len(self.protocols) >= self.cap:
+            self.refused += 1
+            return None
+        return super().buildProtocol(addr)
+
+
+def site(sip: SIPServer) -> CappedFactory:
+    http = sip.config.http
+    assert http is not None
     root = resource.Resource()
     root.putChild(b"health", Health(sip))
     root.putChild(b"metrics", Metrics(sip))
-    factory = _UnloggedSite(root)
+    factory = _UnloggedSite(root, timeout=http.timeout)
     factory.noisy = False
     factory.displayTracebacks = False
-    return factory
+    return CappedFactory(factory, http.max_connections)

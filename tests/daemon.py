@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import os
 import re
+import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,21 +67,44 @@ class Daemon:
     ``destination: file``, or a syslog socket read by the test), and what :meth:`log` reads."""
 
     def __init__(
-        self, config: Path, log: Path, env: dict[str, str] | None = None, *, log_file: Path | None = None
+        self,
+        config: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+        nofile: int | None = None,
+        *,
+        log_file: Path | None = None,
     ) -> None:
+        """``nofile``: the daemon's open-files limit (soft and hard), to run it out of descriptors."""
         self.config = config
         self.output_path = log
         self.log_path = log_file or log
         self.ports: dict[str, int] = {}
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
+
+        def limit() -> None:
+            if nofile is not None:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.process = subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", "--logfile=-", "sip", "-c", str(config)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=str(ROOT),
             env=env,
+            preexec_fn=limit if nofile is not None else None,
         )
+
+    def rss(self) -> int:
+        """The daemon's resident memory now, in bytes (Linux)."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
 
     def wait_ready(self, listeners: int, timeout: float = 30.0) -> Daemon:
         deadline = time.monotonic() + timeout
@@ -135,3 +160,31 @@ def run_to_exit(config: Path, timeout: float = 30.0, *extra: str) -> subprocess.
         timeout=timeout,
         cwd=str(ROOT),
     )
+
+
+def open_many(port: int, sources: list[str], within: float = 30.0) -> list[socket.socket]:
+    """One connection from each source address, opened 40 at a time with a pause for the daemon to
+    accept them: the listener's backlog is 50, and a SYN past it is retried only a second later."""
+    socks: list[socket.socket] = []
+    deadline = time.monotonic() + within
+    for first in range(0, len(sources), 40):
+        poller = select.poll()
+        pending = {}
+        for source in sources[first : first + 40]:
+            sock = socket.socket()
+            sock.bind((source, 0))
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            socks.append(sock)
+            pending[sock.fileno()] = sock
+            poller.register(sock, select.POLLOUT)
+        while pending:
+            assert time.monotonic() < deadline, f"{len(pending)} connections not made"
+            for fd, _event in poller.poll(500):
+                assert pending.pop(fd).getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+                poller.unregister(fd)
+        time.sleep(0.03)
+    for sock in socks:
+        sock.setblocking(True)
+        sock.settimeout(30)
+    return socks

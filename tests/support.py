@@ -142,11 +142,12 @@ class Terminal:
 
 
 class PendingThreads:
-    """A hub's ``run_in_thread`` that runs nothing until told: what a session does while a
-    password check is still on its thread can then be seen step by step."""
+    """Threads that run nothing until told: what a session does while a password check is still
+    on its thread can then be seen step by step (``use_pending_threads``)."""
 
     def __init__(self) -> None:
         self.waiting: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+        self.ran: list[tuple[Any, tuple[Any, ...]]] = []
 
     def __call__(self, f: Any, *args: Any) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
@@ -154,21 +155,48 @@ class PendingThreads:
         return d
 
     def finish_all(self) -> None:
-        waiting, self.waiting = self.waiting, []
-        for f, args, d in waiting:
-            d.callback(f(*args))
+        while self.waiting:  # finishing one may start the next
+            self.finish_one()
+
+    def finish_one(self) -> Any:
+        """Run the oldest started job; returns its result."""
+        f, args, d = self.waiting.pop(0)
+        result = f(*args)
+        self.ran.append((f, args))
+        d.callback(result)
+        return result
 
 
-def hash_the_password(hub: Hub, login: str, password: str) -> None:
+def use_pending_threads(hub: Hub, threads: int = 2) -> PendingThreads:
+    """Give ``hub`` a password-check queue whose threads run only when the test says so."""
+    from sipserver.passwordchecks import PasswordChecks
+
+    pending = PendingThreads()
+    hub.password_checks = PasswordChecks(hub.lockout, pending, threads=threads)
+    return pending
+
+
+def hash_the_password(hub: Hub, login: str, password: str, *, cheap: bool = False) -> None:
     """Give ``login`` an scrypt hash of ``password`` (the test config has plain: ones), as a
-    reload would."""
+    reload would. ``cheap``: scrypt with the smallest parameters it takes, so that a test may
+    run hundreds of checks (still a real scrypt check, on the check queue's thread)."""
     from sipserver.passwords import hash_password
 
-    accounts = tuple(
-        attrs.evolve(a, password_hash=hash_password(password)) if a.login == login else a for a in hub.config.accounts
-    )
+    stored = cheap_scrypt_hash(password) if cheap else hash_password(password)
+    accounts = tuple(attrs.evolve(a, password_hash=stored) if a.login == login else a for a in hub.config.accounts)
     hub.config = attrs.evolve(hub.config, accounts=accounts)
     hub.registry = Registry.from_config(hub.config, hub.lockout)
+
+
+def cheap_scrypt_hash(password: str) -> str:
+    """A valid ``scrypt$`` value for ``password`` with n=2, r=1, p=1: microseconds to verify."""
+    import base64
+    import hashlib
+    import os
+
+    salt = os.urandom(16)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=2, r=1, p=1, dklen=32)
+    return f"scrypt$2$1$1${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
 
 
 def take(transport: Any) -> bytes:

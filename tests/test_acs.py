@@ -188,6 +188,17 @@ def test_checkout_then_checkin(terminal):
     assert back.get("AA") == JANE and back.get("AQ") == "MAIN" and back.fixed["alert"] == "N"
 
 
+@pytest.mark.parametrize("no_block", [False, True], ids=["online", "store-and-forward"])
+def test_a_return_date_in_the_future_charges_no_fine(terminal, no_block):
+    # Jane's 31000000000001 is due in 10 days; a terminal whose clock says next year returns it.
+    owed = ask(terminal, "63", language="001", summary=" " * 10, AA=JANE, AC="", AD=JANE_PIN).get("BV")
+    ahead = datetime.datetime.now() + datetime.timedelta(days=400)
+    back = ask(terminal, "09", no_block=no_block, return_date=ahead, AP="MAIN", AB=JANES_ITEM, AC="")
+    assert back.fixed["ok"] == "1" and back.get("AA") == JANE
+    assert not any("fine" in line for line in back.getall("AF")), back.getall("AF")
+    assert ask(terminal, "63", language="001", summary=" " * 10, AA=JANE, AC="", AD=JANE_PIN).get("BV") == owed
+
+
 @pytest.mark.parametrize(
     ("patron", "item", "pin", "words"),
     [
@@ -436,6 +447,7 @@ class Outage:
 
     def __init__(self, backend, mode):
         self._backend, self.mode = backend, mode
+        self.calls: list[str] = []  # what was asked of it, health probes included
 
     def __getattr__(self, name):
         real = getattr(self._backend, name)
@@ -443,6 +455,7 @@ class Outage:
             return real
 
         def call(*args, **kwargs):
+            self.calls.append(name)
             if self.mode == "down":
                 return defer.fail(BackendUnavailable("connection refused"))
             if self.mode == "stall":
@@ -452,8 +465,8 @@ class Outage:
         return call
 
 
-@pytest.mark.parametrize("mode", ["down", "stall"])
-def test_backend_outage_gets_a_sip_answer_and_98_says_off_line(tmp_path, backend, mode):
+def outage_terminal(tmp_path, backend):
+    """A logged-in terminal whose institution's backend is the real one behind an Outage."""
     outage = Outage(backend, "ok")
     hub = Hub(make_config(tmp_path), backend)
     hub.acs.backends["embedded"] = outage
@@ -461,6 +474,12 @@ def test_backend_outage_gets_a_sip_answer_and_98_says_off_line(tmp_path, backend
     term = Terminal(hub)
     term.one(encode(make("93", CN="sco", CO="scpass")))
     term.sequence = itertools.cycle(range(1, 10))
+    return outage, hub, term
+
+
+@pytest.mark.parametrize("mode", ["down", "stall"])
+def test_backend_outage_gets_a_sip_answer_and_98_says_off_line(tmp_path, backend, mode):
+    outage, hub, term = outage_terminal(tmp_path, backend)
     outage.mode = mode
     term.session.frame_received(encode(make("11", AO="MAIN", AA=JANE, AB=FREE, AC=""), sequence="0")[:-1])
     if mode == "stall":
@@ -473,6 +492,28 @@ def test_backend_outage_gets_a_sip_answer_and_98_says_off_line(tmp_path, backend
     outage.mode = "ok"
     hub.clock.advance(5)  # a probe started while stalled gives up first; then the next one succeeds
     hub.acs.health.probe("embedded")
+    assert ask(term, "99", protocol_version="2.00").fixed["online_status"] == "Y"
+    assert checkout(term, JANE, FREE, JANE_PIN).fixed["ok"] == "1"
+
+
+def test_during_an_outage_requests_are_answered_at_once_and_the_backend_tried_with_backoff(tmp_path, backend):
+    from sipserver.backoff import JITTER, LONGEST
+
+    outage, hub, term = outage_terminal(tmp_path, backend)
+    outage.mode = "down"
+    assert checkout(term, JANE, FREE, JANE_PIN).fixed["ok"] == "0"  # this one reached the backend
+    assert outage.calls == ["checkout"]
+    for _ in range(50):  # the others are answered from what is known, without trying it
+        reply = checkout(term, JANE, FREE, JANE_PIN)
+        assert reply.fixed["ok"] == "0" and "not available" in reply.get("AF")
+        assert ask(term, "99", protocol_version="2.00").fixed["online_status"] == "N"
+    assert outage.calls == ["checkout"]
+    hub.clock.pump([0.1] * 1200)  # two minutes down: tried again soon, then less and less often
+    probes = outage.calls.count("health")
+    assert 5 <= probes <= 4 + 120 / (LONGEST * (1 - JITTER)), probes
+    assert hub.acs.health.attempts["embedded"] == probes
+    outage.mode = "ok"
+    hub.clock.pump([0.1] * round(LONGEST * (1 + JITTER) * 10 + 1))  # back within the longest wait
     assert ask(term, "99", protocol_version="2.00").fixed["online_status"] == "Y"
     assert checkout(term, JANE, FREE, JANE_PIN).fixed["ok"] == "1"
 

@@ -271,12 +271,14 @@ def test_checkin_uses_the_return_date_for_fines(backend, clock):
 
 
 def test_an_uncapped_fine_stays_within_what_a_money_column_holds(backend):
-    # A terminal's return date may be centuries late; with no max_fine the fine is still recordable
-    # on both databases (PostgreSQL refused it as "integer out of range", an apparent outage).
+    # A loan may be centuries late (a store-and-forward checkout with a terminal's year-1 due date);
+    # with no max_fine the fine is still recordable on both databases (PostgreSQL refused it as
+    # "integer out of range", an apparent outage). A return date in the future no longer gets
+    # there: it counts as now (see the test below).
     load(backend, {"rules": {"uncapped": {"fine_per_day": "100.00", "max_fine": "0"}},
                    "patrons": [{"barcode": "PU", "type": "uncapped"}]})  # fmt: skip
-    checkout(backend, "PU", "I1", None)
-    r = checkin(backend, return_date=datetime.datetime(9999, 12, 31, 12, 0))
+    checkout(backend, "PU", "I1", None, no_block=True, nb_due=datetime.datetime(1, 1, 2, 12, 0))
+    r = checkin(backend)
     assert r.ok and r.fine_amount == "21474836.47"
     assert result_of(backend.patron("TEST", "PU", None)).fee_balance == "21474836.47"
 
@@ -294,6 +296,20 @@ def test_a_utc_date_at_the_end_of_the_calendar_is_its_last_second_locally(backen
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+@pytest.mark.parametrize("no_block", [False, True], ids=["online", "store-and-forward"])
+def test_a_return_date_in_the_future_counts_as_now(backend, clock, no_block):
+    # A terminal whose clock runs a year ahead: no fine for days that have not happened yet.
+    checkout(backend)
+    clock.advance(days=3)  # still within the loan
+    r = checkin(backend, no_block=no_block, return_date=clock.now + datetime.timedelta(days=365))
+    assert r.ok and r.fine_amount == "" and r.patron_barcode == "P1"
+    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.00"
+    returned = rows(backend, "SELECT returned FROM loans ORDER BY id DESC LIMIT 1")[0]["returned"]
+    assert returned == clock.now.isoformat()
+    detail = rows(backend, "SELECT detail FROM audit_log ORDER BY id DESC")[0]["detail"]
+    assert "in the future, counted as now" in detail
 
 
 def test_checkin_with_a_hold_here_puts_it_on_the_hold_shelf(backend):

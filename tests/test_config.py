@@ -143,6 +143,7 @@ def test_full_values() -> None:
     assert config.server.login_timeout == 1.5 and isinstance(config.server.idle_timeout, float)
     assert config.logging.level == "debug"
     assert config.http is not None and config.http.endpoint == "tcp:8080:interface=127.0.0.1"
+    assert (config.http.max_connections, config.http.timeout) == (64, 10.0)  # the status page's own budget
     assert config.listeners[0].max_connections == 7
     institution = config.institutions["MAIN"]
     assert (institution.library_name, institution.currency, institution.language) == ("Demo", "EUR", "001")
@@ -284,6 +285,18 @@ BAD: list[Any] = [
     E(lambda d: d.update(logging={"syslog_facility": "local9"}), "logging.syslog_facility", "local7", id="facility"),
     E(lambda d: d.update(http={}), "http.endpoint", "required key is missing", id="http-no-endpoint"),
     E(lambda d: d.update(http={"endpoint": "8080"}), "http.endpoint", "tcp:6001", id="http-bad-endpoint"),
+    E(
+        lambda d: d.update(http={"endpoint": "tcp:8080", "max_connections": 0}),
+        "http.max_connections",
+        "expected an integer >= 1, got 0",
+        id="http-max-0",
+    ),
+    E(
+        lambda d: d.update(http={"endpoint": "tcp:8080", "timeout": -1}),
+        "http.timeout",
+        "greater than 0",
+        id="http-timeout",
+    ),
     E(lambda d: d.update(listeners=[]), "listeners", "expected a non-empty list of listeners", id="listeners-empty"),
     E(lambda d: d.update(listeners={"raw": {}}), "listeners", "got a mapping", id="listeners-mapping"),
     E(lambda d: d["listeners"].append("raw"), "listeners[1]", "expected a mapping", id="listener-str"),

@@ -152,3 +152,44 @@ def test_a_stopped_and_restarted_database_is_survived_without_a_restart(tmp_path
         if daemon is not None:
             daemon.stop()
         cluster.destroy()
+
+
+def test_with_the_database_gone_requests_are_answered_at_once_and_it_is_tried_with_backoff(pg_demo_template, tmp_path):
+    # Each request used to try to connect: ~187,000 attempts in 40 s against a stopped database.
+    import psycopg2.extensions
+
+    from tests.tcpproxy import CuttableRelay
+
+    admin = psycopg2.extensions.parse_dsn(pg.ADMIN_DSN)
+    with pg.temporary_database(pg_demo_template) as dbname:
+        relay = CuttableRelay(admin.get("host", "127.0.0.1"), int(admin.get("port", 5432)))
+        parts = psycopg2.extensions.parse_dsn(pg.dsn_for(dbname))
+        dsn = psycopg2.extensions.make_dsn(**{**parts, "host": "127.0.0.1", "port": str(relay.port)})
+        daemon = Daemon(outage_config(tmp_path, dsn), tmp_path / "daemon.log")
+        try:
+            daemon.wait_ready(2)
+            daemon.wait_for_log("backend embedded ready")
+            with SIPClient("127.0.0.1", daemon.port("raw"), timeout=10) as client:
+                assert client.login("sco", "scpass")
+                assert client.checkout(JANE, ITEM, institution="MAIN").fixed["ok"] == "1"
+                relay.cut()
+                cut_at = time.monotonic()
+                answered = 0
+                for _ in range(300):  # a busy terminal through the outage
+                    reply = client.patron_status(JANE, "1234", institution="MAIN")
+                    assert reply.code == "24" and reply.get("AF"), reply
+                    answered += 1
+                assert online(client) == "N"
+                while time.monotonic() - cut_at < 4:  # a sorter polling meanwhile
+                    assert online(client) == "N"
+                    time.sleep(0.2)
+                attempts = relay.attempts
+                # One for the request that found it gone, then the backoff's tries (0.5, 1, 2 s...).
+                assert answered == 300 and attempts <= 10, attempts
+                relay.restore()
+                wait_online(client, "Y", timeout=20)
+                assert client.checkin(ITEM, "MAIN", institution="MAIN").fixed["ok"] == "1"
+            assert daemon.process.poll() is None and "Traceback" not in daemon.log()
+        finally:
+            daemon.stop()
+            relay.close()

@@ -7,7 +7,15 @@ import pytest
 
 from sipserver.registry import Registry
 from sipserver.sip2 import checksum, decode, encode, make
-from tests.support import Hub, PendingThreads, Terminal, hash_the_password, log_to_file, make_config, sync_backend
+from tests.support import (
+    Hub,
+    Terminal,
+    hash_the_password,
+    log_to_file,
+    make_config,
+    sync_backend,
+    use_pending_threads,
+)
 
 JANE, JANE_PIN = "21000000000001", "1234"
 FREE_ITEM = "31000000000008"
@@ -231,6 +239,21 @@ def test_pipelined_requests_are_answered_in_order(hub):
     assert [decode(r).sequence for r in replies] == ["0", "1", "2"]
 
 
+def test_what_waits_behind_a_request_is_bounded_in_bytes_too(hub):
+    from sipserver.session import MAX_PIPELINED_BYTES
+
+    hash_the_password(hub, "sco", "scpass", cheap=True)
+    use_pending_threads(hub)  # the login waits for its check: the frames behind it wait in the session
+    terminal = Terminal(hub)
+    terminal.send(framed(make("93", CN="sco", CO="scpass"), "0"))
+    big = b"99" + b"0" * 6998
+    for _ in range(MAX_PIPELINED_BYTES // len(big)):
+        terminal.session.frame_received(big)
+    assert terminal.closed is None
+    terminal.session.frame_received(big)  # 9 of them fit in 64 KB; the tenth does not
+    assert terminal.closed == "too many pipelined requests"
+
+
 def test_permission_refusal_is_a_proper_negative_response(hub):
     terminal = Terminal(hub)
     login(terminal, user="sorter", password="sorterpass")
@@ -310,7 +333,7 @@ def test_secrets_never_reach_the_log(hub, tmp_path):
 
 def test_an_scrypt_check_runs_off_the_session_and_the_frames_after_it_wait_their_turn(hub):
     hash_the_password(hub, "sco", "scpass")
-    hub.run_in_thread = threads = PendingThreads()
+    threads = use_pending_threads(hub)
     terminal = Terminal(hub)
     wrong = framed(make("93", CN="sco", CO="nope"), "0")
     status = framed(make("99", protocol_version="2.00"), "1")

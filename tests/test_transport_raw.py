@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from sipserver.sip2 import encode, make
 from sipserver.transport.base import ListenerFactory
 from sipserver.transport.raw import RawSIPProtocol
-from tests.support import Hub, PendingThreads, hash_the_password, make_config, sync_backend, take
+from tests.support import Hub, hash_the_password, make_config, sync_backend, take, use_pending_threads
 
 LOGIN_TIMEOUT, IDLE_TIMEOUT = 30, 60
 STATUS = b"9900802.00AY1AZFCA0\r"
@@ -80,7 +80,7 @@ def test_a_frame_over_the_limit_is_not_run_even_when_it_arrives_whole(hub):
 
 def test_a_login_checked_on_a_thread_gets_the_idle_timeout_not_the_login_deadline(hub):
     hash_the_password(hub, "sco", "scpass")
-    hub.run_in_thread = threads = PendingThreads()
+    threads = use_pending_threads(hub)
     protocol, transport = connect(hub)
     hub.clock.advance(LOGIN_TIMEOUT - 1)
     protocol.dataReceived(encode(make("93", CN="sco", CO="scpass"), sequence="0"))
@@ -92,3 +92,47 @@ def test_a_login_checked_on_a_thread_gets_the_idle_timeout_not_the_login_deadlin
     assert take(transport).startswith(b"98")
     hub.clock.advance(IDLE_TIMEOUT)
     assert transport.disconnecting
+
+
+# -------------------------------------------------------------------------------------------------
+# A peer that does not read its replies. The transport pauses its producer when its write buffer
+# is over its size, as a real one does (tests/test_robustness.py runs it over a socket).
+
+
+def test_a_peer_that_does_not_read_is_not_read_until_its_replies_drain(hub):
+    protocol, transport = connect(hub)
+    protocol.dataReceived(encode(make("93", CN="sco", CO="scpass"), sequence="0"))
+    take(transport)
+    assert transport.streaming and transport.producer is protocol.gate
+    transport.producer.pauseProducing()  # its write buffer went over bufferSize
+    assert transport.producerState == "paused"  # we stopped reading the peer
+    protocol.dataReceived(STATUS * 5)  # read before the pause took effect: kept, not answered
+    assert take(transport) == b"" and len(protocol.gate.kept) == 5
+    transport.producer.resumeProducing()  # drained
+    assert transport.producerState == "producing"
+    assert take(transport).count(b"\r") == 5 and not protocol.gate.kept
+
+
+def test_a_peer_whose_replies_stay_unread_is_closed(hub):
+    from sipserver.transport.backpressure import STALL_TIMEOUT
+
+    protocol, transport = connect(hub)
+    protocol.dataReceived(encode(make("93", CN="sco", CO="scpass"), sequence="0"))
+    transport.producer.pauseProducing()
+    hub.clock.advance(STALL_TIMEOUT - 1)
+    assert not transport.disconnecting
+    hub.clock.advance(1)
+    assert transport.disconnecting and transport.producer is None  # unregistered, so the close finishes
+    assert protocol.session.closed
+
+
+def test_a_stopping_server_stops_reading_and_starts_no_new_request(hub):
+    protocol, transport = connect(hub)
+    protocol.dataReceived(encode(make("93", CN="sco", CO="scpass"), sequence="0"))
+    take(transport)
+    protocol.stop_reading()
+    assert transport.producerState == "paused"  # the peer is not read again
+    protocol.dataReceived(STATUS)  # read before the stop took effect: not run, not answered
+    assert take(transport) == b""
+    protocol.wind_down()
+    assert transport.disconnecting and transport.producer is None  # unregistered, so the close finishes

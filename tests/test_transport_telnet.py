@@ -13,9 +13,18 @@ from twisted.internet.testing import StringTransport
 from sipserver.sip2 import encode, make
 from sipserver.transport.base import ListenerFactory
 from sipserver.transport.telnet import SIPTelnetProtocol, telnet_protocol
-from tests.support import Hub, PendingThreads, hash_the_password, log_to_file, make_config, sync_backend, take
+from tests.support import (
+    Hub,
+    hash_the_password,
+    log_to_file,
+    make_config,
+    sync_backend,
+    take,
+    use_pending_threads,
+)
 
-IAC, WILL, WONT, DO, ECHO = b"\xff", b"\xfb", b"\xfc", b"\xfd", b"\x01"
+IAC, WILL, WONT, DO, DONT, ECHO = b"\xff", b"\xfb", b"\xfc", b"\xfd", b"\xfe", b"\x01"
+SB, SE, TTYPE = b"\xfa", b"\xf0", b"\x18"
 #: What a good password gets: a line of its own that says so (CR LF: TelnetTransport writes LF so).
 LOGGED_IN = b"\r\nLogin OK. Send SIP2 messages, one per line.\r\n"
 
@@ -148,7 +157,7 @@ def test_sip_replies_on_telnet_escape_0xff(hub):
 
 def test_what_a_device_sends_while_its_password_is_checked_is_answered_once_it_is_in(hub):
     hash_the_password(hub, "sco", "scpass")
-    hub.run_in_thread = threads = PendingThreads()
+    threads = use_pending_threads(hub)
     protocol, transport = connect(hub)
     take(transport)
     protocol.dataReceived(b"sco\r\n")
@@ -202,3 +211,47 @@ def test_the_listener_terminator_wins_over_the_accounts_even_for_a_resent_reply(
     first = take(transport)
     protocol.dataReceived(b"97AZFEF5\r")
     assert take(transport) == first and first.startswith(b"98") and first.endswith(b"\r\n")
+
+
+# -------------------------------------------------------------------------------------------------
+# What a client can make the daemon hold before it logs in
+
+
+def test_a_subnegotiation_without_its_end_is_closed_at_the_bound(hub):
+    # Twisted 22.4 holds IAC SB ... without limit (one list entry per byte); current Twisted stops at
+    # 4096. Ours stops at MAX_UNFINISHED_COMMAND on both, even when it all comes in one read.
+    from sipserver.transport.telnet import MAX_UNFINISHED_COMMAND
+
+    protocol, transport = connect(hub)
+    take(transport)
+    payload = bytes(range(1, 250)) * 12  # no 0xff: never an IAC SE
+    assert MAX_UNFINISHED_COMMAND < len(payload) < 4096
+    protocol.dataReceived(IAC + SB + TTYPE + payload)
+    assert transport.disconnecting
+    assert len(getattr(protocol, "commands", ())) <= 2 * MAX_UNFINISHED_COMMAND
+
+
+def test_the_subnegotiation_bound_counts_across_packets_and_a_finished_one_is_fine(hub):
+    from sipserver.transport.telnet import MAX_UNFINISHED_COMMAND
+
+    protocol, transport = connect(hub)
+    take(transport)
+    protocol.dataReceived(IAC + SB + TTYPE + b"\x00VT100" + IAC + SE)  # a terminal type, finished
+    protocol.dataReceived(IAC + SB + TTYPE)
+    for _ in range(MAX_UNFINISHED_COMMAND // 100):
+        protocol.dataReceived(b"x" * 100)
+    assert not transport.disconnecting
+    protocol.dataReceived(b"x" * 100)
+    assert transport.disconnecting
+
+
+def test_a_client_that_negotiates_without_reading_is_not_read(hub):
+    protocol, transport = connect(hub)
+    take(transport)
+    protocol.dataReceived((IAC + DO + bytes([40])) * 10)  # each one answered IAC WONT 40
+    assert take(transport) == (IAC + WONT + bytes([40])) * 10
+    assert transport.producer is protocol.protocol.gate
+    transport.producer.pauseProducing()  # the answers went over the transport's buffer
+    assert transport.producerState == "paused"
+    transport.producer.resumeProducing()
+    assert transport.producerState == "producing"

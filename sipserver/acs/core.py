@@ -9,7 +9,7 @@ negative response, never silence and never a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet import defer
@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from sipserver.backend.base import BackendUnavailable, ILSBackend
+from sipserver.backoff import Backoff
 from sipserver.loglevel import logger
 from sipserver.sip2 import Message
 
@@ -28,10 +29,14 @@ log = logger("sipserver.acs")
 
 
 class BackendHealth:
-    """What the ACS believes about each backend: on-line until a call fails, re-probed while off-line.
+    """What the ACS believes about each backend: on-line until a call fails; then off-line until an
+    attempt, made with backoff (:mod:`sipserver.backoff`), finds it answering again.
 
     98 must not wait on a database round trip (sorters poll it and time out after a second), so it
-    reads this belief; a failed call sets it at once and a successful call or probe restores it.
+    reads this belief; a failed call sets it at once. While a backend is off-line its requests are
+    answered at once as unavailable (:meth:`ACS.call`) instead of each trying to reach it: with
+    the database down, every request used to try to connect. An attempt is a probe (the backend's
+    ``health``), or, for a backend that never started, a start (``starter``, set by the service).
     """
 
     def __init__(self, backends: Mapping[str, ILSBackend], reactor: IReactorTime) -> None:
@@ -39,46 +44,99 @@ class BackendHealth:
         self._reactor = reactor
         self._online: dict[str, bool] = dict.fromkeys(backends, True)
         self._probing: set[str] = set()
+        self._backoff: dict[str, Backoff] = {name: Backoff() for name in backends}
+        self._retry: dict[str, Any] = {}  # backend -> the DelayedCall of its next attempt
+        self._stopped = False
+        self.unstarted: set[str] = set()  # backends whose start failed: an attempt starts them
+        self.starter: Callable[[str], defer.Deferred[Any]] | None = None
         self.errors: dict[str, int] = dict.fromkeys(backends, 0)
         self.timeouts: dict[str, int] = dict.fromkeys(backends, 0)
+        self.attempts: dict[str, int] = dict.fromkeys(backends, 0)  # attempts to reach it while off-line
 
     def online(self, name: str) -> bool:
-        up = self._online.get(name, False)
-        if not up:
-            self.probe(name)
-        return up
+        return self._online.get(name, False)
 
     def mark(self, name: str, up: bool) -> None:
         previous = self._online.get(name)
         self._online[name] = up
+        if up:
+            self._backoff[name].reset()
+            retry = self._retry.pop(name, None)
+            if retry is not None and retry.active():
+                retry.cancel()
+        else:
+            self._schedule(name)
         if previous is not None and previous != up:
             if up:
                 log.info("backend {backend} is answering again", backend=name)
             else:
                 log.error("backend {backend} is unavailable; terminals are told it is off-line", backend=name)
 
+    def stop(self) -> None:
+        """The server stops: no more attempts."""
+        self._stopped = True
+        for retry in self._retry.values():
+            if retry.active():
+                retry.cancel()
+        self._retry.clear()
+
+    def _schedule(self, name: str) -> None:
+        """The next attempt on an off-line backend, after the backoff's next delay."""
+        retry = self._retry.get(name)
+        if (retry is not None and retry.active()) or name not in self._backoff or self._stopped:
+            return
+        self._retry[name] = self._reactor.callLater(self._backoff[name].delay(), self._attempt, name)
+
+    def _attempt(self, name: str) -> None:
+        self._retry.pop(name, None)
+        if self._online.get(name, False):
+            return
+        self.attempts[name] = self.attempts.get(name, 0) + 1
+        self.probe(name).addBoth(lambda up: None if up is True else self._schedule(name))
+
     def probe(self, name: str) -> defer.Deferred[bool]:
-        """Ask the backend now (at most one probe at a time per backend)."""
+        """Ask the backend now (at most one probe at a time per backend); start it instead when
+        it never started."""
         backend = self._backends.get(name)
         if backend is None:
             return defer.succeed(False)
         if name in self._probing:
             return defer.succeed(self._online.get(name, False))
         self._probing.add(name)
-        d = defer.maybeDeferred(backend.health)
-        d.addTimeout(5, self._reactor)
+        if name in self.unstarted and self.starter is not None:
+            d = self.starter(name)  # marks the backend on-line or off-line itself
+            d.addBoth(lambda _: self._online.get(name, False))
+        else:
+            d = defer.maybeDeferred(backend.health)
+            d.addTimeout(5, self._reactor)
+            d.addBoth(lambda result: self._probed(name, result is True))
 
-        def done(result: Any) -> bool:
+        def done(up: Any) -> bool:
             self._probing.discard(name)
-            up = result is True
-            self.mark(name, up)
-            return up
+            return up is True
 
         d.addBoth(done)
         return d
 
+    def _probed(self, name: str, up: bool) -> bool:
+        if up or self._online.get(name, False):
+            self.mark(name, up)
+        else:
+            self._online[name] = False  # still off-line: the caller schedules the next attempt
+        return up
+
     def probe_all(self) -> defer.Deferred[list[Any]]:
-        return defer.DeferredList([self.probe(name) for name in self._backends], consumeErrors=True)
+        """Probe the backends believed on-line (the off-line ones are tried on their own backoff)."""
+        return defer.DeferredList(
+            [self.probe(name) for name in self._backends if self._online.get(name, False)], consumeErrors=True
+        )
+
+    def retry_in(self, name: str) -> float | None:
+        """Seconds until the next attempt on an off-line backend (None when none is scheduled)."""
+        retry = self._retry.get(name)
+        if retry is None or not retry.active():
+            return None
+        return max(0.0, retry.getTime() - self._reactor.seconds())
 
     def snapshot(self) -> dict[str, bool]:
         return dict(self._online)
@@ -109,10 +167,13 @@ class ACS:
         """Call a backend method, bounded by the institution's timeout.
 
         A timeout or a backend fault errbacks with BackendUnavailable and marks the backend
-        off-line; any result marks it on-line.
+        off-line; any result marks it on-line. A backend already off-line is not called: the
+        BackendUnavailable comes at once (see :class:`BackendHealth`).
         """
         name = ctx.institution.backend
         backend = self.backends[name]
+        if not self.health.online(name):  # known to be down: answered now, tried again on its backoff
+            return defer.fail(BackendUnavailable(f"{name} is off-line"))
         d = defer.maybeDeferred(getattr(backend, method), *args, **kwargs)
         if d.called:
             if not isinstance(d.result, Failure):  # answered at once (inline sqlite reads): no timer

@@ -364,6 +364,12 @@ def checkin(
         )
         return result
 
+    clamped = ""
+    if return_date is not None and return_date > now:
+        # A terminal whose clock runs ahead: nothing is returned later than now, and a fine for
+        # days still to come must not be charged today (online or stored and forwarded alike).
+        clamped = f"return date {dbtime.stamp(return_date)} in the future, counted as now"
+        return_date = now
     if no_block and loan is not None and return_date is not None and _returned_before(loan, return_date):
         # An offline terminal's late upload: the copy came back before this loan began, so the
         # return was of an earlier loan (already closed). Ending this one would close it before it
@@ -409,6 +415,7 @@ def checkin(
         part
         for part in (
             "offline" if no_block else "",
+            clamped,
             f"from {borrower}" if borrower else "not checked out",
             f"fine {result.fine_amount}" if fine else "",
             f"{result.alert_kind} {result.transit_to or result.hold_pickup_location}".strip(),

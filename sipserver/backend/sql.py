@@ -35,9 +35,12 @@ from sipserver.backend.dialect import Dialect, Tx
 from sipserver.backend.patroncache import PatronCache
 from sipserver.backend.pins import PinVerifier
 from sipserver.backend.records import find_item, item_view
+from sipserver.loglevel import logger
 
 T = TypeVar("T")
 Clock = Callable[[], datetime.datetime]
+
+log = logger("sipserver.backend")
 
 
 class SQLBackend:
@@ -154,13 +157,23 @@ class SQLBackend:
         no_block: bool = False,
         cancel: bool = False,
     ) -> Deferred[CheckinResult]:
+        now = self.now(ctx)
+        returned = dbtime.local_naive(return_date) if return_date is not None else None
+        if returned is not None and returned > now:  # the rules count it as now (circulation.checkin)
+            log.warn(
+                "checkin of {item} by {login}: the terminal's return date {returned} is in the future;"
+                " counted as now (is the terminal's clock right?)",
+                item=item,
+                login=ctx.login or "-",
+                returned=returned.isoformat(),
+            )
         return self.run_write(
             circulation.checkin,
             ctx,
-            self.now(ctx),
+            now,
             item,
             location,
-            return_date=dbtime.local_naive(return_date) if return_date is not None else None,
+            return_date=returned,
             no_block=no_block,
             cancel=cancel,
         )

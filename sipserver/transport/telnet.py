@@ -6,6 +6,14 @@ them); a client that never answers our WILL ECHO must still be able to log in (t
 is allowed to fail); and a bare CR at the end of a packet must end the line at once, because a SIP
 terminal sends ``...\\r`` and waits, while TelnetTransport holds a trailing CR to see whether LF or
 NUL follows.
+
+Two more bound what a client can make the daemon hold before it logs in. A subnegotiation
+(``IAC SB``) is held by TelnetTransport until its ``IAC SE``; Twisted 22.4 (Debian's) holds it
+without limit, one list entry per byte, so ``IAC SB 24`` followed by endless bytes grew a daemon
+by gigabytes. Whatever the Twisted, an unfinished command may hold at most
+:data:`MAX_UNFINISHED_COMMAND` bytes: the transport is fed in slices of that size and checked after
+each. And every negotiation we answer is a write: a client that negotiates without reading is
+stopped being read once its answers fill the transport's buffer (:mod:`.backpressure`).
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ from twisted.protocols.policies import TimeoutMixin
 
 from sipserver.session import MAX_LOGIN_FAILURES, Session
 
-from .base import TLS_CLIENT_HELLO, FrameSplitter, ListenerFactory, deliver, peer_host
+from .backpressure import ReadGate
+from .base import TLS_CLIENT_HELLO, Drained, FrameSplitter, ListenerFactory, deliver, hand_on, peer_host
 
 LOGIN_PROMPT = b"login: "
 PASSWORD_PROMPT = b"password: "
@@ -30,13 +39,18 @@ MAX_PROMPT_LINE = 256
 #: What a terminal may send while its password is checked (a SIP device sends its first frames
 #: right after the password); more than this is no terminal.
 MAX_WHILE_CHECKING = 65536
+#: Bytes an unfinished telnet command (a subnegotiation without its IAC SE) may hold. Terminal type,
+#: window size and environment subnegotiations are tens of bytes.
+MAX_UNFINISHED_COMMAND = 1024
+_SUBNEGOTIATING = ("subnegotiation", "subnegotiation-escaped")
 
 
 class EagerCRTelnetTransport(TelnetTransport):
-    """TelnetTransport that delivers a CR ending a packet immediately (see the module docstring).
+    """TelnetTransport that delivers a CR ending a packet immediately and bounds what an unfinished
+    command holds (see the module docstring).
 
-    Relies on TelnetTransport's private ``state`` attribute, identical on Twisted 22.4 and current
-    releases; ``tests/test_transport_telnet.py`` pins the behaviour.
+    Relies on TelnetTransport's private ``state`` and ``commands`` attributes, identical on Twisted
+    22.4 and current releases; ``tests/test_transport_telnet.py`` pins the behaviour.
     """
 
     _drop_after_cr = False
@@ -49,6 +63,15 @@ class EagerCRTelnetTransport(TelnetTransport):
                 # A TLS client on a plain telnet port: hang up at once (its bytes are not telnet).
                 self.transport.loseConnection()
                 return
+        for start in range(0, len(data), MAX_UNFINISHED_COMMAND):
+            if getattr(self.transport, "disconnecting", False):
+                return
+            self._received(data[start : start + MAX_UNFINISHED_COMMAND])
+            if self.state in _SUBNEGOTIATING and len(self.commands) > MAX_UNFINISHED_COMMAND:
+                self.protocol.close_for(f"telnet subnegotiation longer than {MAX_UNFINISHED_COMMAND} bytes")
+                return
+
+    def _received(self, data: bytes) -> None:
         if self._drop_after_cr:
             self._drop_after_cr = False
             if data[:1] in (b"\n", b"\0"):
@@ -60,7 +83,7 @@ class EagerCRTelnetTransport(TelnetTransport):
         except ValueError:
             # TelnetTransport raises on command sequences it cannot parse; that is the client's
             # fault, so close cleanly instead of logging a traceback.
-            self.transport.loseConnection()
+            self.protocol.close_for("a telnet command that does not parse")
             return
         if self.state == "newline":
             self.state = "data"
@@ -68,7 +91,7 @@ class EagerCRTelnetTransport(TelnetTransport):
             self.applicationDataReceived(b"\r")
 
 
-class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
+class SIPTelnetProtocol(Drained, TelnetProtocol, TimeoutMixin):
     """The application inside the telnet transport: prompts, then frames to a :class:`Session`."""
 
     factory: ListenerFactory
@@ -89,10 +112,12 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
             server.events.connection_refused(self.factory.listener.name, self.peer, refusal)
             self.transport.loseConnection()
             return
-        self.factory.opened()
+        self.factory.opened(self)
         self._counted = True
         self.splitter = FrameSplitter(server.config.server.max_frame_bytes)
         self.session = Session(server, self.factory.listener, self.peer, self._write_frame, self._close)
+        # On the socket under TelnetTransport: negotiation answers are held there too.
+        self.gate = ReadGate(self.transport, self, self._hand_on, self._close)
         server.events.connection_opened(self.session)
         self.setTimeout(server.config.server.login_timeout)
         self.transport.write(LOGIN_PROMPT)
@@ -115,7 +140,7 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
         if session is None or session.closed:
             return
         if self.state == "sip":
-            deliver(self.splitter, session, data, self.resetTimeout, self._close)
+            deliver(self.splitter, session, data, self.resetTimeout, self._close, self.gate)
             return
         if self.state == "checking":  # the password is being checked: keep what comes meanwhile
             self._line += data
@@ -193,10 +218,20 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
         # nor 0xFF in cp850/latin-1 as text, but write through writeSequence to send the bytes as made.
         self.transport.writeSequence([data.replace(b"\xff", b"\xff\xff")])
 
+    def _hand_on(self) -> None:
+        """Reading resumed: the frames kept meanwhile go to the session."""
+        if self.session is not None and self.state == "sip":
+            hand_on(self.session, self.gate)
+
+    def close_for(self, reason: str) -> None:
+        """Close the connection, saying why (the telnet transport's own refusals come here)."""
+        self._close(reason)
+
     def _close(self, reason: str) -> None:
         if self.session is not None:
             self.session.closed = True
             self.factory.server.events.closing(self.session, reason)
+            self.gate.detach()
         self.setTimeout(None)
         self.transport.loseConnection()
 
@@ -208,7 +243,7 @@ class SIPTelnetProtocol(TelnetProtocol, TimeoutMixin):
         self.setTimeout(None)
         if self._counted:
             self._counted = False
-            self.factory.closed()
+            self.factory.closed(self)
             if self.session is not None:
                 self.session.connection_lost()
                 self.factory.server.events.connection_closed(self.session)
