@@ -128,7 +128,8 @@ def test_a_stdout_nobody_reads_never_stalls_the_daemon_and_every_line_is_written
     assert all(TEXT_LINE.fullmatch(line) for line in lines), [line for line in lines if not TEXT_LINE.fullmatch(line)]
     assert sum(1 for line in lines if STATUS_LINE.fullmatch(line)) == 3000
     assert sum(1 for line in lines if "login=sco login ok" in line) == 4
-    assert "Server Shut Down." in lines[-1]
+    # twistd's last word is written too (the ports' "Closed" lines may come before or after it).
+    assert any("Server Shut Down." in line for line in lines[-4:]), lines[-4:]
 
 
 def test_twistd_logfile_still_names_the_file_when_the_config_says_stdout(tmp_path):
