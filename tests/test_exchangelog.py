@@ -12,6 +12,7 @@ import signal
 import socket
 import syslog
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -328,6 +329,32 @@ def test_at_shutdown_what_waits_is_written_when_the_reader_catches_up(pipe):
     assert len(numbered(received)) + writer.dropped == 2000 and writer.dropped > 0
     writer.exchange("raw", "127.0.0.1", "sco", "9999", "ok", 0.0002)  # after close: at once
     assert drain(read).endswith(b" 9999 ok 0.2ms\n")
+
+
+def test_lines_logged_after_close_wait_for_a_full_pipe_while_its_reader_catches_up(pipe):
+    # twistd logs its last words ("Main loop terminated", "Server Shut Down.") after the service has
+    # closed the writer; a reader that is just draining a full pipe (systemd, a shell) must get them.
+    read, stream = pipe
+    writer = LogWriter(stream, TextLines(), Clock())
+    received = []
+
+    def reader() -> None:
+        time.sleep(0.3)  # the pipe fills up with the late lines before anyone reads
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            received.append(drain(read))
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    writer.close(timeout=2)
+    exchanges(writer, 2000)  # more than the pipe holds
+    writer.line("info", "Server Shut Down.")
+    thread.join()
+    data = b"".join(received)
+    assert writer.dropped == 0 and not writer._waiting
+    assert numbered(data.rsplit(b"\n", 2)[0] + b"\n") == list(range(2000))
+    assert data.endswith(b"Server Shut Down.\n")
 
 
 def test_under_a_reactor_a_lagging_destination_is_written_again_as_soon_as_it_can_take_more(pipe):

@@ -27,6 +27,9 @@ MAX_WAITING = 20000
 RETRY = 0.05
 #: Seconds a stopping process waits for a lagging destination to take what waits.
 CLOSE_TIMEOUT = 5.0
+#: Seconds a line logged after :meth:`LogWriter.close` may still wait for a lagging destination once
+#: the close's own deadline has passed (the reactor's and twistd's last words).
+LATE_LINE_WAIT = 0.2
 
 
 class LogWriter:
@@ -48,6 +51,7 @@ class LogWriter:
         self._trouble: str | None = None  # why lines are being dropped now, reported once
         self._dropped_since = 0
         self._closing = False
+        self._deadline = 0.0  # after close: how long a late line may wait for the destination
         self._thread = threading.get_ident()  # the reactor's: the writer is made where the reactor runs
 
     @property
@@ -89,7 +93,9 @@ class LogWriter:
             self._drop(len(lines), f"{self.destination.name} is not keeping up")
             return
         waiting.extend(lines)
-        if level in ("error", "critical") or self._closing:
+        if self._closing:
+            self._write_out(max(self._deadline, time.monotonic() + LATE_LINE_WAIT))
+        elif level in ("error", "critical"):
             self.flush()  # an error may come just before the process dies
         elif len(waiting) >= BATCH and not self._lagging:
             self.flush()
@@ -97,7 +103,9 @@ class LogWriter:
             self._schedule()
 
     def _schedule(self) -> None:
-        if self.reactor is None or self._closing:
+        if self._closing:
+            self._write_out(max(self._deadline, time.monotonic() + LATE_LINE_WAIT))
+        elif self.reactor is None:
             self.flush()
         else:
             self._scheduled = True
@@ -162,12 +170,19 @@ class LogWriter:
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Write everything that waits, waiting for a lagging destination up to ``timeout`` seconds
-        (the process is stopping); from now on each line is written at once."""
+        (the process is stopping); from now on each line is written at once, waiting for the
+        destination as long as that deadline allows (the reactor's and twistd's last lines come
+        after this, and a reader at the other end of a full pipe is about to take them)."""
         self._closing = True
         if self._waiter is not None:
             self._stop_waiting()
         self._scheduled = False  # a retry set for later may never run: the next line goes out at once
-        deadline = time.monotonic() + timeout
+        self._deadline = time.monotonic() + timeout
+        self._write_out(self._deadline)
+
+    def _write_out(self, deadline: float) -> None:
+        """Flush until nothing waits, polling a lagging destination until ``deadline``; what is
+        still left then is dropped and counted."""
         while self._waiting:
             self.flush()
             left = deadline - time.monotonic()
