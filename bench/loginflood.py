@@ -3,7 +3,7 @@
 The hardening review found that 1,500 wrong 93s kept a real terminal's login from being answered
 within its 60 s deadline: every scrypt check waited in one first-come queue. The checks now wait
 in a queue fair between addresses, with known terminals at their own address first
-(``sipserver/passwordchecks.py``). This script measures the result against the real daemon
+(``sipserver/accounts/password_checks.py``). This script measures the result against the real daemon
 (``twistd -n sip``, the exchange log on at ``info``, as sites run it):
 
 * **baseline**: an uncached login (an account whose password was never checked in this process,
@@ -38,7 +38,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sipserver.passwords import hash_password  # noqa: E402
+from sipserver.accounts.passwords import hash_password  # noqa: E402
 from sipserver.sip2 import encode, make  # noqa: E402
 from tests.daemon import open_many  # noqa: E402
 

@@ -204,7 +204,7 @@ def bench_config(
 ) -> dict:
     """Our daemon as the benchmark runs it: embedded backend with the demo data, its log to a file
     (at ``info``, the default, one line per exchange)."""
-    from sipserver.passwords import hash_password
+    from sipserver.accounts.passwords import hash_password
 
     return {
         "server": {"name": "bench", "workers": workers, "max_connections": 10100, "login_timeout": 600,

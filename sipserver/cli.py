@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from sipserver import passwords
+from sipserver.accounts import passwords
 from sipserver.tap import DEFAULT_CONFIG
 
 
@@ -83,8 +83,8 @@ def _run_with_backend(config_path: str, backend_name: str | None, action: str, d
 
     from twisted.internet import defer
 
-    from sipserver.backend.base import BackendError
-    from sipserver.backend.factory import create_backend
+    from sipserver.ils.factory import create_backend
+    from sipserver.ils.interface import BackendError
 
     outcome = {"code": 0}
 
@@ -103,7 +103,7 @@ def _run_with_backend(config_path: str, backend_name: str | None, action: str, d
                         version = yield migrate()
                         print(f"{name}: schema at version {version}")
                 else:
-                    from sipserver.backend.dataload import load_file
+                    from sipserver.ils.embedded.loader import load_file
 
                     yield backend.start()
                     counts = yield load_file(backend, data)

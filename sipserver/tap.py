@@ -39,8 +39,8 @@ class Options(usage.Options):
                 if hasattr(signal, name):
                     signal.signal(getattr(signal, name), signal.SIG_IGN)
         if self["check"]:
-            from sipserver.backend.base import BackendConfigError
-            from sipserver.backend.factory import create_backend
+            from sipserver.ils.factory import create_backend
+            from sipserver.ils.interface import BackendConfigError
 
             built = {}
             for backend in self.loaded.backends.values():
@@ -62,7 +62,7 @@ def _check_endpoints(config: Any) -> None:
     ``systemd:`` endpoint needs the sockets systemd passes, so only start-up can check it."""
     from twisted.internet import protocol, reactor
 
-    from sipserver.service import endpoint_service
+    from sipserver.daemon.service import endpoint_service
 
     endpoints = [(f"listeners[{i}].endpoint", listener.endpoint) for i, listener in enumerate(config.listeners)]
     if config.http is not None:
@@ -78,8 +78,8 @@ def _check_endpoints(config: Any) -> None:
 
 def _check_seeds(backends: Any) -> None:
     """A seed data file a backend would refuse stops start-up here, before any port is open (see
-    ``sipserver.backend.seedcheck``), with the line start-up would otherwise print later."""
-    from sipserver.backend.base import BackendConfigError
+    ``sipserver.ils.embedded.seedcheck``), with the line start-up would otherwise print later."""
+    from sipserver.ils.interface import BackendConfigError
 
     for name, backend in backends.items():
         check = getattr(backend, "check_seed", None)  # an optional part of a backend
@@ -127,8 +127,8 @@ def makeService(options: Options, reactor: Any = None) -> Any:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    from sipserver.backend.base import BackendConfigError
-    from sipserver.service import SIPServer
+    from sipserver.daemon.service import SIPServer
+    from sipserver.ils.interface import BackendConfigError
 
     config = getattr(options, "loaded", None)
     if config is None:

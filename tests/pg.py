@@ -145,7 +145,7 @@ def temporary_database(template: str | None = None, admin_dsn: str = ADMIN_DSN) 
 
 def sync_backend(dbname: str, *, seed: str | None = None, clock: Any = None, **options: Any) -> Any:
     """A started synchronous PostgreSQL backend on ``dbname`` (its Deferreds fire on return)."""
-    from sipserver.backend.postgresql import PostgreSQLBackend
+    from sipserver.ils.embedded.postgresql import PostgreSQLBackend
     from tests.test_backend_support import result_of
 
     opts: dict[str, Any] = {"dsn": dsn_for(dbname), "synchronous": True, **options}
@@ -158,7 +158,7 @@ def sync_backend(dbname: str, *, seed: str | None = None, clock: Any = None, **o
 
 def migrate_and_seed(dsn: str, data_file: str | None = None) -> None:
     """Migrate the database at ``dsn`` and load ``data_file`` into it when it is empty."""
-    from sipserver.backend.postgresql import PostgreSQLBackend
+    from sipserver.ils.embedded.postgresql import PostgreSQLBackend
     from tests.test_backend_support import result_of
 
     options: dict[str, Any] = {"dsn": dsn, "synchronous": True}

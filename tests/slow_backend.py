@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.internet import task
 
-from sipserver.backend.sqlite import SQLiteBackend
+from sipserver.ils.embedded.sqlite import SQLiteBackend
 
 
 class SlowBackend:

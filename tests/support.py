@@ -12,15 +12,15 @@ import yaml
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from sipserver.accounts.lockout import Lockout
+from sipserver.accounts.registry import Registry
 from sipserver.acs import ACS
-from sipserver.backend.dataload import load_file
-from sipserver.backend.sqlite import SQLiteBackend
 from sipserver.config import Config, parse_config
-from sipserver.events import Events
-from sipserver.exchangelog import LogFile, LogWriter, TextLines
-from sipserver.lockout import Lockout
-from sipserver.registry import Registry
-from sipserver.session import Session
+from sipserver.connection.session import Session
+from sipserver.ils.embedded.loader import load_file
+from sipserver.ils.embedded.sqlite import SQLiteBackend
+from sipserver.observe.events import Events
+from sipserver.observe.exchangelog import LogFile, LogWriter, TextLines
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DATA = ROOT / "etc" / "demo-data.yaml"
@@ -169,7 +169,7 @@ class PendingThreads:
 
 def use_pending_threads(hub: Hub, threads: int = 2) -> PendingThreads:
     """Give ``hub`` a password-check queue whose threads run only when the test says so."""
-    from sipserver.passwordchecks import PasswordChecks
+    from sipserver.accounts.password_checks import PasswordChecks
 
     pending = PendingThreads()
     hub.password_checks = PasswordChecks(hub.lockout, pending, threads=threads)
@@ -180,7 +180,7 @@ def hash_the_password(hub: Hub, login: str, password: str, *, cheap: bool = Fals
     """Give ``login`` an scrypt hash of ``password`` (the test config has plain: ones), as a
     reload would. ``cheap``: scrypt with the smallest parameters it takes, so that a test may
     run hundreds of checks (still a real scrypt check, on the check queue's thread)."""
-    from sipserver.passwords import hash_password
+    from sipserver.accounts.passwords import hash_password
 
     stored = cheap_scrypt_hash(password) if cheap else hash_password(password)
     accounts = tuple(attrs.evolve(a, password_hash=stored) if a.login == login else a for a in hub.config.accounts)

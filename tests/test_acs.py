@@ -10,8 +10,8 @@ import attrs
 import pytest
 from twisted.internet import defer
 
-from sipserver.backend.base import BackendUnavailable
-from sipserver.registry import Registry
+from sipserver.accounts.registry import Registry
+from sipserver.ils.interface import BackendUnavailable
 from sipserver.sip2 import Message, decode, encode, make
 from sipserver.sip2.codes import format_date
 from tests.support import Hub, Terminal, make_config
@@ -497,7 +497,7 @@ def test_backend_outage_gets_a_sip_answer_and_98_says_off_line(tmp_path, backend
 
 
 def test_during_an_outage_requests_are_answered_at_once_and_the_backend_tried_with_backoff(tmp_path, backend):
-    from sipserver.backoff import JITTER, LONGEST
+    from sipserver.ils.backoff import JITTER, LONGEST
 
     outage, hub, term = outage_terminal(tmp_path, backend)
     outage.mode = "down"

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from sipserver.backend.base import CirculationStatus, HoldMode, Refusal
-from sipserver.backend.sqlite import SQLiteBackend
+from sipserver.ils.embedded.sqlite import SQLiteBackend
+from sipserver.ils.interface import CirculationStatus, HoldMode, Refusal
 from tests.test_backend_support import NOW, FakeClock, ctx, load, make_backend, result_of, rows
 
 DUE = datetime.datetime(2024, 6, 17, 23, 59)  # NOW + 14 days at 23:59

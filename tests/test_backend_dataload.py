@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from sipserver.backend.base import BackendConfigError, CirculationStatus, HoldMode, Refusal
-from sipserver.backend.dataload import DataError, load_file, parse_data
+from sipserver.ils.embedded.loader import DataError, load_file, parse_data
+from sipserver.ils.interface import BackendConfigError, CirculationStatus, HoldMode, Refusal
 from tests.test_backend_support import DEMO, NOW, ctx, make_backend, result_of, rows
 
 EMPTY: dict = {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime
 import sqlite3
 
-from sipserver.backend.base import HoldMode
-from sipserver.backend.sqlite import SQLiteBackend
+from sipserver.ils.embedded.sqlite import SQLiteBackend
+from sipserver.ils.interface import HoldMode
 from tests.test_backend_support import FIXTURE, NOW, FakeClock, ctx, load, make_backend, result_of
 
 

@@ -7,8 +7,8 @@ import datetime
 import attrs
 import pytest
 
-from sipserver.backend.base import HoldMode, Refusal
-from sipserver.backend.sqlite import SQLiteBackend
+from sipserver.ils.embedded.sqlite import SQLiteBackend
+from sipserver.ils.interface import HoldMode, Refusal
 from tests.test_backend_support import FakeClock, ctx, load, make_backend, result_of, rows
 
 

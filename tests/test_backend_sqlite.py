@@ -15,10 +15,11 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
-from sipserver.backend import factory, schema
-from sipserver.backend.base import BackendConfigError, BackendUnavailable, ILSBackend
-from sipserver.backend.dialect import POSTGRESQL, SQLITE, Tx, to_format_paramstyle
-from sipserver.backend.sqlite import SQLiteBackend
+from sipserver.ils import factory
+from sipserver.ils.embedded import schema
+from sipserver.ils.embedded.db.dialect import POSTGRESQL, SQLITE, Tx, to_format_paramstyle
+from sipserver.ils.embedded.sqlite import SQLiteBackend
+from sipserver.ils.interface import BackendConfigError, BackendUnavailable, ILSBackend
 from tests.test_backend_support import DEMO, FakeClock, ctx, make_backend, result_of, rows
 
 
@@ -377,7 +378,7 @@ def test_factory_errors(options, message):
 def test_factory_postgresql_is_imported_lazily(monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "sipserver.backend.postgresql", None)  # as if it were missing
+    monkeypatch.setitem(sys.modules, "sipserver.ils.embedded.postgresql", None)  # as if it were missing
     with pytest.raises(BackendConfigError, match="backend type 'postgresql': cannot import"):
         factory.create_backend("pg", {"type": "postgresql"})
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from sipserver.backend.base import HoldMode
+from sipserver.ils.interface import HoldMode
 from tests.test_backend_support import FakeClock, ctx, make_backend, result_of, rows
 
 PATRONS = ("A", "B", "C")

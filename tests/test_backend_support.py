@@ -14,9 +14,9 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from sipserver.backend.base import TxContext
-from sipserver.backend.dataload import load_dataset, parse_data
-from sipserver.backend.sqlite import SQLiteBackend
+from sipserver.ils.embedded.loader import load_dataset, parse_data
+from sipserver.ils.embedded.sqlite import SQLiteBackend
+from sipserver.ils.interface import TxContext
 
 DEMO = str(Path(__file__).resolve().parent.parent / "etc" / "demo-data.yaml")
 NOW = datetime.datetime(2024, 6, 3, 10, 0, 0)  # a Monday morning

@@ -9,7 +9,7 @@ import datetime
 import attrs
 import pytest
 
-from sipserver.registry import Registry
+from sipserver.accounts.registry import Registry
 from tests.test_acs import FELIX, HANA, ask, checkout, terminal  # noqa: F401 (terminal is a fixture)
 
 MAIN_BOOK = "31000000000008"  # Dracula, home MAIN, on the shelf

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from sipserver import passwords
+from sipserver.accounts import passwords
 from tests.support import DEMO_DATA, ROOT
 
 SIPSERVER = str(Path(sys.executable).parent / "sipserver")

@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-from sipserver import clientcli
-from sipserver.client import SIPClient
+from sipserver.client import SIPClient, cli
 from sipserver.sip2 import decode, encode, make
 
 IAC_WILL_ECHO, IAC_WONT_ECHO = b"\xff\xfb\x01", b"\xff\xfc\x01"
@@ -123,7 +122,7 @@ def test_a_wrong_password_is_refused_however_the_bytes_are_split(servers, refusa
 def test_sipclient_check_says_login_refused(servers, capsys):
     server = servers("right")
     argv = ["-p", str(server.port), "-t", "telnet", "-u", "sco", "-P", "wrong", "--timeout", "5", "check"]
-    code = clientcli.main(argv)
+    code = cli.main(argv)
     out, _ = capsys.readouterr()
     assert code == 1, out
     assert out.startswith("FAIL: login refused (wrong login or password"), out
@@ -132,7 +131,7 @@ def test_sipclient_check_says_login_refused(servers, capsys):
 def test_sipclient_check_over_a_dripping_telnet_is_ok(servers, capsys):
     server = servers("right")
     argv = ["-p", str(server.port), "-t", "telnet", "-u", "sco", "-P", "right", "--timeout", "5", "--raw", "check"]
-    code = clientcli.main(argv)
+    code = cli.main(argv)
     out, _ = capsys.readouterr()
     assert code == 0, out
     assert "<< b'Login OK. Send SIP2 messages, one per line.'" in out

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sipserver import clientcli
-from sipserver.clientfmt import format_message, mask_frame
+from sipserver.client import cli
+from sipserver.client.show import format_message, mask_frame
 from sipserver.sip2 import decode
 from tests.daemon import Daemon, config_data, write_config
 
@@ -39,7 +39,7 @@ def daemon(tmp_path_factory):
 
 def run(capsys, *argv):
     """``sipclient ARGV`` in-process: (exit code, stdout, stderr), checked for leaked secrets."""
-    code = clientcli.main([str(a) for a in argv])
+    code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     assert_no_secrets(out + err)
     return code, out, err
@@ -100,9 +100,9 @@ def test_send_by_code_with_json(daemon, capsys):
 
 
 def test_send_refuses_what_it_cannot_build(capsys):
-    assert clientcli.main(["--no-login", "send", "17", "transaction_date=now"]) == clientcli.USAGE
+    assert cli.main(["--no-login", "send", "17", "transaction_date=now"]) == cli.USAGE
     assert "must be 18 characters" in capsys.readouterr().err
-    assert clientcli.main(["--no-login", "send", "98"]) == clientcli.USAGE
+    assert cli.main(["--no-login", "send", "98"]) == cli.USAGE
     assert "is a response" in capsys.readouterr().err
 
 
@@ -129,7 +129,7 @@ def test_interactive_reads_piped_stdin_on_one_connection(daemon, capsys, monkeyp
 
 def test_console_script_interactive_with_password_from_the_environment(daemon):
     script = Path(sys.executable).parent / "sipclient"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "sipserver.clientcli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "sipserver.client.cli"]
     result = subprocess.run(
         [*command, "-p", str(daemon.port("raw")), "-u", "sco", "interactive"],
         input=f"help\npatron-status {JANE} --pin {PIN}\nquit\nstatus\n",
@@ -147,7 +147,7 @@ def test_console_script_interactive_with_password_from_the_environment(daemon):
 def test_password_prompt_when_not_given(daemon, capsys, monkeypatch):
     asked = []
     monkeypatch.delenv("SIPCLIENT_PASSWORD", raising=False)
-    monkeypatch.setattr(clientcli.getpass, "getpass", lambda prompt: asked.append(prompt) or "scpass")
+    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt: asked.append(prompt) or "scpass")
     code, out, _ = run(capsys, "-p", daemon.port("raw"), "-u", "sco", "-P", "-", "check")
     assert code == 0 and out.startswith("OK: ")
     assert asked == ["SIP password for sco: "]
@@ -156,7 +156,7 @@ def test_password_prompt_when_not_given(daemon, capsys, monkeypatch):
 def test_no_terminal_to_ask_on_is_a_usage_error_not_a_read_of_stdin():
     env = {k: v for k, v in os.environ.items() if k != "SIPCLIENT_PASSWORD"}
     result = subprocess.run(
-        [sys.executable, "-m", "sipserver.clientcli", "-p", "1", "-u", "sco", "interactive"],
+        [sys.executable, "-m", "sipserver.client.cli", "-p", "1", "-u", "sco", "interactive"],
         input="status\n",
         env=env,
         capture_output=True,
@@ -164,7 +164,7 @@ def test_no_terminal_to_ask_on_is_a_usage_error_not_a_read_of_stdin():
         timeout=20,
         start_new_session=True,  # no controlling terminal: getpass would fall back to reading stdin
     )
-    assert result.returncode == clientcli.USAGE
+    assert result.returncode == cli.USAGE
     assert "no terminal to ask on: set SIPCLIENT_PASSWORD" in result.stderr
 
 

@@ -438,7 +438,7 @@ def _read_until(sock: socket.socket, end: bytes, limit: int = 65536) -> bytes:
 
 
 def test_scrypt_hashed_passwords_over_raw_and_telnet(tmp_path):
-    from sipserver.passwords import hash_password
+    from sipserver.accounts.passwords import hash_password
 
     data = config_data(tmp_path)
     for account in data["accounts"]:

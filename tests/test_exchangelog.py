@@ -21,10 +21,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, LogLevel, formatEvent, formatEventAsClassicLogText
 
-from sipserver import exchangelog
-from sipserver.events import Events
-from sipserver.exchangelog import JsonLines, LogFile, LogWriter, Stream, Syslog, SyslogLines, TextLines
-from sipserver.exchangelog import writer as writer_module
+from sipserver.observe import exchangelog
+from sipserver.observe.events import Events
+from sipserver.observe.exchangelog import JsonLines, LogFile, LogWriter, Stream, Syslog, SyslogLines, TextLines
+from sipserver.observe.exchangelog import writer as writer_module
 
 LOCAL6_INFO, LOCAL6_WARNING = syslog.LOG_LOCAL6 | syslog.LOG_INFO, syslog.LOG_LOCAL6 | syslog.LOG_WARNING
 
@@ -163,7 +163,7 @@ def test_twisted_events_share_the_writer_in_order_with_their_tracebacks(tmp_path
     path = tmp_path / "all.log"
     writer = LogWriter(LogFile(str(path)), TextLines(), Clock())
     observer, _ = exchangelog.observer(writer, LogLevel.info)
-    log = Logger(namespace="sipserver.service", observer=observer)
+    log = Logger(namespace="sipserver.daemon.service", observer=observer)
     writer.exchange("raw", "127.0.0.1", "sco", "sc_status", "ok", 0.0002)
     log.info("configuration reloaded: {accounts} account(s)", accounts=3)
     log.debug("below the level")
@@ -172,8 +172,9 @@ def test_twisted_events_share_the_writer_in_order_with_their_tracebacks(tmp_path
     except ZeroDivisionError:
         log.failure("internal error")  # an error is written at once, with what waited before it
     lines = path.read_text().splitlines()
-    assert "sc_status ok" in lines[0] and "[sipserver.service#info] configuration reloaded: 3 account(s)" in lines[1]
-    assert "[sipserver.service#critical] internal error" in lines[2] and "ZeroDivisionError" in lines[-1]
+    assert "sc_status ok" in lines[0]
+    assert "[sipserver.daemon.service#info] configuration reloaded: 3 account(s)" in lines[1]
+    assert "[sipserver.daemon.service#critical] internal error" in lines[2] and "ZeroDivisionError" in lines[-1]
     assert not any("below the level" in line for line in lines)
 
 
@@ -192,13 +193,14 @@ def test_an_event_logged_on_another_thread_joins_the_lines_on_the_reactor_thread
     path, reactor = tmp_path / "threads.log", _ThreadedReactor()
     writer = LogWriter(LogFile(str(path)), TextLines(), reactor)
     observer, _ = exchangelog.observer(writer, LogLevel.info)
-    thread = threading.Thread(target=lambda: Logger(namespace="sipserver.backend", observer=observer).error("lost"))
+    pool_log = Logger(namespace="sipserver.ils.embedded", observer=observer)
+    thread = threading.Thread(target=lambda: pool_log.error("lost"))
     thread.start()
     thread.join(10)
     assert path.read_text() == "" and not writer._waiting  # nothing touched from the thread
     for f, args in reactor.from_threads:
         f(*args)
-    assert "[sipserver.backend#error] lost" in path.read_text()
+    assert "[sipserver.ils.embedded#error] lost" in path.read_text()
 
 
 # -------------------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from sipserver.events import Events
-from sipserver.exchangelog import JsonLines, LogFile, LogWriter, TextLines
+from sipserver.observe.events import Events
+from sipserver.observe.exchangelog import JsonLines, LogFile, LogWriter, TextLines
 from sipserver.sip2.masking import mask_secrets
 from tests.daemon import Daemon, config_data, write_config
 from tests.support import Hub, Terminal, make_config, sync_backend

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipserver.passwordchecks import CAPACITY
+from sipserver.accounts.password_checks import CAPACITY
 from sipserver.sip2 import decode, encode, make
 from tests.support import Hub, Terminal, hash_the_password, make_config, sync_backend, use_pending_threads
 

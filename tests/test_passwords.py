@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from sipserver import passwords
-from sipserver.passwords import check_stored, hash_password, hash_password_main, is_plain, verify_password
+from sipserver.accounts import passwords
+from sipserver.accounts.passwords import check_stored, hash_password, hash_password_main, is_plain, verify_password
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from twisted.logger import globalLogPublisher
 
-from sipserver.backend.dataload import load_file
 from sipserver.config import ConfigError, parse_config
-from sipserver.places import UNDECLARED, Places
+from sipserver.config.places import UNDECLARED, Places
+from sipserver.ils.embedded.loader import load_file
 from sipserver.sip2 import decode, encode, make
 from tests.support import Hub, Terminal, make_config
 from tests.test_acs import ask, checkout

@@ -11,10 +11,11 @@ import pytest
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from sipserver.backend import circulation, factory, schema
-from sipserver.backend.base import BackendConfigError, BackendUnavailable, HoldMode, ILSBackend
-from sipserver.backend.dataload import DataError, load_file
-from sipserver.backend.postgresql import PgTx, PostgreSQLBackend, describe_dsn
+from sipserver.ils import factory
+from sipserver.ils.embedded import circulation, schema
+from sipserver.ils.embedded.loader import DataError, load_file
+from sipserver.ils.embedded.postgresql import PgTx, PostgreSQLBackend, describe_dsn
+from sipserver.ils.interface import BackendConfigError, BackendUnavailable, HoldMode, ILSBackend
 from tests import pg
 from tests.test_backend_support import DEMO, FIXTURE, FakeClock, ctx, load, result_of, rows
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from sipserver.backend import circreads, holds, records
-from sipserver.backend.base import CirculationStatus, HoldMode
+from sipserver.ils.embedded import circulation_reads, holds, records
+from sipserver.ils.interface import CirculationStatus, HoldMode
 from tests import pg
 from tests.test_backend_support import FakeClock, ctx, result_of, rows
 
@@ -131,7 +131,7 @@ def test_a_hold_cancelled_during_a_checkin_stays_cancelled_and_the_next_hold_get
     place_title_holds(a, ("P1", "1111"), ("P2", "2222"))
     cancel = meanwhile(
         monkeypatch,
-        circreads,
+        circulation_reads,
         "read_for_checkin",
         lambda: b.hold(ctx(), HoldMode.CANCEL, "P1", "1111", title="Twin"),
         after=True,
@@ -150,7 +150,7 @@ def test_a_hold_filled_during_a_checkin_stays_filled_and_the_copy_goes_back_to_t
     place_title_holds(a, ("P1", "1111"))
     fill = meanwhile(
         monkeypatch,
-        circreads,
+        circulation_reads,
         "read_for_checkin",
         lambda: b.checkout(ctx(), "P1", "I6", "1111"),
         after=True,
@@ -176,7 +176,7 @@ def test_a_copy_set_aside_for_a_hold_that_a_checkout_of_another_copy_fills_is_re
     place_title_holds(a, ("P1", "1111"))
     trap = meanwhile(
         monkeypatch,
-        circreads,
+        circulation_reads,
         "read_for_checkout",
         lambda: b.checkin(ctx(), "I5", "MAIN"),
         after=True,

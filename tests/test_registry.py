@@ -9,10 +9,10 @@ import attrs
 import pytest
 from twisted.internet.task import Clock
 
-from sipserver import passwords, registry
+from sipserver.accounts import passwords, registry
+from sipserver.accounts.lockout import Lockout, peer_key
+from sipserver.accounts.registry import AuthResult, Registry, allowed_from
 from sipserver.config import Config, parse_config
-from sipserver.lockout import Lockout, peer_key
-from sipserver.registry import AuthResult, Registry, allowed_from
 
 TODAY = datetime.date(2025, 6, 1)
 

@@ -509,7 +509,7 @@ def test_an_endless_telnet_subnegotiation_is_closed_and_costs_no_memory(tmp_path
 def scrypt_accounts(data: dict) -> dict:
     """The test accounts with real scrypt hashes instead of plain: ones, plus ``vendor``: a known
     terminal at 127.0.0.2 only."""
-    from sipserver.passwords import hash_password
+    from sipserver.accounts.passwords import hash_password
 
     for account in data["accounts"]:
         account["password"] = hash_password(account["password"].removeprefix("plain:"))

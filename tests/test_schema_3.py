@@ -7,11 +7,11 @@ import sqlite3
 
 import pytest
 
-from sipserver.backend import schema
-from sipserver.backend.dataload import load_file
-from sipserver.backend.dialect import POSTGRESQL, SQLITE, Tx
-from sipserver.backend.postgresql import PostgreSQLBackend
-from sipserver.backend.sqlite import SQLiteBackend
+from sipserver.ils.embedded import schema
+from sipserver.ils.embedded.db.dialect import POSTGRESQL, SQLITE, Tx
+from sipserver.ils.embedded.loader import load_file
+from sipserver.ils.embedded.postgresql import PostgreSQLBackend
+from sipserver.ils.embedded.sqlite import SQLiteBackend
 from tests import pg
 from tests.test_backend_support import result_of
 

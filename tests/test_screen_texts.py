@@ -13,8 +13,9 @@ import pytest
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
-from sipserver.acs import ACS, RequestContext, screen
-from sipserver.backend.base import (
+from sipserver.acs import ACS, RequestContext, screen_texts
+from sipserver.config import AccountConfig, InstitutionConfig
+from sipserver.ils.interface import (
     CheckinResult,
     CheckoutResult,
     FeePaidResult,
@@ -24,7 +25,6 @@ from sipserver.backend.base import (
     RenewAllResult,
     RenewResult,
 )
-from sipserver.config import AccountConfig, InstitutionConfig
 from sipserver.sip2 import Message, decode, encode, make
 from tests.support import Hub, Terminal, make_config
 
@@ -67,11 +67,17 @@ def reply_to(code: str, refusal: Refusal | None) -> Message:
 
 
 def test_every_refusal_has_its_own_message_written_for_a_patron():
-    assert set(screen.REFUSAL_TEXT) == set(Refusal)
-    texts = list(screen.REFUSAL_TEXT.values())
+    assert set(screen_texts.REFUSAL_TEXT) == set(Refusal)
+    texts = list(screen_texts.REFUSAL_TEXT.values())
     assert len(set(texts)) == len(texts)  # one message per refusal: no two say the same
-    extra = [screen.UNAVAILABLE, screen.NOT_PERMITTED, screen.DISABLED_BY_POLICY, screen.SYSTEM_ERROR,
-             screen.NOT_ON_LOAN, screen.UNKNOWN_HOLD_MODE]  # fmt: skip
+    extra = [
+        screen_texts.UNAVAILABLE,
+        screen_texts.NOT_PERMITTED,
+        screen_texts.DISABLED_BY_POLICY,
+        screen_texts.SYSTEM_ERROR,
+        screen_texts.NOT_ON_LOAN,
+        screen_texts.UNKNOWN_HOLD_MODE,
+    ]
     for text in texts + extra:
         # Whole sentences, capitalised and ended; no codes, underscores or amounts a patron cannot use.
         assert re.fullmatch(r"([A-Z][^.?!_|]*[.?!] ?)+", text), text
@@ -81,7 +87,7 @@ def test_every_refusal_has_its_own_message_written_for_a_patron():
 @pytest.mark.parametrize(("code", "refusal"), list(itertools.product(REQUESTS, Refusal)))
 def test_a_refusal_shows_its_one_message_and_not_the_backends_detail(code, refusal):
     reply = reply_to(code, refusal)
-    assert reply.getall("AF") == [screen.REFUSAL_TEXT[refusal]], reply.getall("AF")
+    assert reply.getall("AF") == [screen_texts.REFUSAL_TEXT[refusal]], reply.getall("AF")
 
 
 @pytest.mark.parametrize("code", list(REQUESTS))
@@ -119,4 +125,4 @@ def ask(term: Terminal, code: str, **fields: Any) -> Message:
 def test_what_the_patron_reads_is_one_message(terminal, code, fields, refusal):
     extra = {"sc_renewal_policy": True} if code == "11" else {}
     reply = ask(terminal, code, **fields, **extra)
-    assert reply.getall("AF") == [screen.REFUSAL_TEXT[refusal]]
+    assert reply.getall("AF") == [screen_texts.REFUSAL_TEXT[refusal]]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sipserver import sdnotify
 from sipserver.client import SIPClient
+from sipserver.daemon import sdnotify
 from sipserver.tap import Options
 from tests.daemon import Daemon, config_data, write_config
 

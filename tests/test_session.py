@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from sipserver.registry import Registry
+from sipserver.accounts.registry import Registry
 from sipserver.sip2 import checksum, decode, encode, make
 from tests.support import (
     Hub,
@@ -240,7 +240,7 @@ def test_pipelined_requests_are_answered_in_order(hub):
 
 
 def test_what_waits_behind_a_request_is_bounded_in_bytes_too(hub):
-    from sipserver.session import MAX_PIPELINED_BYTES
+    from sipserver.connection.session import MAX_PIPELINED_BYTES
 
     hash_the_password(hub, "sco", "scpass", cheap=True)
     use_pending_threads(hub)  # the login waits for its check: the frames behind it wait in the session

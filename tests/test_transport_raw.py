@@ -8,9 +8,9 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
+from sipserver.daemon.transport.base import ListenerFactory
+from sipserver.daemon.transport.raw import RawSIPProtocol
 from sipserver.sip2 import encode, make
-from sipserver.transport.base import ListenerFactory
-from sipserver.transport.raw import RawSIPProtocol
 from tests.support import Hub, hash_the_password, make_config, sync_backend, take, use_pending_threads
 
 LOGIN_TIMEOUT, IDLE_TIMEOUT = 30, 60
@@ -114,7 +114,7 @@ def test_a_peer_that_does_not_read_is_not_read_until_its_replies_drain(hub):
 
 
 def test_a_peer_whose_replies_stay_unread_is_closed(hub):
-    from sipserver.transport.backpressure import STALL_TIMEOUT
+    from sipserver.daemon.transport.backpressure import STALL_TIMEOUT
 
     protocol, transport = connect(hub)
     protocol.dataReceived(encode(make("93", CN="sco", CO="scpass"), sequence="0"))

@@ -10,9 +10,9 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
+from sipserver.daemon.transport.base import ListenerFactory
+from sipserver.daemon.transport.telnet import SIPTelnetProtocol, telnet_protocol
 from sipserver.sip2 import encode, make
-from sipserver.transport.base import ListenerFactory
-from sipserver.transport.telnet import SIPTelnetProtocol, telnet_protocol
 from tests.support import (
     Hub,
     hash_the_password,
@@ -220,7 +220,7 @@ def test_the_listener_terminator_wins_over_the_accounts_even_for_a_resent_reply(
 def test_a_subnegotiation_without_its_end_is_closed_at_the_bound(hub):
     # Twisted 22.4 holds IAC SB ... without limit (one list entry per byte); current Twisted stops at
     # 4096. Ours stops at MAX_UNFINISHED_COMMAND on both, even when it all comes in one read.
-    from sipserver.transport.telnet import MAX_UNFINISHED_COMMAND
+    from sipserver.daemon.transport.telnet import MAX_UNFINISHED_COMMAND
 
     protocol, transport = connect(hub)
     take(transport)
@@ -232,7 +232,7 @@ def test_a_subnegotiation_without_its_end_is_closed_at_the_bound(hub):
 
 
 def test_the_subnegotiation_bound_counts_across_packets_and_a_finished_one_is_fine(hub):
-    from sipserver.transport.telnet import MAX_UNFINISHED_COMMAND
+    from sipserver.daemon.transport.telnet import MAX_UNFINISHED_COMMAND
 
     protocol, transport = connect(hub)
     take(transport)

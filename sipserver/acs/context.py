@@ -7,8 +7,8 @@ import time
 
 import attrs
 
-from sipserver.backend.base import Patron
 from sipserver.config import AccountConfig, InstitutionConfig
+from sipserver.ils.interface import Patron
 from sipserver.sip2 import Message
 
 #: The permission each request needs. 17 (item information) is a read that every account allowed to
@@ -81,7 +81,7 @@ class RequestContext:
     @property
     def branch(self) -> str:
         """The branch the terminal stands in: its account's ``branch``, else the branch its
-        ``location`` stands in (``""`` when neither is known; see ``sipserver.places``)."""
+        ``location`` stands in (``""`` when neither is known; see ``sipserver.config.places``)."""
         account = self.account
         if account is None:
             return ""

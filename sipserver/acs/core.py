@@ -16,12 +16,12 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from sipserver.backend.base import BackendUnavailable, ILSBackend
-from sipserver.backoff import Backoff
-from sipserver.loglevel import logger
+from sipserver.ils.backoff import Backoff
+from sipserver.ils.interface import BackendUnavailable, ILSBackend
+from sipserver.observe.loglevel import logger
 from sipserver.sip2 import Message
 
-from . import handlers, screen
+from . import handlers, screen_texts
 from .context import Reply, RequestContext, permitted
 from .place import UnknownLocations
 
@@ -30,7 +30,7 @@ log = logger("sipserver.acs")
 
 class BackendHealth:
     """What the ACS believes about each backend: on-line until a call fails; then off-line until an
-    attempt, made with backoff (:mod:`sipserver.backoff`), finds it answering again.
+    attempt, made with backoff (:mod:`sipserver.ils.backoff`), finds it answering again.
 
     98 must not wait on a database round trip (sorters poll it and time out after a second), so it
     reads this belief; a failed call sets it at once. While a backend is off-line its requests are
@@ -224,9 +224,9 @@ class ACS:
         """
         handler = handlers.HANDLERS.get(request.code)
         if handler is None:  # a response code sent to us, or 93/97 which the session answers itself
-            return Reply(handlers.refuse(request, ctx, screen.NOT_PERMITTED), "unsupported")
+            return Reply(handlers.refuse(request, ctx, screen_texts.NOT_PERMITTED), "unsupported")
         if not permitted(ctx.account, request.code):
-            return Reply(handlers.refuse(request, ctx, screen.NOT_PERMITTED), "denied")
+            return Reply(handlers.refuse(request, ctx, screen_texts.NOT_PERMITTED), "denied")
         try:
             result = handler(self, request, ctx)
         except Exception:
@@ -241,7 +241,7 @@ class ACS:
 
     def _failed(self, failure: Failure, request: Message, ctx: RequestContext) -> Reply:
         if failure.check(BackendUnavailable):
-            return Reply(handlers.refuse(request, ctx, screen.UNAVAILABLE), "unavailable")
+            return Reply(handlers.refuse(request, ctx, screen_texts.UNAVAILABLE), "unavailable")
         log.failure(
             "handler for {name} failed (login {login}, peer {peer})",
             failure,
@@ -249,4 +249,4 @@ class ACS:
             login=ctx.login,
             peer=ctx.peer,
         )
-        return Reply(handlers.refuse(request, ctx, screen.SYSTEM_ERROR), "error")
+        return Reply(handlers.refuse(request, ctx, screen_texts.SYSTEM_ERROR), "error")

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from sipserver.backend.base import (
+from sipserver.config import AccountConfig, InstitutionConfig
+from sipserver.ils.interface import (
     CheckinResult,
     CheckoutResult,
     FeePaidResult,
@@ -30,12 +31,11 @@ from sipserver.backend.base import (
     RenewResult,
     TxContext,
 )
-from sipserver.config import AccountConfig, InstitutionConfig
 from sipserver.sip2 import Message, make, supported_messages
 from sipserver.sip2.codes import SUMMARY_FIELD, AlertType, CirculationStatus, Summary, flag, format_date, parse_date
 from sipserver.sip2.codes import summary_requested as _summary_requested
 
-from . import describe, place, screen
+from . import place, screen_texts, sip_values
 from .context import PERMISSION_FOR, Reply, RequestContext, permitted
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def sc_status(acs: ACS, request: Message, ctx: RequestContext) -> Reply:
         online = False
         messages = [f"Protocol version {version} is not supported; 2.00 is."]
     else:
-        messages = [] if online else [screen.UNAVAILABLE]
+        messages = [] if online else [screen_texts.UNAVAILABLE]
     fixed, fields = _status_parts(ctx.institution, ctx.account, online)
     reply = Message("98", {**fixed, "date_time_sync": format_date(ctx.now)}, dict(fields))
     if messages:
@@ -174,26 +174,26 @@ def _patron_fields(ctx: RequestContext, request: Message, patron: Patron | None)
     if "AD" in request:
         fields["CQ"] = bool(patron.pin_ok)
     fields["BH"] = ctx.institution.currency
-    if describe.nonzero(patron.fee_balance):
-        fields["BV"] = describe.money(patron.fee_balance)
+    if sip_values.nonzero(patron.fee_balance):
+        fields["BV"] = sip_values.money(patron.fee_balance)
     return fields
 
 
 def patron_messages(patron: Patron | None, request: Message) -> list[str]:
     """What the patron should read: why they are restricted, or a greeting."""
     if patron is None:
-        return [screen.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]]
+        return [screen_texts.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]]
     out = []
     if request.get("AD") and patron.pin_ok is False:  # an empty AD is no PIN given, not a wrong one
-        out.append(screen.REFUSAL_TEXT[Refusal.WRONG_PIN])
+        out.append(screen_texts.REFUSAL_TEXT[Refusal.WRONG_PIN])
     if patron.blocked:
-        out.append(screen.REFUSAL_TEXT[Refusal.PATRON_BLOCKED])
+        out.append(screen_texts.REFUSAL_TEXT[Refusal.PATRON_BLOCKED])
     if patron.expired:
-        out.append(screen.REFUSAL_TEXT[Refusal.PATRON_EXPIRED])
+        out.append(screen_texts.REFUSAL_TEXT[Refusal.PATRON_EXPIRED])
     if patron.status.card_lost:
-        out.append(screen.REFUSAL_TEXT[Refusal.CARD_LOST])
+        out.append(screen_texts.REFUSAL_TEXT[Refusal.CARD_LOST])
     if patron.status.excessive_fines or patron.status.excessive_fees:
-        out.append(screen.REFUSAL_TEXT[Refusal.FINES_OVER_LIMIT])
+        out.append(screen_texts.REFUSAL_TEXT[Refusal.FINES_OVER_LIMIT])
     if not out:
         first = patron.name.split()[0] if patron.name.split() else patron.name
         out.append(f"Welcome, {first}" if first else "Welcome")
@@ -201,7 +201,7 @@ def patron_messages(patron: Patron | None, request: Message) -> list[str]:
 
 
 def _status_string(patron: Patron | None) -> str:
-    return describe.patron_status(patron.status) if patron else describe.UNKNOWN_PATRON_STATUS
+    return sip_values.patron_status(patron.status) if patron else sip_values.UNKNOWN_PATRON_STATUS
 
 
 def _language(ctx: RequestContext, request: Message) -> str:
@@ -277,7 +277,7 @@ def _summary_values(patron: Patron, which: Summary) -> list[str]:
         return [ref.barcode for ref in patron.charged_items]
     if which is Summary.FINE_ITEMS:
         return [
-            " ".join(p for p in (describe.money(fee.balance), fee.fee_type, fee.item_barcode or fee.title) if p)
+            " ".join(p for p in (sip_values.money(fee.balance), fee.fee_type, fee.item_barcode or fee.title) if p)
             for fee in patron.fine_items
         ]
     if which is Summary.RECALL_ITEMS:
@@ -308,7 +308,7 @@ def patron_information(acs: ACS, request: Message, ctx: RequestContext) -> Gener
             BZ=_limit(patron.hold_limit),
             CA=_limit(patron.overdue_limit),
             CB=_limit(patron.charged_limit),
-            CC=describe.money(patron.fee_limit) or None,
+            CC=sip_values.money(patron.fee_limit) or None,
         )
         which = _summary_requested(request.fixed.get("summary", ""))
         field_id = SUMMARY_FIELD.get(which) if which is not None else None
@@ -337,7 +337,7 @@ def _limit(value: int | None) -> str | None:
 @defer.inlineCallbacks
 def block_patron(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
     if not ctx.institution.policy.status_update:
-        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
+        return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     patron = yield acs.call(
         ctx,
         "block_patron",
@@ -347,7 +347,7 @@ def block_patron(acs: ACS, request: Message, ctx: RequestContext) -> Generator[A
         message=request.get("AL"),
     )
     fields = _patron_fields(ctx, request, patron)
-    messages = [screen.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]] if patron is None else ["Card blocked."]
+    messages = [screen_texts.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]] if patron is None else ["Card blocked."]
     reply = make(
         "24",
         fields,
@@ -363,16 +363,16 @@ def block_patron(acs: ACS, request: Message, ctx: RequestContext) -> Generator[A
 @defer.inlineCallbacks
 def patron_enable(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
     if not ctx.institution.policy.status_update:
-        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
+        return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     pin = pin_of(request)
     patron = yield acs.call(ctx, "enable_patron", tx(ctx, request), request.get("AA"), pin)
     fields = _patron_fields(ctx, request, patron)
     fields.pop("BH", None)
     fields.pop("BV", None)
     if patron is None:
-        messages, outcome = [screen.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]], Refusal.UNKNOWN_PATRON.value
+        messages, outcome = [screen_texts.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]], Refusal.UNKNOWN_PATRON.value
     elif pin is not None and patron.pin_ok is False:
-        messages, outcome = [screen.REFUSAL_TEXT[Refusal.WRONG_PIN]], Refusal.WRONG_PIN.value
+        messages, outcome = [screen_texts.REFUSAL_TEXT[Refusal.WRONG_PIN]], Refusal.WRONG_PIN.value
     else:
         messages, outcome = ["Your account is enabled."], "ok"
     reply = make(
@@ -407,14 +407,14 @@ def _circulation_reply(
         "AJ": item.title if item else "",
         "AH": due_text(result.due) if result.ok else "",
     }
-    if result.fee_amount and describe.nonzero(result.fee_amount):
+    if result.fee_amount and sip_values.nonzero(result.fee_amount):
         fields.update(
-            BT=describe.fee_code(result.fee_type),
+            BT=sip_values.fee_code(result.fee_type),
             BH=ctx.institution.currency,
-            BV=describe.money(result.fee_amount),
+            BV=sip_values.money(result.fee_amount),
         )
     if item is not None:
-        fields["CK"] = describe.media_code(item)
+        fields["CK"] = sip_values.media_code(item)
     if result.transaction_id:
         fields["BK"] = result.transaction_id
     if result.ok:
@@ -422,14 +422,14 @@ def _circulation_reply(
         fields["AF"] = [f"{success_text}{due}"]
         outcome = "ok"
     else:
-        fields["AF"] = [screen.refusal_text(result.refusal, result.message)]
+        fields["AF"] = [screen_texts.refusal_text(result.refusal, result.message)]
         outcome = result.refusal.value if result.refusal else "refused"
     reply = make(
         code,
         fields,
         ok=result.ok,
         renewal_ok=renewal if result.ok else False,
-        magnetic_media=describe.magnetic(item) if result.ok else "U",
+        magnetic_media=sip_values.magnetic(item) if result.ok else "U",
         desensitize=desensitize if result.ok else False,
         transaction_date=ctx.now,
     )
@@ -440,7 +440,7 @@ def _circulation_reply(
 @defer.inlineCallbacks
 def checkout(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
     if not ctx.institution.policy.checkout:
-        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
+        return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     no_block = flag(request.fixed.get("no_block", ""))
     result: CheckoutResult = yield acs.call(
         ctx,
@@ -463,7 +463,7 @@ def checkout(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, 
 @defer.inlineCallbacks
 def renew(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
     if not ctx.institution.policy.renewal:
-        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
+        return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     no_block = flag(request.fixed.get("no_block", ""))
     result: RenewResult = yield acs.call(
         ctx,
@@ -484,7 +484,7 @@ def renew(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any
 @defer.inlineCallbacks
 def renew_all(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
     if not ctx.institution.policy.renewal:
-        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
+        return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     result: RenewAllResult = yield acs.call(
         ctx,
         "renew_all",
@@ -497,7 +497,7 @@ def renew_all(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any,
     if result.ok:
         messages = [f"{len(result.renewed)} renewed, {len(result.unrenewed)} not renewed."]
     else:
-        messages = [screen.refusal_text(result.refusal, result.message)]
+        messages = [screen_texts.refusal_text(result.refusal, result.message)]
     reply = make(
         "66",
         ok=result.ok,
@@ -526,7 +526,7 @@ _ALERT_TYPE = {
 @defer.inlineCallbacks
 def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
     if not ctx.institution.policy.checkin:
-        return Reply(refuse(request, ctx, screen.DISABLED_BY_POLICY), "policy")
+        return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     branch = place.checkin_branch(ctx, request.get("AP"))
     acs.unknown_locations.note(ctx, request.get("AP"), branch)
     result: CheckinResult = yield acs.call(
@@ -546,7 +546,7 @@ def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, A
         "AQ": item.permanent_location if item else "",
         "AJ": item.title if item else None,
         "AA": result.patron_barcode or None,
-        "CK": describe.media_code(item) if item else None,
+        "CK": sip_values.media_code(item) if item else None,
         "CS": item.call_number if item and item.call_number else None,
     }
     messages: list[str] = []
@@ -556,9 +556,9 @@ def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, A
         # ok=0 as SIP2 servers give it, unless the account's device needs ok=1 (a sorter).
         on_loan = result.was_on_loan
         ok = on_loan or bool(ctx.account and ctx.account.checkin_not_on_loan_ok)
-        messages.append("Checked in." if on_loan else screen.NOT_ON_LOAN)
-        if result.fine_amount and describe.nonzero(result.fine_amount):
-            messages.append(f"An overdue fine of {describe.money(result.fine_amount)} was charged.")
+        messages.append("Checked in." if on_loan else screen_texts.NOT_ON_LOAN)
+        if result.fine_amount and sip_values.nonzero(result.fine_amount):
+            messages.append(f"An overdue fine of {sip_values.money(result.fine_amount)} was charged.")
         if result.hold_patron_barcode:
             fields.update(CY=result.hold_patron_barcode, DA=result.hold_patron_name or None)
             if item and item.hold_pickup_date:
@@ -575,7 +575,7 @@ def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, A
             fields["CV"] = alert_type.value
         outcome = "ok" if on_loan else "not_on_loan"
     else:
-        messages.append(screen.refusal_text(result.refusal, result.message))
+        messages.append(screen_texts.refusal_text(result.refusal, result.message))
         outcome = result.refusal.value if result.refusal else "refused"
     fields["AF"] = messages
     reply = make(
@@ -583,7 +583,7 @@ def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, A
         fields,
         ok=ok,
         resensitize=result.resensitize if result.ok else False,
-        magnetic_media=describe.magnetic(item),
+        magnetic_media=sip_values.magnetic(item),
         alert=result.alert or not result.ok,
         transaction_date=ctx.now,
     )
@@ -607,15 +607,15 @@ def item_information(acs: ACS, request: Message, ctx: RequestContext) -> Generat
             transaction_date=ctx.now,
             AB=request.get("AB"),
             AJ="",
-            AF=[screen.REFUSAL_TEXT[Refusal.UNKNOWN_ITEM]],
+            AF=[screen_texts.REFUSAL_TEXT[Refusal.UNKNOWN_ITEM]],
         )
         return Reply(reply, Refusal.UNKNOWN_ITEM.value)
-    fee = describe.nonzero(item.fee_amount)
+    fee = sip_values.nonzero(item.fee_amount)
     reply = make(
         "18",
-        circulation_status=describe.CIRCULATION_CODE[item.status].value,
-        security_marker=describe.SECURITY_CODE.get(item.security_marker, describe.SECURITY_CODE["none"]).value,
-        fee_type=describe.fee_code(item.fee_type) if fee else "01",
+        circulation_status=sip_values.CIRCULATION_CODE[item.status].value,
+        security_marker=sip_values.SECURITY_CODE.get(item.security_marker, sip_values.SECURITY_CODE["none"]).value,
+        fee_type=sip_values.fee_code(item.fee_type) if fee else "01",
         transaction_date=ctx.now,
         AB=item.barcode,
         AJ=item.title,
@@ -625,8 +625,8 @@ def item_information(acs: ACS, request: Message, ctx: RequestContext) -> Generat
         CM=format_date(item.hold_pickup_date) if item.hold_pickup_date else None,
         BG=item.owner or None,
         BH=ctx.institution.currency if fee else None,
-        BV=describe.money(item.fee_amount) if fee else None,
-        CK=describe.media_code(item),
+        BV=sip_values.money(item.fee_amount) if fee else None,
+        CK=sip_values.media_code(item),
         AQ=item.permanent_location or None,
         AP=item.current_location or None,
         CH=item.properties or None,
@@ -649,7 +649,7 @@ def item_status_update(acs: ACS, request: Message, ctx: RequestContext) -> Gener
         AB=request.get("AB"),
         AJ=item.title if item else None,
         CH=item.properties if item and item.properties else None,
-        AF=["Item updated."] if result.ok else [screen.refusal_text(result.refusal, result.message)],
+        AF=["Item updated."] if result.ok else [screen_texts.refusal_text(result.refusal, result.message)],
     )
     return Reply(reply, "ok" if result.ok else (result.refusal.value if result.refusal else "refused"))
 
@@ -672,7 +672,7 @@ def hold(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any,
             transaction_date=ctx.now,
             AO=ctx.institution.id,
             AA=request.get("AA"),
-            AF=[screen.UNKNOWN_HOLD_MODE],
+            AF=[screen_texts.UNKNOWN_HOLD_MODE],
         )
         return Reply(reply, "bad_request")
     result: HoldResult = yield acs.call(
@@ -693,7 +693,7 @@ def hold(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any,
         text = {HoldMode.ADD: "Hold placed.", HoldMode.CANCEL: "Hold cancelled.", HoldMode.CHANGE: "Hold changed."}
         messages = [text[mode]]
     else:
-        messages = [screen.refusal_text(result.refusal, result.message)]
+        messages = [screen_texts.refusal_text(result.refusal, result.message)]
     reply = make(
         "16",
         ok=result.ok,
@@ -723,15 +723,15 @@ def fee_paid(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, 
         pin_of(request),
         request.get("BV"),
         currency=request.fixed.get("currency_type", "").strip() or ctx.institution.currency,
-        fee_type=describe.FEE_NAME.get(fee_type, ""),
-        payment_type=describe.PAYMENT_NAME.get(request.fixed.get("payment_type", ""), "other"),
+        fee_type=sip_values.FEE_NAME.get(fee_type, ""),
+        payment_type=sip_values.PAYMENT_NAME.get(request.fixed.get("payment_type", ""), "other"),
         fee_id=request.get("CG"),
         transaction_id=request.get("BK"),
     )
     if result.ok:
-        messages = [f"Payment received. Balance {describe.money(result.balance)} {ctx.institution.currency}."]
+        messages = [f"Payment received. Balance {sip_values.money(result.balance)} {ctx.institution.currency}."]
     else:
-        messages = [screen.refusal_text(result.refusal, result.message)]
+        messages = [screen_texts.refusal_text(result.refusal, result.message)]
     reply = make(
         "38",
         payment_accepted=result.ok,
@@ -754,7 +754,7 @@ def end_session(acs: ACS, request: Message, ctx: RequestContext) -> Generator[An
         transaction_date=ctx.now,
         AO=ctx.institution.id,
         AA=request.get("AA"),
-        AF=["Thank you. Goodbye."] if ended else [screen.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]],
+        AF=["Thank you. Goodbye."] if ended else [screen_texts.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]],
     )
     return Reply(reply, "ok" if ended else Refusal.UNKNOWN_PATRON.value)
 

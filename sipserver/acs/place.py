@@ -9,7 +9,7 @@ branch (``institutions.<id>.branches``).
 
 from __future__ import annotations
 
-from sipserver.loglevel import logger
+from sipserver.observe.loglevel import logger
 
 from .context import RequestContext
 

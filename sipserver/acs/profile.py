@@ -1,4 +1,4 @@
-"""Apply an account's reply profile (``sipserver.replyprofile``) to a reply, just before it is encoded.
+"""Apply an account's reply profile (``sipserver.config.profiles``) to a reply, just before it is encoded.
 
 Handlers build the same replies for every account and hand back the patron a reply describes
 (``Reply.patron``); this module adds the patron fields the profile turns on, the fixed fields it
@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable
 
-from sipserver.backend.base import Patron
-from sipserver.replyprofile import PATRON_FIELDS, PATRON_REPLIES, ReplyProfile
+from sipserver.config.profiles import PATRON_FIELDS, PATRON_REPLIES, ReplyProfile
+from sipserver.ils.interface import Patron
 from sipserver.sip2 import Message
 
 

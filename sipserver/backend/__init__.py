@@ -1,1 +1,0 @@
-"""ILS backends: the interface the ACS calls, and its implementations."""

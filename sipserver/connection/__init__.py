@@ -1,0 +1,1 @@
+"""One terminal's SIP2 connection, independent of the transport."""

@@ -1,0 +1,1 @@
+"""The running daemon on Twisted: the service, its listeners and transports, workers and systemd."""

@@ -1,0 +1,410 @@
+"""The embedded ILS: the SQL backend on a local sqlite3 file, the default for demos and small sites.
+
+Options (the backend's mapping in the configuration):
+
+``path``
+    The database file, created on first start (its folder must exist: a missing folder is a
+    start failure, which the service retries); ``":memory:"`` for a throwaway database.
+``seed``
+    A data file (see ``docs/data-format.md``) loaded on start into an *empty* database only.
+``threaded``
+    ``true`` (default): every call runs in one dedicated worker thread, so the reactor never waits
+    for the disk; one thread because a sqlite connection belongs to one thread and writers
+    serialize anyway. ``false``: calls run synchronously on the caller's thread and the Deferreds
+    have fired on return; for tests and benchmarks, where the reactor is not running.
+``inline_reads``
+    ``true`` (default): with ``threaded`` and a database file, reads (patron and item look-ups,
+    health) run at once on the calling (reactor) thread, on a second connection of their own, and
+    only writes go to the worker thread. In WAL mode a reader never waits for a writer, and a
+    demo-data patron look-up with a remembered PIN takes about 0.1 ms, less than the thread hop
+    it saves (a hop costs the reactor a wake-up and, worse, GIL hand-offs that add milliseconds of
+    latency to every other terminal under load; see ``docs/performance.md``). A read that finds
+    the database busy anyway (rare in WAL mode: recovery, a schema change) is retried on the
+    worker thread, so the reactor never sleeps on a lock. ``false``: reads use the worker thread too.
+``inline_writes``
+    ``true`` (default): with ``threaded`` and a database file, writes (checkout, checkin...) also
+    run at once on the calling thread, on a third connection that never waits for a lock and never
+    checkpoints: a commit in WAL mode with ``synchronous = NORMAL`` appends to the log without an
+    fsync, a fraction of a millisecond, less than the GIL hand-offs of a thread hop under load.
+    A write that finds the database locked (another process writing, ``sipserver load``) is
+    rolled back at once, having changed nothing, and handed to the worker thread, which waits
+    for the lock up to ``busy_timeout``. The log is checkpointed by the worker thread about once
+    a second after writes, so the fsync of a checkpoint never stalls the reactor. ``false``: every
+    write goes to the worker thread (where a write the ACS gives up on is rolled back).
+``patron_cache``
+    ``true`` (default): remember patron look-ups (23, and 63 without lists) while neither this
+    backend nor any other connection has written to the database and the patron's standing has
+    not moved with time alone (``sipserver.ils.embedded.patroncache``); PINs are still checked on every
+    request. It needs reads on the calling thread (``inline_reads``, or ``threaded: false``) to
+    ask sqlite cheaply whether the database changed. ``false``: every look-up reads the database.
+``synchronous``
+    ``normal`` (default): sqlite's ``synchronous = NORMAL`` in WAL mode: a commit survives the
+    daemon crashing or being killed, but a power cut or an operating-system crash may undo the
+    transactions of the last moments (those not yet checkpointed). ``full``: every commit waits
+    for the disk (an fsync), so nothing that a terminal was told happened can be undone; writes
+    then always run on the worker thread (``inline_writes`` is ignored), never stalling the reactor.
+``busy_timeout``
+    Seconds a write waits for another process's lock before failing (default 5).
+
+sqlite errors at run time (a locked database, a disk error) become :class:`BackendUnavailable`; at
+start they become :class:`BackendConfigError` with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from sipserver.ils.embedded import loader, schema
+from sipserver.ils.embedded.db.dialect import SQLITE, Tx
+from sipserver.ils.embedded.db.sqlite_commits import WalHeader
+from sipserver.ils.embedded.patroncache import PatronCache
+from sipserver.ils.embedded.sql_backend import Clock, SQLBackend
+from sipserver.ils.interface import BackendConfigError, BackendUnavailable
+from sipserver.observe.loglevel import logger
+
+T = TypeVar("T")
+
+#: Seconds between checkpoints of the write-ahead log after inline writes (by the worker thread).
+CHECKPOINT_INTERVAL = 1.0
+
+
+def _option(options: Mapping[str, Any], key: str, kinds: tuple[type, ...], what: str, default: Any) -> Any:
+    """One option, type-checked, so that a typo'd value stops the daemon with one clear line."""
+    value = options.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise BackendConfigError(f"sqlite backend option {key!r}: expected {what}, got {value!r}")
+    return value
+
+
+def _busy(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, sqlite3.OperationalError) and "locked" in str(cause)
+
+
+class SQLiteBackend(SQLBackend):
+    """See the module docstring. Construct as ``SQLiteBackend(name=..., options=..., reactor=...)``."""
+
+    dialect = SQLITE
+    log = logger()
+
+    def __init__(
+        self,
+        name: str = "sqlite",
+        options: Mapping[str, Any] | None = None,
+        reactor: Any = None,
+        *,
+        threaded: bool | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(clock=clock)
+        options = options or {}
+        self.name = name
+        self.path = str(_option(options, "path", (str,), "a file name or ':memory:'", ":memory:"))
+        self.seed: str | None = _option(options, "seed", (str,), "a data file name", None) or None
+        if threaded is None:
+            threaded = _option(options, "threaded", (bool,), "true or false", True)
+        self.threaded = bool(threaded)
+        self.busy_timeout = float(_option(options, "busy_timeout", (int, float), "seconds", 5.0))
+        self.inline_reads = bool(_option(options, "inline_reads", (bool,), "true or false", True))
+        synchronous = _option(options, "synchronous", (str,), "normal or full", "normal")
+        if synchronous.lower() not in ("normal", "full"):
+            raise BackendConfigError(
+                f"sqlite backend option 'synchronous': expected normal or full, got {synchronous!r}"
+            )
+        self.synchronous = synchronous.lower()
+        # An fsync per commit must not happen on the reactor thread.
+        inline_writes = self.synchronous == "normal"
+        self.inline_writes = inline_writes and bool(_option(options, "inline_writes", (bool,), "true or false", True))
+        if _option(options, "patron_cache", (bool,), "true or false", True):
+            self.patron_cache = PatronCache(self.pins)
+        self._writes = 0  # moves when this backend starts or finishes a write (see change_stamp)
+        self._reactor = reactor
+        self._pool: ThreadPool | None = None
+        self._shutdown_trigger: Any = None
+        self._conn: sqlite3.Connection | None = None
+        self._read_conn: sqlite3.Connection | None = None  # inline reads' own connection
+        self._write_conn: sqlite3.Connection | None = None  # inline writes' own connection
+        self._wal_header: WalHeader | None = None  # the change stamp's quick source (db/sqlite_commits.py)
+        self._uncheckpointed = 0  # inline writes since the worker thread last checkpointed
+        self._checkpoints: Any = None  # the LoopingCall that asks for them
+
+    # -- running SQL ------------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        if not self.threaded:
+            try:
+                return succeed(fn(*args, **kwargs))
+            except BaseException:
+                return fail()
+        if self._pool is None:
+            return fail(BackendUnavailable(f"sqlite backend {self.name!r} is not started"))
+        return deferToThreadPool(self._get_reactor(), self._pool, fn, *args, **kwargs)
+
+    def _get_reactor(self) -> Any:
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def _transaction(self, write: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return self._transaction_on(self._conn, write, fn, *args, **kwargs)
+
+    def _transaction_on(
+        self,
+        conn: sqlite3.Connection | None,
+        write: bool,
+        fn: Callable[..., T],
+        *args: Any,
+        _cancelled: threading.Event | None = None,
+        **kwargs: Any,
+    ) -> T:
+        if conn is None:
+            raise BackendUnavailable(f"sqlite backend {self.name!r} is not started")
+        try:
+            cursor = conn.cursor()
+            try:
+                if _cancelled is not None and _cancelled.is_set():
+                    raise BackendUnavailable("the caller gave up before the transaction began")
+                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                result = fn(Tx(cursor, SQLITE), *args, **kwargs)
+                if _cancelled is not None and _cancelled.is_set():
+                    # The terminal was already told it failed: undo, so it happened not at all.
+                    raise BackendUnavailable("the caller gave up; rolled back")
+                cursor.execute("COMMIT")
+                return result
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                cursor.close()
+        except sqlite3.Error as exc:
+            if not isinstance(exc, sqlite3.OperationalError):
+                self.log.failure("sqlite error in {fn}", fn=getattr(fn, "__name__", fn))
+            raise BackendUnavailable(f"sqlite {self.path}: {exc}") from exc
+
+    def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        conn = self._read_conn
+        if conn is not None:
+            try:
+                return succeed(self._transaction_on(conn, False, fn, *args, **kwargs))
+            except BackendUnavailable as exc:
+                if not _busy(exc):
+                    return fail()
+                # Locked (WAL recovery, a schema change): wait on the worker thread, not here.
+            except BaseException:
+                return fail()
+        return self._call(self._transaction, False, fn, *args, **kwargs)
+
+    def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        # Before: a look-up while the write runs must not be remembered past it. After: one that
+        # ran before the commit is stale now. (data_version alone misses a single connection's
+        # own writes.)
+        self._writes += 1
+        d = self._inline_write(fn, *args, **kwargs)
+        if d is None:
+            d = self._call_write(fn, *args, **kwargs)
+
+        def written(result: Any) -> Any:
+            self._writes += 1
+            return result
+
+        return d.addBoth(written)
+
+    def _inline_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T] | None:
+        """The write done here and now, or None when the database was locked (nothing was done)."""
+        conn = self._write_conn
+        if conn is None:
+            return None
+        try:
+            result = self._transaction_on(conn, True, fn, *args, **kwargs)
+        except BackendUnavailable as exc:
+            if _busy(exc):
+                return None  # rolled back by _transaction_on: the worker thread waits for the lock
+            return fail()
+        except BaseException:
+            return fail()
+        self._uncheckpointed += 1
+        return succeed(result)
+
+    def _checkpoint_soon(self) -> None:
+        if self._uncheckpointed and self._pool is not None:
+            self._uncheckpointed = 0
+            self._call(self._checkpoint).addErrback(
+                lambda failure: self.log.warn(
+                    "sqlite {backend}: checkpoint failed: {why}", backend=self.name, why=failure.getErrorMessage()
+                )
+            )
+
+    def _checkpoint(self) -> None:
+        if self._conn is not None:  # PASSIVE: waits for no reader and no writer
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _call_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """A write on the worker thread whose Deferred can be cancelled (the ACS does after the
+        institution's timeout): the transaction then rolls back instead of committing, so the
+        terminal's "not available" stays true. (The last instant before COMMIT remains a race.)"""
+        if not self.threaded or self._pool is None:
+            return self._call(self._transaction, True, fn, *args, **kwargs)
+        cancelled = threading.Event()
+        d: Deferred[T] = Deferred(lambda _: cancelled.set())
+        reactor = self._get_reactor()
+
+        def deliver(success: bool, result: Any) -> None:
+            if d.called:  # cancelled: the caller has its answer; the work rolled back or never began
+                if success:
+                    self.log.warn("sqlite {backend}: a write committed after its caller gave up", backend=self.name)
+                return
+            if success:
+                d.callback(result)
+            else:
+                d.errback(result)
+
+        self._pool.callInThreadWithCallback(
+            lambda success, result: reactor.callFromThread(deliver, success, result),
+            self._transaction,  # reads self._conn on the worker thread, in order with stop()
+            True,
+            fn,
+            *args,
+            _cancelled=cancelled,
+            **kwargs,
+        )
+        return d
+
+    def change_stamp(self) -> tuple[int, bytes | int] | None:
+        """(this backend's write counter, the WAL-index header or else sqlite's data_version):
+        together they move on every commit, this process's or another's. None when reads run on
+        the worker thread."""
+        conn = self._read_conn if self.threaded else self._conn
+        if conn is None:
+            return None
+        header = self._wal_header
+        if header is not None:
+            seen = header.read()
+            if seen is not None:
+                return self._writes, seen
+        try:
+            (version,) = conn.execute("PRAGMA data_version").fetchone()
+        except sqlite3.Error:
+            return None  # the look-up itself will report what is wrong
+        return self._writes, version
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        if self.threaded and self._pool is None:
+            self._pool = ThreadPool(1, 1, name=f"sipserver-sqlite-{self.name}")
+            self._pool.start()
+            self._shutdown_trigger = self._get_reactor().addSystemEventTrigger("during", "shutdown", self._stop_pool)
+        return self._call(self._open).addCallback(self._start_checkpoints)
+
+    def _start_checkpoints(self, result: Any) -> Any:
+        if self._write_conn is not None and self._checkpoints is None:
+            self._checkpoints = LoopingCall(self._checkpoint_soon)
+            self._checkpoints.clock = self._get_reactor()
+            self._checkpoints.start(CHECKPOINT_INTERVAL, now=False)
+        return result
+
+    def _open(self) -> None:
+        """Open, tune, migrate and (into an empty database) seed; any failure is a config error."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        except sqlite3.Error as exc:
+            # Unavailable, not misconfigured: a directory not mounted yet or a permission being
+            # fixed; the service keeps the institution off-line and tries again.
+            raise BackendUnavailable(f"sqlite database {self.path}: {exc}") from exc
+        self._conn = conn
+        try:
+            self._transaction(True, schema.apply_migrations, self.now())
+            if self.seed and self._transaction(False, loader.is_empty):
+                self._transaction(True, loader.load_data_file, self.seed, self.now())
+            if self.threaded and self.inline_reads and self.path != ":memory:":
+                self._read_conn = self._connect_reader()
+            if self.threaded and self.inline_writes and self.path != ":memory:":
+                self._write_conn = self._connect_inline_writer()
+            if self.patron_cache is not None and self.path != ":memory:":
+                self._wal_header = WalHeader.open(self.path)
+        except BaseException as exc:
+            self._close()  # the service may call start() again later: leave nothing open
+            if isinstance(exc, loader.DataError | BackendUnavailable):
+                raise BackendConfigError(str(exc)) from exc
+            raise
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        # No busy wait on the reactor thread: a locked database is handed to the worker thread.
+        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    def _connect_inline_writer(self) -> sqlite3.Connection:
+        # Never waits for a lock (that is the worker thread's job) and never checkpoints (an fsync).
+        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        return conn
+
+    def _drop_wal_header(self) -> None:
+        header, self._wal_header = self._wal_header, None
+        if header is not None:
+            header.close()
+
+    def _close(self, detached: tuple[sqlite3.Connection, ...] = ()) -> None:
+        for conn in detached:
+            conn.close()
+        self._drop_wal_header()
+        if self._write_conn is not None:
+            self._write_conn.close()
+            self._write_conn = None
+        if self._read_conn is not None:
+            self._read_conn.close()
+            self._read_conn = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _stop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
+
+    def stop(self) -> Deferred[None]:
+        if self.threaded and self._pool is None:
+            return succeed(None)  # never started, or stopped already
+        if self._checkpoints is not None:
+            if self._checkpoints.running:
+                self._checkpoints.stop()
+            self._checkpoints = None
+        # The reactor thread's connections are taken out of its reach here, before the worker
+        # thread closes them, so no request can be using one while it closes.
+        detached = tuple(c for c in (self._read_conn, self._write_conn) if c is not None)
+        self._read_conn = self._write_conn = None
+        self._drop_wal_header()  # on the reactor thread too: change_stamp reads it there
+        d = self._call(self._close, detached)
+        if self.threaded:
+            if self._shutdown_trigger is not None:
+                self._get_reactor().removeSystemEventTrigger(self._shutdown_trigger)
+                self._shutdown_trigger = None
+
+            def stopped(result: Any) -> Any:
+                self._stop_pool()
+                return result
+
+            d.addBoth(stopped)
+        return d

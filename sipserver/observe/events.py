@@ -1,0 +1,157 @@
+"""What happened, told to the log and counted for the metrics.
+
+One line per SIP exchange (listener, peer, login, message, outcome, milliseconds), and one per
+connection opened, closed or refused with its reason: the first things an administrator needs when a
+self-check stops working. No line ever carries a terminal password or a patron PIN: the session
+reports message *names* and outcomes, never field values.
+
+The lines go to the exchange log (:mod:`sipserver.observe.exchangelog`), built from the values at hand,
+not through Twisted's logger. The level check happens first, so a busy server at ``warn`` pays
+nothing for exchange lines.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import functools
+from typing import TYPE_CHECKING
+
+from twisted.logger import LogLevel
+
+from sipserver.observe.exchangelog import LogWriter, Stream, TextLines
+from sipserver.sip2.masking import mask_secrets
+
+if TYPE_CHECKING:
+    from sipserver.connection.session import Session
+
+LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
+
+#: Upper bounds (seconds) of the latency histogram buckets.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Counters kept in memory and rendered by the HTTP /metrics page."""
+
+    def __init__(self) -> None:
+        self.messages: collections.Counter[tuple[str, str]] = collections.Counter()  # (message, outcome)
+        self.latency_buckets = [0] * len(LATENCY_BUCKETS)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.logins: collections.Counter[tuple[str, str]] = collections.Counter()  # (result, reason)
+        self.connections_opened: collections.Counter[str] = collections.Counter()  # listener
+        self.connections_refused: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.protocol_errors = 0
+        self.reloads: collections.Counter[str] = collections.Counter()  # "ok" or "refused"
+        self.open_by_login: collections.Counter[tuple[str, str]] = collections.Counter()  # (listener, login)
+
+    def observe(self, elapsed: float) -> None:
+        self.latency_sum += elapsed
+        self.latency_count += 1
+        index = bisect.bisect_left(LATENCY_BUCKETS, elapsed)  # the first bound >= elapsed
+        if index < len(LATENCY_BUCKETS):
+            self.latency_buckets[index] += 1
+
+
+@functools.cache
+def _stdout_log() -> LogWriter:
+    """Where an Events made without a writer (a script, a test) writes: stdout, each line at once."""
+    return LogWriter(Stream.standard(1, "stdout"), TextLines())
+
+
+class Events:
+    """The server's :class:`~sipserver.connection.session.SessionEvents`: log lines and metrics."""
+
+    def __init__(self, level: str = "info", log: LogWriter | None = None) -> None:
+        self.metrics = Metrics()
+        self.log = log if log is not None else _stdout_log()
+        self.set_level(level)
+        self.in_flight = 0  # requests waiting for a backend; a stopping server waits for them
+        self.worker: int | None = None  # this process's index when server.workers > 1
+
+    def set_level(self, level: str) -> None:
+        self.level = LEVELS.get(level, LogLevel.info)
+        self._debug = self.level <= LogLevel.debug
+        self._info = self.level <= LogLevel.info
+        self._warn = self.level <= LogLevel.warn
+
+    # Connections ------------------------------------------------------------------------------------
+
+    def connection_opened(self, session: Session) -> None:
+        self.metrics.connections_opened[session.listener.name] += 1
+        if self._info:
+            listener, peer, worker = session.listener.name, session.peer, self.worker
+            text = f"connection opened listener={listener} peer={peer}"
+            if worker is None:
+                self.log.line("info", text, listener=listener, peer=peer)
+            else:
+                self.log.line("info", f"{text} worker={worker}", listener=listener, peer=peer, worker=worker)
+
+    def connection_refused(self, listener: str, peer: str, reason: str) -> None:
+        self.metrics.connections_refused[(listener, reason.split(" ")[0])] += 1
+        if self._warn:
+            self.log.line("warn", f"connection refused listener={listener} peer={peer} reason={reason}",
+                          listener=listener, peer=peer, reason=reason)  # fmt: skip
+            self.log.flush()  # the peer sees the close at once: the line is there before it
+
+    def closing(self, session: Session, reason: str) -> None:
+        if self._info:
+            listener, peer, login = session.listener.name, session.peer, session.login or "-"
+            self.log.line("info", f"closing connection listener={listener} peer={peer} login={login} reason={reason}",
+                          listener=listener, peer=peer, login=login, reason=reason)  # fmt: skip
+            self.log.flush()  # the peer sees the close at once: the line is there before it
+
+    def logged_out(self, session: Session) -> None:
+        """The session is about to drop its account (a new 93, or a reload that removed it)."""
+        if session.login:
+            self.metrics.open_by_login[(session.listener.name, session.login)] -= 1
+
+    def connection_closed(self, session: Session) -> None:
+        self.logged_out(session)
+        if self._info:
+            listener, peer, login = session.listener.name, session.peer, session.login or "-"
+            self.log.line("info", f"connection closed listener={listener} peer={peer} login={login}",
+                          listener=listener, peer=peer, login=login)  # fmt: skip
+
+    # Sessions ---------------------------------------------------------------------------------------
+
+    def login(self, session: Session, login: str, ok: bool, reason: str | None) -> None:
+        """A 93 answered. The session's previous login, if any, ends here whatever the outcome:
+        the session takes the new account, or none."""
+        self.metrics.logins[("ok" if ok else "refused", reason or "")] += 1
+        self.logged_out(session)
+        listener, peer = session.listener.name, session.peer
+        if ok:
+            self.metrics.open_by_login[(listener, login)] += 1
+            if self._info:
+                self.log.line("info", f"login ok listener={listener} peer={peer} login={login}",
+                              listener=listener, peer=peer, login=login)  # fmt: skip
+        elif self._warn:
+            tried = _printable(login)  # the one place a value typed by the peer reaches a line: masked
+            self.log.line("warn", f"login refused listener={listener} peer={peer} login={tried} reason={reason}",
+                          listener=listener, peer=peer, login=tried, reason=reason)  # fmt: skip
+
+    def exchange(self, session: Session, request: str, outcome: str, elapsed: float) -> None:
+        self.metrics.messages[(request, outcome)] += 1
+        self.metrics.observe(elapsed)
+        if self._info:
+            self.log.exchange(session.listener.name, session.peer, session.login or "-", request, outcome, elapsed)
+
+    def protocol_error(self, session: Session, what: str) -> None:
+        self.metrics.protocol_errors += 1
+        if self._warn:
+            listener, peer, login = session.listener.name, session.peer, session.login or "-"
+            self.log.line("warn", f"protocol listener={listener} peer={peer} login={login}: {what}",
+                          listener=listener, peer=peer, login=login, what=what)  # fmt: skip
+
+
+def _printable(text: str) -> str:
+    """A login name as typed, made safe for one log line (a terminal may send anything).
+
+    A SIP device pointed at the telnet port sends its whole 93 frame as the "login name", and a
+    device whose account uses another delimiter than ``|`` sends ``sco^COpassword^`` as its CN;
+    the password inside (CO, and AC/AD in any other frame) is masked before the line is written.
+    """
+    text = mask_secrets(text)
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:64]

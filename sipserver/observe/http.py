@@ -1,0 +1,182 @@
+"""The optional HTTP status listener: ``/health`` for monitors and ``/metrics`` for Prometheus.
+
+"Is the server up, and can it reach the ILS?" is the first question when a self-check stops
+working, so ``/health`` answers it in one request: 200 when every listener is bound and every
+backend answers, 503 otherwise, with a small JSON body saying which part is down.
+
+The status port has its own budget (``http.max_connections``), apart from the SIP terminals': past
+it a new connection is closed at once, and a connection idle or with its request unfinished for
+``http.timeout`` seconds is closed. 20,000 idle, unfinished ``GET /health`` requests used to take
+every file descriptor the daemon had, and the SIP terminals' logins with them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from twisted.protocols import policies
+from twisted.web import resource, server
+
+from sipserver.observe.events import LATENCY_BUCKETS
+
+if TYPE_CHECKING:
+    from sipserver.daemon.service import SIPServer
+
+
+class Health(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, sip: SIPServer) -> None:
+        super().__init__()
+        self.sip = sip
+
+    def render_GET(self, request: Any) -> Any:
+        d = self.sip.acs.health.probe_all()
+
+        def answer(_: Any) -> None:
+            listeners = {name: _listening(self.sip, name) for name in self.sip.factories}
+            backends = self.sip.acs.health.snapshot()
+            healthy = all(listeners.values()) and all(backends.values())
+            body = {
+                "status": "ok" if healthy else "unavailable",
+                "listeners": {name: "up" if up else "down" for name, up in listeners.items()},
+                "backends": {name: "up" if up else "down" for name, up in backends.items()},
+                "connections": self.sip.connection_count,
+                "name": self.sip.config.server.name,
+                # the log's own trouble (syslog unreachable, lines dropped): shown, but SIP still works
+                "log": self.sip.log.problem or "ok",
+            }
+            request.setResponseCode(200 if healthy else 503)
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"cache-control", b"no-store")
+            request.write(json.dumps(body, sort_keys=True).encode() + b"\n")
+            request.finish()
+
+        d.addBoth(answer)
+        return server.NOT_DONE_YET
+
+
+def _listening(sip: SIPServer, name: str) -> bool:
+    """A listener service runs only once bound: a port that cannot be bound stops the daemon."""
+    return bool(sip.getServiceNamed(f"listener:{name}").running)
+
+
+class Metrics(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, sip: SIPServer) -> None:
+        super().__init__()
+        self.sip = sip
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        return render_metrics(self.sip).encode("utf-8")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_metrics(sip: SIPServer) -> str:
+    """The Prometheus text exposition format (0.0.4) of the server's counters."""
+    m = sip.events.metrics
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+
+    family("sip_connections_open", "gauge", "Open SIP connections by listener.")
+    for name, factory in sorted(sip.factories.items()):
+        out.append(f'sip_connections_open{{listener="{_label(name)}"}} {factory.connections}')
+    family("sip_connections_by_login", "gauge", "Open logged-in SIP connections by listener and login.")
+    for (listener, login), count in sorted(m.open_by_login.items()):
+        if count > 0:
+            out.append(f'sip_connections_by_login{{listener="{_label(listener)}",login="{_label(login)}"}} {count}')
+    family("sip_connections_opened_total", "counter", "Connections accepted by listener.")
+    for name, count in sorted(m.connections_opened.items()):
+        out.append(f'sip_connections_opened_total{{listener="{_label(name)}"}} {count}')
+    family("sip_connections_refused_total", "counter", "Connections refused by listener and reason.")
+    for (name, reason), count in sorted(m.connections_refused.items()):
+        out.append(f'sip_connections_refused_total{{listener="{_label(name)}",reason="{_label(reason)}"}} {count}')
+    family("sip_messages_total", "counter", "SIP requests answered, by message and outcome.")
+    for (message, outcome), count in sorted(m.messages.items()):
+        out.append(f'sip_messages_total{{message="{_label(message)}",outcome="{_label(outcome)}"}} {count}')
+    family("sip_request_duration_seconds", "histogram", "Time from request frame to reply.")
+    cumulative = 0
+    for bound, count in zip(LATENCY_BUCKETS, m.latency_buckets, strict=True):
+        cumulative += count
+        out.append(f'sip_request_duration_seconds_bucket{{le="{bound}"}} {cumulative}')
+    out.append(f'sip_request_duration_seconds_bucket{{le="+Inf"}} {m.latency_count}')
+    out.append(f"sip_request_duration_seconds_sum {m.latency_sum:.6f}")
+    out.append(f"sip_request_duration_seconds_count {m.latency_count}")
+    family("sip_logins_total", "counter", "Login attempts by result and refusal reason.")
+    for (result, reason), count in sorted(m.logins.items()):
+        out.append(f'sip_logins_total{{result="{result}",reason="{_label(reason)}"}} {count}')
+    family("sip_lockouts_active", "gauge", "Peer addresses locked out now after repeated failed logins.")
+    out.append(f"sip_lockouts_active {sip.lockout.locked_count()}")
+    status_site = getattr(sip, "status_site", None)
+    if status_site is not None:
+        family("sip_http_connections_refused_total", "counter", "Status connections closed over http.max_connections.")
+        out.append(f"sip_http_connections_refused_total {status_site.refused}")
+    family("sip_protocol_errors_total", "counter", "Frames refused or ignored (bad checksum, unknown code, ...).")
+    out.append(f"sip_protocol_errors_total {m.protocol_errors}")
+    family("sip_config_reloads_total", "counter", "Configuration reloads (SIGHUP) by result: ok or refused.")
+    for result in ("ok", "refused"):
+        out.append(f'sip_config_reloads_total{{result="{result}"}} {m.reloads[result]}')
+    family("sip_log_lines_dropped_total", "counter", "Log lines not written: the destination failed or lagged.")
+    out.append(f"sip_log_lines_dropped_total {sip.log.dropped}")
+    family("sip_log_destination_up", "gauge", "1 when log lines reach their destination (0: failing, or on stderr).")
+    out.append(f"sip_log_destination_up {int(sip.log.problem is None)}")
+    health = sip.acs.health
+    family("sip_backend_up", "gauge", "1 when the backend answered its last call or probe.")
+    for name, up in sorted(health.snapshot().items()):
+        out.append(f'sip_backend_up{{backend="{_label(name)}"}} {int(up)}')
+    family("sip_backend_errors_total", "counter", "Backend calls that failed as unavailable.")
+    for name, count in sorted(health.errors.items()):
+        out.append(f'sip_backend_errors_total{{backend="{_label(name)}"}} {count}')
+    family("sip_backend_attempts_total", "counter", "Attempts to reach an off-line backend again (with backoff).")
+    for name, count in sorted(health.attempts.items()):
+        out.append(f'sip_backend_attempts_total{{backend="{_label(name)}"}} {count}')
+    family("sip_backend_timeouts_total", "counter", "Backend calls that exceeded the institution's timeout.")
+    for name, count in sorted(health.timeouts.items()):
+        out.append(f'sip_backend_timeouts_total{{backend="{_label(name)}"}} {count}')
+    return "\n".join(out) + "\n"
+
+
+class _UnloggedSite(server.Site):
+    """No access-log line per request: a monitor polling /health every few seconds would fill the
+    journal with them at every ``logging.level``; the probes' outcomes are in /metrics."""
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+class CappedFactory(policies.WrappingFactory):
+    """At most ``cap`` connections at once; past that, a new one is closed as soon as accepted."""
+
+    noisy = False
+
+    def __init__(self, wrapped: Any, cap: int) -> None:
+        super().__init__(wrapped)
+        self.cap = cap
+        self.refused = 0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if len(self.protocols) >= self.cap:
+            self.refused += 1
+            return None
+        return super().buildProtocol(addr)
+
+
+def site(sip: SIPServer) -> CappedFactory:
+    http = sip.config.http
+    assert http is not None
+    root = resource.Resource()
+    root.putChild(b"health", Health(sip))
+    root.putChild(b"metrics", Metrics(sip))
+    factory = _UnloggedSite(root, timeout=http.timeout)
+    factory.noisy = False
+    factory.displayTracebacks = False
+    return CappedFactory(factory, http.max_connections)
