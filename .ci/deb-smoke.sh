@@ -12,10 +12,11 @@
 # status when the demo data is there), reloads with SIGHUP and stops it with SIGTERM. --purge then
 # removes and purges the package and checks what purge leaves. Only 127.0.0.1 is used. Every step is
 # time-bounded; the last line is `deb-smoke: OK` or the reason for the failure, and the exit status
-# is non-zero on any failure. Safe to run again on a system where the package is installed.
+# is non-zero on any failure. Safe to run again on a system where the package is installed, and
+# from a terminal or without one.
 set -euo pipefail
 
-usage() { sed -n '2,16s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,17s/^# \{0,1\}//p' "$0"; }
 
 SOURCE="head"
 BUILD_ONLY=0
@@ -34,6 +35,13 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+
+# Nothing here reads the terminal. Started from one, every command under timeout(1) runs in a
+# background process group (timeout makes its own), and apt-get, which puts a terminal on its stdin
+# into raw mode around dpkg, is stopped by SIGTTOU there: .ci/run hung at "install build
+# dependencies" with apt-get in state T. With stdin closed no command touches the terminal, and a
+# timeout still ends the whole group (timeout --foreground would leave dpkg's children running).
+exec </dev/null
 
 # Debian's own tools only: a pyenv shim or a venv on PATH breaks pybuild and the Twisted trigger.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
