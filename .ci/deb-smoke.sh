@@ -4,18 +4,19 @@
 #   bash .ci/deb-smoke.sh [--worktree] [--purge]        full smoke test (root, Debian bookworm)
 #   bash .ci/deb-smoke.sh --build-only [--outdir DIR]   only build (and lint) the .deb: `make deb`
 #
-# The full test installs the build dependencies, builds from a copy of the committed tree
-# (`git archive HEAD`; --worktree copies the working tree instead: tracked and untracked files,
-# without ignored ones), runs lintian, installs the .deb with apt, checks the installed layout and
-# man pages, then runs the ExecStart line of each installed unit as the sipserver user on free
-# loopback ports: sipserver.service with /etc/sipserver/sip.yaml (every published demo password is
-# refused; an account added as README.Debian says logs in after SIGHUP), and sipserver@.service as
-# an instance serving the packaged demo (logins, SC status, patron status, telnet, /health, the
-# packaged client, sipserver-instances), each reloaded with SIGHUP and stopped with SIGTERM; then a
-# socket passed by systemd-socket-activate. --purge then removes and purges the package and checks
-# what purge leaves. Only 127.0.0.1 is used. Every step is time-bounded; the last line is
-# `deb-smoke: OK` or the reason for the failure, and the exit status is non-zero on any failure.
-# Safe to run again on a system where the package is installed, and from a terminal or without one.
+# The full test installs the build dependencies, builds from a copy of the committed tree (`git
+# archive HEAD`; --worktree copies the working tree instead: tracked and untracked files, without
+# ignored ones), runs lintian, installs the .deb with apt, checks the installed layout and man
+# pages, then runs the ExecStart line of each installed unit as the sipserver user on free
+# loopback ports: sipserver.service with the shipped /etc/sipserver/sip.yaml (every published demo
+# password is refused; an account added as README.Debian says logs in after SIGHUP), and
+# sipserver@.service as an instance serving the packaged demo (logins, SC status, patron status,
+# telnet, /health, the packaged client, sipserver-instances), each reloaded with SIGHUP and
+# stopped with SIGTERM; then a socket passed by systemd-socket-activate. --purge then removes and
+# purges the package and checks what purge leaves. Only 127.0.0.1 is used. Every step is
+# time-bounded; the last line is `deb-smoke: OK` or the reason for the failure, and the exit
+# status is non-zero on any failure. Safe to run again on a system where the package is installed,
+# and from a terminal or without one.
 set -euo pipefail
 
 usage() { sed -n '2,19s/^# \{0,1\}//p' "$0"; }
@@ -232,8 +233,18 @@ check_stat() {   # check_stat PATH "MODE OWNER:GROUP"
 }
 check_stat /etc/sipserver/sip.yaml "640 root:sipserver"
 check_stat /var/lib/sipserver "750 sipserver:sipserver"
-grep -Eq '^[[:space:]]+path:[[:space:]]+/var/lib/sipserver/sipserver\.sqlite3' /etc/sipserver/sip.yaml \
-    || fail "/etc/sipserver/sip.yaml does not keep its database in /var/lib/sipserver"
+# What the package ships as /etc/sipserver/sip.yaml. On a system where that file was changed, dpkg
+# kept the change (a conffile), so the checks of the shipped configuration use the package's copy.
+SHIPPED=$WORK/shipped
+dpkg-deb -x "$DEB" "$SHIPPED" || fail "dpkg-deb -x $DEB failed"
+SHIPPED_CONFIG=$SHIPPED/etc/sipserver/sip.yaml
+if cmp -s "$SHIPPED_CONFIG" /etc/sipserver/sip.yaml; then
+    note "/etc/sipserver/sip.yaml is the package's"
+else
+    note "/etc/sipserver/sip.yaml was changed on this system and dpkg kept it: the package's copy is checked"
+fi
+grep -Eq '^[[:space:]]+path:[[:space:]]+/var/lib/sipserver/sipserver\.sqlite3' "$SHIPPED_CONFIG" \
+    || fail "the shipped sip.yaml does not keep its database in /var/lib/sipserver"
 UNITS=/lib/systemd/system
 for f in /usr/bin/sipserver /usr/bin/sipclient /usr/sbin/sipserver-instances "$UNITS/sipserver.service" \
     "$UNITS/sipserver@.service" "$UNITS/sipserver.socket" \
@@ -489,15 +500,15 @@ PY
 }
 
 # ---------------------------------------------------------------------------------------------------
-step "sipserver.service's ExecStart with /etc/sipserver/sip.yaml, as installed"
+step "sipserver.service's ExecStart with the shipped /etc/sipserver/sip.yaml"
 DEFAULT_EXEC=$(exec_start sipserver.service)
 CONFIG=$RUN/sip.yaml
 [[ "$DEFAULT_EXEC" == *" --config=/etc/sipserver/sip.yaml" ]] \
     || fail "sipserver.service does not end its ExecStart with --config=/etc/sipserver/sip.yaml: $DEFAULT_EXEC"
-derive_config /etc/sipserver/sip.yaml "$CONFIG"
+derive_config "$SHIPPED_CONFIG" "$CONFIG"
 read -ra COMMAND <<<"${DEFAULT_EXEC% --config=*} --config=$CONFIG"
 start_daemon "$CONFIG" "${COMMAND[@]}"
-sip_checks installed || fail "the installed configuration accepts a published demo password"
+sip_checks installed || fail "the shipped configuration accepts a published demo password"
 # An account added as README.Debian says: a hash from the packaged hash-password, then a reload.
 ADDED_PASSWORD=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 ADDED_HASH=$(printf '%s\n' "$ADDED_PASSWORD" | /usr/bin/sipserver hash-password) \
@@ -517,7 +528,7 @@ with open(path, "w") as f:
     yaml.safe_dump(cfg, f, sort_keys=False)
 PY
 reload_daemon
-sip_checks quick smoke_sco "$ADDED_PASSWORD" || fail "an account added to the installed config does not log in"
+sip_checks quick smoke_sco "$ADDED_PASSWORD" || fail "an account added to the shipped config does not log in"
 stop_and_check
 
 # ---------------------------------------------------------------------------------------------------
