@@ -24,10 +24,10 @@ check: $(STAMP)
 	$(VENV)/bin/twistd -n --pidfile= sip -c $(CONFIG) --check
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sipserver tests bench twisted
+	$(VENV)/bin/ruff check sipserver tests bench twisted debian/manpage_from_markdown.py
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check sipserver tests bench twisted
+	$(VENV)/bin/ruff check sipserver tests bench twisted debian/manpage_from_markdown.py
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

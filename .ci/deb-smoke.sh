@@ -4,18 +4,22 @@
 #   bash .ci/deb-smoke.sh [--worktree] [--purge]        full smoke test (root, Debian bookworm)
 #   bash .ci/deb-smoke.sh --build-only [--outdir DIR]   only build (and lint) the .deb: `make deb`
 #
-# The full test installs the build dependencies, builds from a copy of the committed tree
-# (`git archive HEAD`; --worktree copies the working tree instead: tracked and untracked files,
-# without ignored ones), runs lintian, installs the .deb with apt, checks the installed layout, then
-# starts /usr/bin/twistd3 sip as the sipserver user on free loopback ports with a config derived
-# from /etc/sipserver/sip.yaml, logs in with the packaged client, sends SC status (and a patron
-# status when the demo data is there), reloads with SIGHUP and stops it with SIGTERM. --purge then
-# removes and purges the package and checks what purge leaves. Only 127.0.0.1 is used. Every step is
-# time-bounded; the last line is `deb-smoke: OK` or the reason for the failure, and the exit status
-# is non-zero on any failure. Safe to run again on a system where the package is installed.
+# The full test installs the build dependencies, builds from a copy of the committed tree (`git
+# archive HEAD`; --worktree copies the working tree instead: tracked and untracked files, without
+# ignored ones), runs lintian, installs the .deb with apt, checks the installed layout and man
+# pages, then runs the ExecStart line of each installed unit as the sipserver user on free
+# loopback ports: sipserver.service with the shipped /etc/sipserver/sip.yaml (every published demo
+# password is refused; an account added as README.Debian says logs in after SIGHUP), and
+# sipserver@.service as an instance serving the packaged demo (logins, SC status, patron status,
+# telnet, /health, the packaged client, sipserver-instances), each reloaded with SIGHUP and
+# stopped with SIGTERM; then a socket passed by systemd-socket-activate. --purge then removes and
+# purges the package and checks what purge leaves. Only 127.0.0.1 is used. Every step is
+# time-bounded; the last line is `deb-smoke: OK` or the reason for the failure, and the exit
+# status is non-zero on any failure. Safe to run again on a system where the package is installed,
+# and from a terminal or without one.
 set -euo pipefail
 
-usage() { sed -n '2,16s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,19s/^# \{0,1\}//p' "$0"; }
 
 SOURCE="head"
 BUILD_ONLY=0
@@ -35,6 +39,13 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+# Nothing here reads the terminal. Started from one, every command under timeout(1) runs in a
+# background process group (timeout makes its own), and apt-get, which puts a terminal on its stdin
+# into raw mode around dpkg, is stopped by SIGTTOU there: .ci/run hung at "install build
+# dependencies" with apt-get in state T. With stdin closed no command touches the terminal, and a
+# timeout still ends the whole group (timeout --foreground would leave dpkg's children running).
+exec </dev/null
+
 # Debian's own tools only: a pyenv shim or a venv on PATH breaks pybuild and the Twisted trigger.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 unset PYTHONPATH PYTHONHOME PYTHONSTARTUP PYTHONUSERBASE VIRTUAL_ENV PYENV_VERSION CONDA_PREFIX || true
@@ -44,6 +55,9 @@ LINTIAN_FAIL_ON=${LINTIAN_FAIL_ON:-error,warning}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PLUGIN_CACHE=/usr/lib/python3/dist-packages/twisted/plugins/dropin.cache
 SVC_USER=sipserver
+DOC=/usr/share/doc/sipserver
+INSTANCE=smoke-$$                  # the instance of sipserver@.service this test runs
+INSTANCE_CONFIG=/etc/sipserver/$INSTANCE.yaml
 WORK=""
 RUN=""
 DAEMON_PID=""      # the `timeout` wrapper we started; twistd is its only child
@@ -93,6 +107,7 @@ cleanup() {
     trap - EXIT INT TERM
     set +e
     if [ -n "$DAEMON_PID" ]; then stop_daemon TERM; fi
+    rm -f "$INSTANCE_CONFIG"
     if [ "$rc" -ne 0 ] && [ -n "$RUN" ] && [ -s "$RUN/daemon.log" ]; then
         echo "deb-smoke: --- last lines of the daemon log ---" >&2
         tail -n 40 "$RUN/daemon.log" >&2
@@ -184,6 +199,11 @@ else
     note "lintian is not installed: skipped"
 fi
 
+# The package's only conffile is the configuration without accounts: no demo file under /etc.
+CONFFILES=$(dpkg-deb --info "$DEB" conffiles 2>/dev/null | tr '\n' ' ')
+[ "$CONFFILES" = "/etc/sipserver/sip.yaml " ] || fail "the package's conffiles are '$CONFFILES', expected /etc/sipserver/sip.yaml only"
+note "conffiles: $CONFFILES"
+
 if [ "$BUILD_ONLY" = 1 ]; then
     OUTDIR=${OUTDIR:-$REPO/dist}
     mkdir -p "$OUTDIR"
@@ -213,15 +233,42 @@ check_stat() {   # check_stat PATH "MODE OWNER:GROUP"
 }
 check_stat /etc/sipserver/sip.yaml "640 root:sipserver"
 check_stat /var/lib/sipserver "750 sipserver:sipserver"
-grep -Eq '^[[:space:]]+path:[[:space:]]+/var/lib/sipserver/sipserver\.sqlite3' /etc/sipserver/sip.yaml \
-    || fail "/etc/sipserver/sip.yaml does not keep its database in /var/lib/sipserver"
-if [ -f /etc/sipserver/demo-data.yaml ]; then DEMO=1; note "demo data: /etc/sipserver/demo-data.yaml"; else
-    DEMO=0; note "no /etc/sipserver/demo-data.yaml: the patron status check is skipped"; fi
-for f in /usr/bin/sipserver /usr/bin/sipclient /lib/systemd/system/sipserver.daemon.service \
-    /lib/systemd/system/sipserver.socket /usr/lib/python3/dist-packages/twisted/plugins/sipserver_plugin.py \
-    /usr/share/doc/sipserver/install.md; do  # the last: the unit's Documentation= and the man page
-    [ -e "$f" ] || fail "$f is missing"
+# What the package ships as /etc/sipserver/sip.yaml. On a system where that file was changed, dpkg
+# kept the change (a conffile), so the checks of the shipped configuration use the package's copy.
+SHIPPED=$WORK/shipped
+dpkg-deb -x "$DEB" "$SHIPPED" || fail "dpkg-deb -x $DEB failed"
+SHIPPED_CONFIG=$SHIPPED/etc/sipserver/sip.yaml
+if cmp -s "$SHIPPED_CONFIG" /etc/sipserver/sip.yaml; then
+    note "/etc/sipserver/sip.yaml is the package's"
+else
+    note "/etc/sipserver/sip.yaml was changed on this system and dpkg kept it: the package's copy is checked"
+fi
+grep -Eq '^[[:space:]]+path:[[:space:]]+/var/lib/sipserver/sipserver\.sqlite3' "$SHIPPED_CONFIG" \
+    || fail "the shipped sip.yaml does not keep its database in /var/lib/sipserver"
+UNITS=/lib/systemd/system
+for f in /usr/bin/sipserver /usr/bin/sipclient /usr/sbin/sipserver-instances "$UNITS/sipserver.service" \
+    "$UNITS/sipserver@.service" "$UNITS/sipserver.socket" \
+    /usr/lib/python3/dist-packages/twisted/plugins/sipserver_plugin.py \
+    "$DOC/install.md" "$DOC/README.Debian" "$DOC/examples/demo.yaml" "$DOC/examples/demo-data.yaml"; do
+    [ -e "$f" ] || fail "$f is missing"   # install.md and README.Debian: the units' Documentation=
 done
+grep -Eq '^[[:space:]]+path:[[:space:]]+/var/lib/sipserver/demo/sipserver\.sqlite3' "$DOC/examples/demo.yaml" \
+    || fail "$DOC/examples/demo.yaml does not keep its database in the instance's state directory"
+note "demo example: $DOC/examples/demo.yaml with demo-data.yaml; README.Debian and install.md there"
+for page in man5/sip.yaml.5 man1/sipserver.1 man1/sipclient.1 man8/sipserver-instances.8; do
+    [ -f "/usr/share/man/$page.gz" ] || fail "/usr/share/man/$page.gz is missing"
+done
+MAN_TEXT=$(zcat /usr/share/man/man5/sip.yaml.5.gz)
+for text in '^\.TH "\?SIP\.YAML"\? "\?5' '^\.SH NAME' 'sip\.yaml \\\?- ' '^\.SH ACCOUNTS' 'allow_from' \
+    'max_frame_bytes' 'sipserver@NAME'; do
+    grep -q -- "$text" <<<"$MAN_TEXT" || fail "sip.yaml(5) has no '$text'"
+done
+if command -v man >/dev/null; then   # lintian's groff check, on the installed page
+    MAN_WARNINGS=$(LC_ALL=C.UTF-8 MANROFFSEQ='' MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z \
+        /usr/share/man/man5/sip.yaml.5.gz 2>&1 >/dev/null) || fail "man cannot format sip.yaml(5)"
+    [ -z "$MAN_WARNINGS" ] || fail "groff warns about sip.yaml(5): $MAN_WARNINGS"
+    note "sip.yaml(5): $(grep -c '^\.SH' <<<"$MAN_TEXT") sections, formats without warnings"
+fi
 grep -aq sipserver_plugin "$PLUGIN_CACHE" || fail "$PLUGIN_CACHE does not list sipserver_plugin"
 /usr/bin/sipserver --help >/dev/null || fail "/usr/bin/sipserver --help failed"
 HAS_SIPCLIENT=0
@@ -242,26 +289,33 @@ CHECK_OUT=$(cd / && as_service /usr/bin/twistd3 sip --config=/etc/sipserver/sip.
     || fail "the shipped config does not pass --check as $SVC_USER: $CHECK_OUT"
 note "as $SVC_USER: $(tail -n 1 <<<"$CHECK_OUT")"
 if command -v systemd-analyze >/dev/null; then
-    UNIT_OUT=$(systemd-analyze verify /lib/systemd/system/sipserver.daemon.service \
-        /lib/systemd/system/sipserver.socket 2>&1) || fail "systemd-analyze verify: $UNIT_OUT"
-    [ -z "$UNIT_OUT" ] || note "systemd-analyze verify: $UNIT_OUT"
-    note "systemd-analyze verify: units OK"
+    # The template is verified as an instance; any remark (an unknown key, a bad path) fails.
+    UNIT_OUT=$(systemd-analyze verify "$UNITS/sipserver.service" "$UNITS/sipserver.socket" \
+        "$UNITS/sipserver@$INSTANCE.service" 2>&1) || fail "systemd-analyze verify: $UNIT_OUT"
+    [ -z "$UNIT_OUT" ] || fail "systemd-analyze verify: $UNIT_OUT"
+    note "systemd-analyze verify: sipserver.service, sipserver.socket and sipserver@$INSTANCE.service OK"
 fi
 if [ -d /run/systemd/system ]; then   # a real systemd: the package has started the service
     for _ in $(seq 30); do systemctl is-active -q sipserver && break; sleep 1; done
     systemctl is-active -q sipserver \
-        || { journalctl -u sipserver -n 30 --no-pager >&2 || true; fail "sipserver.daemon.service is not active"; }
+        || { journalctl -u sipserver -n 30 --no-pager >&2 || true; fail "sipserver.service is not active"; }
     systemctl reload sipserver || fail "systemctl reload sipserver failed"
     sleep 1
-    systemctl is-active -q sipserver || fail "sipserver.daemon.service died on reload"
-    note "sipserver.daemon.service is active and survived a reload"
+    systemctl is-active -q sipserver || fail "sipserver.service died on reload"
+    note "sipserver.service is active and survived a reload"
     systemctl is-enabled -q sipserver.socket 2>/dev/null && fail "sipserver.socket is enabled by default"
 else
-    note "no systemd running here: the unit was verified, not started"
+    note "no systemd running here (PID 1 is $(ps -o comm= -p 1)): the units were verified, not started"
 fi
 
 # ---------------------------------------------------------------------------------------------------
-step "start twistd3 sip as $SVC_USER on free loopback ports"
+# The daemons below run the ExecStart line of the installed units, as the service user, with only the
+# config file's path changed: the listeners of the installed files would take the real ports.
+exec_start() {   # exec_start UNIT: the unit's ExecStart command line
+    local line; line=$(sed -n 's/^ExecStart=//p' "$UNITS/$1")
+    [ -n "$line" ] || fail "$UNITS/$1 has no ExecStart="
+    echo "$line"
+}
 RUN=$WORK/run
 install -d -o "$SVC_USER" -g "$SVC_USER" -m 0750 "$RUN"
 read -r RAW_PORT TELNET_PORT HTTP_PORT < <(/usr/bin/python3 -I -c '
@@ -273,9 +327,9 @@ print(*(s.getsockname()[1] for s in socks))
 for s in socks:
     s.close()')
 [ -n "$HTTP_PORT" ] || fail "cannot pick free loopback ports"
-CONFIG=$RUN/sip.yaml
-CONFIG_INFO=$(/usr/bin/python3 -I - /etc/sipserver/sip.yaml "$CONFIG" "$RUN" \
-    "$RAW_PORT" "$TELNET_PORT" "$HTTP_PORT" <<'PY'
+derive_config() {   # derive_config SOURCE DEST: SOURCE on our free ports, its databases in $RUN
+    local info
+    info=$(/usr/bin/python3 -I - "$1" "$2" "$RUN" "$RAW_PORT" "$TELNET_PORT" "$HTTP_PORT" <<'PY'
 """Derive a test config: same accounts and institutions, listeners on free loopback ports."""
 import os
 import sys
@@ -295,7 +349,7 @@ for listener in cfg.get("listeners") or []:
     seen[kind] = port
     listeners.append(dict(listener, endpoint=f"tcp:{port}:interface=127.0.0.1"))
 if "raw" not in seen:
-    sys.exit("the shipped config has no raw listener")
+    sys.exit(f"{src} has no raw listener")
 cfg["listeners"] = listeners
 if cfg.get("http"):
     cfg["http"]["endpoint"] = f"tcp:{http}:interface=127.0.0.1"
@@ -309,18 +363,28 @@ with open(dst, "w") as f:
     yaml.safe_dump(cfg, f, sort_keys=False)
 print("telnet" if "telnet" in seen else "-", "http" if cfg.get("http") else "-")
 PY
-) || fail "cannot derive a test config from /etc/sipserver/sip.yaml"
-read -r HAS_TELNET HAS_HTTP <<<"$CONFIG_INFO"
-chown root:"$SVC_USER" "$CONFIG"
-chmod 0640 "$CONFIG"
-note "raw 127.0.0.1:$RAW_PORT; telnet $([ "$HAS_TELNET" = - ] && echo none || echo "127.0.0.1:$TELNET_PORT");" \
-    "http $([ "$HAS_HTTP" = - ] && echo none || echo "127.0.0.1:$HTTP_PORT"); database and log in $RUN"
-
-(cd "$RUN" && exec timeout 120 setpriv --reuid="$SVC_USER" --regid="$SVC_USER" --init-groups \
-    env -i PATH=/usr/bin:/bin LANG=C.UTF-8 HOME="$RUN" \
-    /usr/bin/twistd3 --nodaemon --pidfile= --logfile=- sip --config="$CONFIG") >"$RUN/daemon.log" 2>&1 &
-DAEMON_PID=$!
-DAEMON_CONFIG=$CONFIG
+) || fail "cannot derive a test config from $1"
+    read -r HAS_TELNET HAS_HTTP <<<"$info"
+    chown root:"$SVC_USER" "$2"
+    chmod 0640 "$2"
+    note "$1 -> $2: raw 127.0.0.1:$RAW_PORT; telnet $([ "$HAS_TELNET" = - ] && echo none || echo "127.0.0.1:$TELNET_PORT");" \
+        "http $([ "$HAS_HTTP" = - ] && echo none || echo "127.0.0.1:$HTTP_PORT"); databases in $RUN"
+}
+start_daemon() {   # start_daemon CONFIG COMMAND...: run COMMAND as the service user until it listens
+    DAEMON_CONFIG=$1
+    shift
+    (cd "$RUN" && exec timeout 120 setpriv --reuid="$SVC_USER" --regid="$SVC_USER" --init-groups \
+        env -i PATH=/usr/bin:/bin LANG=C.UTF-8 HOME="$RUN" "$@") >"$RUN/daemon.log" 2>&1 &
+    DAEMON_PID=$!
+    wait_port "$RAW_PORT"
+    [ "$HAS_TELNET" = - ] || wait_port "$TELNET_PORT"
+    [ "$HAS_HTTP" = - ] || wait_port "$HTTP_PORT"
+    TWISTD_PID=$(twistd_pid || true)
+    [ -n "$TWISTD_PID" ] || fail "cannot find the twistd process"
+    TWISTD_USER=$(ps -o user= -p "$TWISTD_PID" | tr -d ' ')
+    [ "$TWISTD_USER" = "$SVC_USER" ] || fail "twistd runs as $TWISTD_USER, not $SVC_USER"
+    note "twistd pid $TWISTD_PID runs as $TWISTD_USER: $(tr '\0' ' ' <"/proc/$TWISTD_PID/cmdline" | cut -c1-110)"
+}
 wait_port() {   # wait_port PORT: up to 30 s, failing at once if the daemon exits
     local _
     for _ in $(seq 150); do
@@ -330,19 +394,34 @@ wait_port() {   # wait_port PORT: up to 30 s, failing at once if the daemon exit
     done
     fail "nothing listens on 127.0.0.1:$1 after 30 s"
 }
-wait_port "$RAW_PORT"
-[ "$HAS_TELNET" = - ] || wait_port "$TELNET_PORT"
-[ "$HAS_HTTP" = - ] || wait_port "$HTTP_PORT"
-TWISTD_PID=$(twistd_pid || true)
-[ -n "$TWISTD_PID" ] || fail "cannot find the twistd process"
-TWISTD_USER=$(ps -o user= -p "$TWISTD_PID" | tr -d ' ')
-[ "$TWISTD_USER" = "$SVC_USER" ] || fail "twistd runs as $TWISTD_USER, not $SVC_USER"
-note "twistd pid $TWISTD_PID runs as $TWISTD_USER: $(tr '\0' ' ' <"/proc/$TWISTD_PID/cmdline" | cut -c1-100)"
-
-step "SIP2 over the packaged client"
-sip_checks() {
+stop_and_check() {   # stop_and_check: SIGTERM, a clean exit, and a clean log
+    stop_daemon TERM
+    case "$DAEMON_RC" in
+        0 | 143) note "twistd exited with $DAEMON_RC after SIGTERM" ;;
+        124) fail "twistd ran into the 120 s time limit" ;;
+        *) fail "twistd exited with status $DAEMON_RC after SIGTERM" ;;
+    esac
+    if grep -q 'Traceback' "$RUN/daemon.log"; then fail "the daemon log has a traceback"; fi
+    if grep -q 'Unable to write to plugin cache' "$RUN/daemon.log"; then
+        fail "twistd could not use $PLUGIN_CACHE (stale plugin cache: did the trigger run?)"
+    fi
+}
+reload_daemon() {   # reload_daemon: SIGHUP, as ExecReload sends it, and wait for the reload's log line
+    local before _
+    before=$(grep -c 'configuration reloaded' "$RUN/daemon.log" || true)
+    kill -HUP "$TWISTD_PID"
+    for _ in $(seq 50); do
+        [ "$(grep -c 'configuration reloaded' "$RUN/daemon.log" || true)" -gt "$before" ] && break
+        kill -0 "$TWISTD_PID" 2>/dev/null || fail "twistd died on SIGHUP"
+        sleep 0.2
+    done
+    [ "$(grep -c 'configuration reloaded' "$RUN/daemon.log" || true)" -gt "$before" ] \
+        || fail "no 'configuration reloaded' within 10 s of SIGHUP"
+    note "after SIGHUP: $(grep -i 'reload' "$RUN/daemon.log" | tail -n 1 | cut -c1-110)"
+}
+sip_checks() {   # sip_checks MODE [LOGIN PASSWORD]: installed (demo logins refused), quick or demo
     (cd "$RUN" && timeout 60 /usr/bin/python3 -I - "$RAW_PORT" "$TELNET_PORT" "$HTTP_PORT" \
-        "$HAS_TELNET" "$HAS_HTTP" "$DEMO" "$@") <<'PY'
+        "$HAS_TELNET" "$HAS_HTTP" "$@") <<'PY'
 import json
 import sys
 import urllib.request
@@ -351,8 +430,12 @@ import sipserver
 from sipserver.client import SIPClient
 
 raw, telnet, http = (int(p) for p in sys.argv[1:4])
-has_telnet, has_http, demo = sys.argv[4] != "-", sys.argv[5] != "-", sys.argv[6] == "1"
-quick = "--quick" in sys.argv[7:]
+has_telnet, has_http = sys.argv[4] != "-", sys.argv[5] != "-"
+mode = sys.argv[6]
+login, password = sys.argv[7:9] if len(sys.argv) > 8 else ("sip_sco_main", "scpass")
+# The demo's accounts and the passwords its comments and the README publish.
+PUBLISHED = [("sip_sco_main", "scpass"), ("sip_sorter_main", "sorterpass"),
+             ("sip_overdrive", "overdrivepass"), ("sip_telnet_main", "telnetpass")]
 
 
 def check(ok, what):
@@ -374,17 +457,31 @@ def online(client, where):
     return reply
 
 
+if mode == "installed":
+    for demo_login, demo_password in PUBLISHED:
+        with SIPClient("127.0.0.1", raw, timeout=10) as client:
+            check(not client.login(demo_login, demo_password), f"raw: the demo login {demo_login} was accepted")
+    show(f"raw: the {len(PUBLISHED)} demo logins with their published passwords are refused")
+    if has_telnet:
+        with SIPClient("127.0.0.1", telnet, transport="telnet", timeout=10) as client:
+            check(not client.telnet_login("sip_telnet_main", "telnetpass"), "telnet: the demo login was accepted")
+        show("telnet: the demo login is refused")
+    if has_http:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/health", timeout=10) as response:
+            check(response.status == 200, f"/health: {response.status}")
+            show(f"http: /health {response.status} {json.load(response).get('status')}")
+    sys.exit(0)
 with SIPClient("127.0.0.1", raw, timeout=10) as client:
-    check(client.login("sip_sco_main", "scpass"), "raw: login sip_sco_main/scpass refused")
+    check(client.login(login, password), f"raw: login {login} refused")
     reply = online(client, "raw")
-    show(f"raw: 93 login OK; 98 on-line Y, AO={reply.fields.get('AO')} AM={reply.fields.get('AM')}")
-    if demo and not quick:
+    show(f"raw: 93 login {login} OK; 98 on-line Y, AO={reply.fields.get('AO')} AM={reply.fields.get('AM')}")
+    if mode == "demo":
         reply = client.patron_status("21000000000001", "1234", institution="MAIN")
         check(reply.code == "24", f"patron status answered {reply.code}, not 24")
         check(reply.fields.get("BL") == ["Y"], f"demo patron not valid: BL={reply.fields.get('BL')}")
         check(reply.fields.get("CQ") == ["Y"], f"demo patron PIN not accepted: CQ={reply.fields.get('CQ')}")
         show(f"raw: 24 for 21000000000001: AE={reply.fields.get('AE')} BL=Y CQ=Y")
-if quick:
+if mode != "demo":
     sys.exit(0)
 with SIPClient("127.0.0.1", raw, timeout=10) as client:
     check(not client.login("sip_sco_main", "wrong password"), "raw: a wrong password was accepted")
@@ -401,40 +498,75 @@ if has_http:
         show(f"http: /health 200 {body.get('status')}")
 PY
 }
-sip_checks || fail "SIP2 checks against the packaged daemon failed"
+
+# ---------------------------------------------------------------------------------------------------
+step "sipserver.service's ExecStart with the shipped /etc/sipserver/sip.yaml"
+DEFAULT_EXEC=$(exec_start sipserver.service)
+CONFIG=$RUN/sip.yaml
+[[ "$DEFAULT_EXEC" == *" --config=/etc/sipserver/sip.yaml" ]] \
+    || fail "sipserver.service does not end its ExecStart with --config=/etc/sipserver/sip.yaml: $DEFAULT_EXEC"
+derive_config "$SHIPPED_CONFIG" "$CONFIG"
+read -ra COMMAND <<<"${DEFAULT_EXEC% --config=*} --config=$CONFIG"
+start_daemon "$CONFIG" "${COMMAND[@]}"
+sip_checks installed || fail "the shipped configuration accepts a published demo password"
+# An account added as README.Debian says: a hash from the packaged hash-password, then a reload.
+ADDED_PASSWORD=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+ADDED_HASH=$(printf '%s\n' "$ADDED_PASSWORD" | /usr/bin/sipserver hash-password) \
+    || fail "sipserver hash-password failed"
+/usr/bin/python3 -I - "$CONFIG" "$ADDED_HASH" <<'PY' || fail "cannot add an account to $CONFIG"
+import sys
+
+import yaml
+
+path, password = sys.argv[1:3]
+with open(path) as f:
+    cfg = yaml.safe_load(f)
+institution = next(iter(cfg["institutions"]))
+cfg["accounts"] = [{"login": "smoke_sco", "password": password, "institution": institution,
+                    "allow_from": ["127.0.0.0/8"]}]
+with open(path, "w") as f:
+    yaml.safe_dump(cfg, f, sort_keys=False)
+PY
+reload_daemon
+sip_checks quick smoke_sco "$ADDED_PASSWORD" || fail "an account added to the shipped config does not log in"
+stop_and_check
+
+# ---------------------------------------------------------------------------------------------------
+step "sipserver@$INSTANCE.service's ExecStart with the packaged demo"
+INSTANCE_EXEC=$(exec_start sipserver@.service)
+[[ "$INSTANCE_EXEC" == *" --config=/etc/sipserver/%i.yaml" ]] \
+    || fail "sipserver@.service does not end its ExecStart with --config=/etc/sipserver/%i.yaml: $INSTANCE_EXEC"
+for key in "StateDirectory=sipserver/%i" "LogsDirectory=sipserver/%i" "SyslogIdentifier=sipserver-%i" \
+    "ExecReload=/bin/kill -HUP \$MAINPID"; do
+    grep -qxF "$key" "$UNITS/sipserver@.service" || fail "sipserver@.service has no $key"
+done
+derive_config "$DOC/examples/demo.yaml" "$INSTANCE_CONFIG"
+read -ra COMMAND <<<"${INSTANCE_EXEC//%i/$INSTANCE}"
+start_daemon "$INSTANCE_CONFIG" "${COMMAND[@]}"
+sip_checks demo || fail "SIP2 checks against the demo instance failed"
 if [ "$HAS_SIPCLIENT" = 1 ]; then
-    PATRON_ARGS=()
-    if [ "$DEMO" = 1 ]; then PATRON_ARGS=(--patron 21000000000001 --pin 1234); fi
     CLIENT_OUT=$(cd "$RUN" && SIPCLIENT_PASSWORD=scpass timeout 30 /usr/bin/sipclient -H 127.0.0.1 \
-        -p "$RAW_PORT" -u sip_sco_main check "${PATRON_ARGS[@]}" 2>&1) \
+        -p "$RAW_PORT" -u sip_sco_main check --patron 21000000000001 --pin 1234 2>&1) \
         || fail "/usr/bin/sipclient check: $CLIENT_OUT"
     note "sipclient: $(cut -c1-110 <<<"$CLIENT_OUT")"
 fi
 DB_OWNER=$(stat -c %U "$RUN"/*.sqlite3 2>/dev/null | sort -u | tr '\n' ' ')
-[ "$DB_OWNER" = "$SVC_USER " ] || fail "the SQLite database is owned by '${DB_OWNER}', not $SVC_USER"
-
-step "SIGHUP (reload), then SIGTERM"
-kill -HUP "$TWISTD_PID"
-sleep 1
-kill -0 "$TWISTD_PID" 2>/dev/null || fail "twistd died on SIGHUP"
-sip_checks --quick || fail "no SIP2 answer after SIGHUP"
-note "still serving after SIGHUP: $(grep -i 'reload' "$RUN/daemon.log" | tail -n 1 | cut -c1-110)"
-stop_daemon TERM
-case "$DAEMON_RC" in
-    0 | 143) note "twistd exited with $DAEMON_RC after SIGTERM" ;;
-    124) fail "twistd ran into the 120 s time limit" ;;
-    *) fail "twistd exited with status $DAEMON_RC after SIGTERM" ;;
-esac
-if grep -q 'Traceback' "$RUN/daemon.log"; then fail "the daemon log has a traceback"; fi
-if grep -q 'Unable to write to plugin cache' "$RUN/daemon.log"; then
-    fail "twistd could not use $PLUGIN_CACHE (stale plugin cache: did the trigger run?)"
-fi
+[ "$DB_OWNER" = "$SVC_USER " ] || fail "the SQLite databases are owned by '${DB_OWNER}', not $SVC_USER"
+INSTANCES_OUT=$(/usr/sbin/sipserver-instances 2>&1) || fail "sipserver-instances failed: $INSTANCES_OUT"
+grep -Eq "^$INSTANCE +sipserver@$INSTANCE\.service .* $INSTANCE_CONFIG\$" <<<"$INSTANCES_OUT" \
+    || fail "sipserver-instances does not list $INSTANCE: $INSTANCES_OUT"
+grep -Eq '^\(default\) +sipserver\.service .* /etc/sipserver/sip\.yaml$' <<<"$INSTANCES_OUT" \
+    || fail "sipserver-instances does not list the default server: $INSTANCES_OUT"
+note "sipserver-instances lists (default) and $INSTANCE"
+reload_daemon
+sip_checks quick || fail "no SIP2 answer after SIGHUP"
+stop_and_check
 
 # ---------------------------------------------------------------------------------------------------
 if command -v systemd-socket-activate >/dev/null; then
     step "socket activation (systemd-socket-activate, systemd:domain=INET:index=0)"
     SOCK_CONFIG=$RUN/socket.yaml
-    sed -E "s#tcp:$RAW_PORT:interface=127\.0\.0\.1#systemd:domain=INET:index=0#" "$CONFIG" \
+    sed -E "s#tcp:$RAW_PORT:interface=127\.0\.0\.1#systemd:domain=INET:index=0#" "$INSTANCE_CONFIG" \
         | /usr/bin/python3 -I -c '
 import sys, yaml
 cfg = yaml.safe_load(sys.stdin)
@@ -451,13 +583,14 @@ yaml.safe_dump(cfg, sys.stdout, sort_keys=False)' >"$SOCK_CONFIG"
     DAEMON_PID=$!
     DAEMON_CONFIG=$SOCK_CONFIG
     wait_port "$RAW_PORT"   # systemd-socket-activate holds the socket; twistd starts on this connection
-    sip_checks --quick || fail "no SIP2 answer over the passed socket"
+    HAS_TELNET=- HAS_HTTP=- sip_checks quick || fail "no SIP2 answer over the passed socket"
     note "a socket passed by systemd-socket-activate serves SIP2 (twistd pid $(twistd_pid || echo '?'))"
     stop_daemon TERM
     case "$DAEMON_RC" in 0 | 143) ;; *) fail "socket-activated twistd exited with $DAEMON_RC" ;; esac
 else
     note "systemd-socket-activate is not installed: socket activation not checked"
 fi
+rm -f "$INSTANCE_CONFIG"
 
 # ---------------------------------------------------------------------------------------------------
 if [ "$PURGE" = 1 ]; then
@@ -467,12 +600,13 @@ if [ "$PURGE" = 1 ]; then
     timeout 300 apt-get purge -y -qq sipserver >>"$WORK/remove.log" 2>&1 || fail "apt-get purge failed"
     INSTALLED_BY_US=0
     ! dpkg-query -W -f='${db:Status-Abbrev}' sipserver 2>/dev/null | grep -q '^ii' || fail "still installed"
-    [ ! -e /var/lib/sipserver ] || fail "purge left /var/lib/sipserver"
-    [ ! -e /etc/sipserver/sip.yaml ] || fail "purge left /etc/sipserver/sip.yaml"
+    for gone in /var/lib/sipserver /var/log/sipserver /etc/sipserver/sip.yaml; do
+        [ ! -e "$gone" ] || fail "purge left $gone"
+    done
     if [ -f "$PLUGIN_CACHE" ] && grep -aq sipserver_plugin "$PLUGIN_CACHE"; then
         fail "$PLUGIN_CACHE still lists sipserver_plugin after removal"
     fi
-    note "purged: /var/lib/sipserver and /etc/sipserver/sip.yaml gone, plugin cache rebuilt;" \
+    note "purged: /var/lib/sipserver, /var/log/sipserver and /etc/sipserver/sip.yaml gone, plugin cache rebuilt;" \
         "user $SVC_USER kept: $(getent passwd "$SVC_USER" >/dev/null && echo yes || echo no)"
 fi
 
