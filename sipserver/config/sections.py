@@ -32,7 +32,7 @@ from sipserver.config.model import (
     PolicyConfig,
     ServerConfig,
 )
-from sipserver.config.places import Places
+from sipserver.config.places import Places, fold
 from sipserver.config.profiles import PATRON_FIELDS, ReplyProfile
 from sipserver.config.schema import (
     BY_KEY,
@@ -99,21 +99,40 @@ def _plain_password(values: dict[str, Any], written: Mapping[str, Any], at: At) 
         )
 
 
+class _Draft:
+    """One institution's branches while its accounts complete them. It answers as
+    ``Places.of(table)`` would, without building that anew for every account."""
+
+    def __init__(self, places: Places) -> None:
+        self.table = {branch: list(locations) for branch, locations in places.branches}
+        self.codes = dict(places.codes)
+
+    def branch_of(self, code: str) -> str:
+        return self.codes.get(fold(code), "")
+
+    def add_branch(self, branch: str) -> None:
+        if branch not in self.table:
+            self.table[branch] = []
+            self.codes[fold(branch)] = branch
+
+    def add_location(self, branch: str, location: str) -> None:
+        """A location not known yet (else it would stand in two branches)."""
+        self.table[branch].append(location)
+        self.codes[fold(location)] = branch
+
+
 def _places(values: dict[str, Any], written: Mapping[str, Any], at: At) -> None:
     """Complete each institution's places with its accounts: an account's ``branch`` must be one of
     the declared branches (when there are any, else it declares one), and its ``location`` stands
     in that branch. Accounts get their branch spelt as declared."""
     institutions: dict[str, InstitutionConfig] = values["institutions"]
     accounts: tuple[AccountConfig, ...] = values.get("accounts", ())
-    tables: dict[str, dict[str, list[str]]] = {
-        inst_id: {branch: list(locations) for branch, locations in inst.places.branches}
-        for inst_id, inst in institutions.items()
-    }
+    drafts = {inst_id: _Draft(inst.places) for inst_id, inst in institutions.items()}
     result: list[AccountConfig] = []
     for index, account in enumerate(accounts):
         here = at.child("accounts").child(index)
         declared = institutions[account.institution].places
-        table = tables[account.institution]
+        draft = drafts[account.institution]
         if not account.branch:
             result.append(account)
             continue
@@ -125,9 +144,9 @@ def _places(values: dict[str, Any], written: Mapping[str, Any], at: At) -> None:
                 hint(account.branch, declared.names),
             )
         if not branch:  # no branches declared: the account's branch declares one
-            branch = next((b for b in table if b.casefold() == account.branch.strip().casefold()), "")
+            branch = next((b for b in draft.table if b.casefold() == account.branch.strip().casefold()), "")
             branch = branch or account.branch.strip()
-            table.setdefault(branch, [])
+            draft.add_branch(branch)
         location = account.location.strip()
         if location:
             stands_in = declared.branch_of(location) if declared.declared else ""
@@ -136,16 +155,16 @@ def _places(values: dict[str, Any], written: Mapping[str, Any], at: At) -> None:
                     f"{location!r} stands in branch {stands_in} (institutions.{account.institution}.branches), "
                     f"not in this account's branch {branch}"
                 )
-            if not stands_in and not Places.of(table).knows(location):
-                table[branch].append(location)
-            elif Places.of(table).branch_of(location) not in ("", branch):
+            if not stands_in and not draft.branch_of(location):
+                draft.add_location(branch, location)
+            elif draft.branch_of(location) not in ("", branch):
                 here.child("location").fail(
-                    f"{location!r} already stands in branch {Places.of(table).branch_of(location)} "
+                    f"{location!r} already stands in branch {draft.branch_of(location)} "
                     "(another account's location or branch)"
                 )
         result.append(attrs.evolve(account, branch=branch))
     completed = {
-        inst_id: attrs.evolve(inst, places=Places.of(tables[inst_id])) for inst_id, inst in institutions.items()
+        inst_id: attrs.evolve(inst, places=Places.of(drafts[inst_id].table)) for inst_id, inst in institutions.items()
     }
     _warn_about_places(completed, result, at)
     values["institutions"], values["accounts"] = completed, tuple(result)
