@@ -152,3 +152,18 @@ def test_declarations_cover_every_attribute_of_the_config() -> None:
     """Every attribute of Config (but the file's path and warnings) is a declared key."""
     keys = {key.attr for key in CONFIG.keys}
     assert {field.name for field in attrs.fields(Config)} - keys == {"path", "warnings"}
+
+
+def test_the_configuration_reference_is_written_from_the_declarations() -> None:
+    """docs/configuration.md's key tables are what the sections declare: every key, its default and
+    whether a reload applies it (``python -m sipserver.config.reference docs/configuration.md``)."""
+    from sipserver.config import reference
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert reference.render(page) == page, "run: python -m sipserver.config.reference docs/configuration.md"
+    assert reference.render(page.replace("| `workers` |", "| `worker` |")) == page  # a stale table is rewritten
+    for name in reference.TABLES:
+        assert f"<!-- generated: {name} -->" in page
+    # Every section has its table; a backend's options are documented by the backend (docs/backends.md).
+    assert {key.name for key in CONFIG.keys} - set(reference.TABLES) == {"backends"}
+    assert reference.restart_keys() == [path for path, key in declared() if key.reload is RESTART]

@@ -20,7 +20,8 @@ The package knows nothing of Twisted: endpoint strings are checked lightly and r
 Its modules, one job each: ``model`` (the objects), ``schema`` (keys, types and sections: the one way
 files are checked, shared with the data files and the backends' options), ``sections`` (the config's
 keys), ``values`` (the kinds of value they take), ``load`` (reading a file, reload plans), ``yamlfile``
-(the strict YAML loader), ``endpoints``, ``places``, ``profiles``.
+(the strict YAML loader), ``endpoints``, ``places``, ``profiles``, ``reference`` (the docs' tables,
+written from ``sections``).
 """
 
 from __future__ import annotations

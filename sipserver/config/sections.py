@@ -2,8 +2,9 @@
 whether a reload applies it live.
 
 This is the one place a key is declared. :func:`sipserver.config.parse_config` reads a file with
-these sections and :func:`sipserver.config.reload_plan` decides from their ``LIVE``/``RESTART``
-declarations what a reload may apply. A key added here without a reload declaration stops the
+these sections, :func:`sipserver.config.reload_plan` decides from their ``LIVE``/``RESTART``
+declarations what a reload may apply, and :mod:`sipserver.config.reference` writes the tables of
+``docs/configuration.md`` from them. A key added here without a reload declaration stops the
 import (:func:`~sipserver.config.schema.check_reload_declarations`).
 
 Defaults live in the model classes (:mod:`sipserver.config.model`), the kinds of value in
