@@ -519,11 +519,13 @@ class Section(Type[T]):
         return self.model(**values)
 
 
-@attrs.frozen
 class _Fresh:
     """A default made anew for each section read (an attrs factory)."""
 
-    factory: Callable[[], Any]
+    __slots__ = ("factory",)
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.factory = factory
 
 
 def _model_defaults(model: type) -> dict[str, Any]:
