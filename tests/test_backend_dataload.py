@@ -298,3 +298,26 @@ def test_an_empty_file_loads_nothing(tmp_path):
     path.write_text("# nothing yet\n")
     counts = result_of(load_file(make_backend(data=EMPTY), str(path)))
     assert set(counts.values()) == {0}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Plain YAML keeps the second of two equal keys without a word: which PIN did the file mean?
+        (
+            'patrons:\n  - {barcode: "A", pin: "1111", pin: "2222"}\n',
+            r"line 2: invalid YAML: found duplicate key 'pin'$",
+        ),
+        (
+            'patrons:\n  - {barcode: "A", nmae: "Ann"}\n',
+            r"patrons\[0\].nmae: unknown key \(expected one of: barcode, .*\) \(did you mean 'name'\?\)$",
+        ),
+        ('items:\n  - {barcode: "I", title: t, media_type: dvdd}\n', r"got 'dvdd' \(did you mean 'dvd'\?\)$"),
+    ],
+)
+def test_duplicate_keys_are_refused_and_typos_get_a_hint(tmp_path, text, message):
+    path = tmp_path / "data.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message) as caught:
+        result_of(load_file(make_backend(data=EMPTY), str(path)))
+    assert str(caught.value).startswith(f"{path}: ") and "1111" not in str(caught.value)

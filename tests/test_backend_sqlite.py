@@ -399,3 +399,15 @@ def test_synchronous_full_waits_for_the_disk_and_keeps_writes_off_the_reactor(tm
 def test_synchronous_takes_normal_or_full_only(tmp_path):
     with pytest.raises(BackendConfigError, match="'synchronous': expected normal or full, got 'off'"):
         sync(tmp_path / "ils.db", synchronous="off")
+
+
+def test_options_are_checked_as_the_config_is_an_unknown_one_with_a_hint_and_null_as_the_default(tmp_path):
+    # A typo used to leave the option at its default without a word.
+    with pytest.raises(BackendConfigError) as info:
+        SQLiteBackend(name="t", options={"type": "sqlite", "inline_read": False})
+    assert str(info.value) == (
+        "sqlite backend 't': unknown option 'inline_read' (did you mean 'inline_reads'?); expected one of path, "
+        "seed, threaded, inline_reads, inline_writes, patron_cache, synchronous, busy_timeout"
+    )
+    backend = SQLiteBackend(name="t", options={"path": None, "busy_timeout": None, "synchronous": None})
+    assert (backend.path, backend.busy_timeout, backend.synchronous) == (":memory:", 5.0, "normal")

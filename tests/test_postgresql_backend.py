@@ -74,6 +74,27 @@ def test_bad_options_are_config_errors(options, message):
         PostgreSQLBackend(name="pg", options=options)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"dsn": "host=x", "pool": {"min": -1}}, "postgresql backend option 'pool.min': expected a whole number >= 0"),
+        ({"dsn": "host=x", "pool": {"mni": 1}}, "unknown option 'pool.mni' (did you mean 'min'?)"),
+        ({"dsn": "host=x", "connect_timeout": 0}, "'connect_timeout': expected a number of seconds greater than 0"),
+        ({"dsn": "host=x", "statement_timeout": -1}, "'statement_timeout': expected a whole number of milliseconds"),
+        ({"dsn": "host=x", "synchronus": True}, "unknown option 'synchronus' (did you mean 'synchronous'?)"),
+    ],
+)
+def test_option_errors_name_the_option_as_the_config_does(options, message):
+    with pytest.raises(BackendConfigError) as info:
+        PostgreSQLBackend(name="pg", options=options)
+    assert message in str(info.value)
+
+
+def test_null_options_take_their_defaults():
+    backend = PostgreSQLBackend(name="pg", options={"dsn": "host=x", "pool": None, "statement_timeout": None})
+    assert (backend.pool_min, backend.pool_max, backend.statement_timeout) == (2, 10, 10000)
+
+
 def test_factory_builds_it_and_it_implements_the_interface():
     backend = factory.create_backend("central", {"type": "postgresql", "dsn": "postgresql://sip:secret@db/ils"})
     assert isinstance(backend, PostgreSQLBackend) and isinstance(backend, ILSBackend)

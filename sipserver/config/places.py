@@ -23,16 +23,17 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 
-def _fold(code: str) -> str:
+def fold(code: str) -> str:
+    """A code as codes are compared: without regard to case or surrounding blanks."""
     return code.strip().casefold()
 
 
 def _lookup(branches: tuple[tuple[str, tuple[str, ...]], ...]) -> Mapping[str, str]:
     table: dict[str, str] = {}
     for branch, locations in branches:
-        table[_fold(branch)] = branch
+        table[fold(branch)] = branch
         for location in locations:
-            table.setdefault(_fold(location), branch)
+            table.setdefault(fold(location), branch)
     return table
 
 
@@ -61,6 +62,11 @@ class Places:
         return bool(self.branches)
 
     @property
+    def codes(self) -> Mapping[str, str]:
+        """Every code known (folded) -> the branch it names or stands in."""
+        return self._codes
+
+    @property
     def names(self) -> tuple[str, ...]:
         """The branch codes, in the order configured."""
         return tuple(branch for branch, _ in self.branches)
@@ -74,7 +80,7 @@ class Places:
             return ""
         if not self.branches:
             return code.strip()
-        return self._codes.get(_fold(code), "")
+        return self._codes.get(fold(code), "")
 
     def knows(self, code: str | None) -> bool:
         """Whether ``code`` is a branch or a location code of this institution."""
@@ -83,7 +89,7 @@ class Places:
     def same_branch(self, a: str, b: str) -> bool:
         """Whether two known codes stand in the same branch (False when either is unknown)."""
         first, second = self.branch_of(a), self.branch_of(b)
-        return bool(first) and _fold(first) == _fold(second)
+        return bool(first) and fold(first) == fold(second)
 
 
 #: The table of an institution (or a backend caller) that declares nothing: codes are taken as sent.

@@ -25,7 +25,7 @@ from sipserver.accounts.lockout import Lockout
 from sipserver.accounts.password_checks import PasswordChecks
 from sipserver.accounts.registry import Registry
 from sipserver.acs import ACS
-from sipserver.config import Config, ConfigError, load_config
+from sipserver.config import Config, ConfigError, load_config, reload_plan
 from sipserver.daemon import sdnotify
 from sipserver.daemon.transport.base import CLOSE_GRACE, ListenerFactory
 from sipserver.daemon.transport.raw import RawSIPProtocol
@@ -391,17 +391,9 @@ class SIPServer(MultiService):
         except ConfigError as exc:
             log.error("reload refused, still serving the previous configuration: {error}", error=str(exc))
             return False
-        restart = []
-        if new.listeners != self.config.listeners:
-            restart.append("listeners")
-        if new.backends != self.config.backends:
-            restart.append("backends")
-        if new.http != self.config.http:
-            restart.append("http")
-        if new.server.workers != self.config.server.workers:
-            restart.append("server.workers")
-        if _log_target(new) != _log_target(self.config):
-            restart.append("logging destination/format")
+        # Each key declares whether a reload applies it (sipserver.config.sections): the rest keep
+        # their running values until a restart, and are named.
+        live, restart = reload_plan(self.config, new)
         unknown_backends = {inst.backend for inst in new.institutions.values()} - set(self.backends)
         if unknown_backends:
             log.error(
@@ -411,7 +403,6 @@ class SIPServer(MultiService):
             return False
         # The listeners that stay open until a restart are the running ones: the registry must
         # know them by their running names, and each must still find its institution.
-        live = new if not restart else _merge_live(self.config, new)
         orphans = [ln for ln in live.listeners if ln.institution and ln.institution not in live.institutions]
         if orphans:
             log.error(
@@ -440,23 +431,6 @@ class SIPServer(MultiService):
         if restart:
             log.warn("changes to {parts} need a restart to take effect", parts=", ".join(restart))
         return True
-
-
-def _merge_live(old: Config, new: Config) -> Config:
-    """The new config for everything that changes live, the old one for what needs a restart."""
-    import attrs
-
-    server = attrs.evolve(new.server, workers=old.server.workers)
-    logging = attrs.evolve(old.logging, level=new.logging.level)
-    return attrs.evolve(
-        new, listeners=old.listeners, backends=old.backends, http=old.http, server=server, logging=logging
-    )
-
-
-def _log_target(config: Config) -> tuple[str, ...]:
-    """Where and how lines are written: what needs a restart to change (everything but the level)."""
-    logging = config.logging
-    return (logging.destination, logging.format, logging.file or "", logging.syslog_facility, logging.syslog_socket)
 
 
 def _open_log(config: Config, reactor: Any, logfile: str | None) -> exchangelog.LogWriter:

@@ -14,13 +14,15 @@ from __future__ import annotations
 import datetime
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import yaml
 from twisted.internet.defer import Deferred, fail
 
+from sipserver.config.schema import REQUIRED, At, Choice, Flag, Key, Section, Source, Text, Type, hint
+from sipserver.config.yamlfile import StrictLoader
 from sipserver.ils.embedded import dbtime, records
 from sipserver.ils.embedded.db.dialect import Tx
 from sipserver.ils.embedded.limits import INTEGER_MAX, MAX_DAYS
@@ -43,8 +45,6 @@ DERIVED_STATUSES = ("charged", "on_hold_shelf")
 ITEM_STATUSES = tuple(s.value for s in CirculationStatus if s.value not in DERIVED_STATUSES)
 HOLD_STATES = ("queued", "in_transit", "waiting")
 SECTIONS = ("rules", "patrons", "items", "loans", "holds", "fees")
-#: Keys whose values never appear in an error message (they end up in logs and on the console).
-SECRET_KEYS = frozenset({"pin"})
 #: Rules that are numbers of days, added to today's date: at most :data:`MAX_DAYS`.
 DAY_RULES = frozenset({"loan_days", "hold_shelf_days"})
 
@@ -53,104 +53,80 @@ class DataError(ValueError):
     """A data file is unusable; the message is one line for people."""
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that an impossible date (``2024-02-30``) stays text.
-
-    PyYAML builds a date from anything shaped like one and raises a bare ``ValueError`` ("day is
-    out of range for month") with no file, line or key; kept as text, the key's own check reports
-    it as any other bad date: ``patrons[3].expires: expected a date YYYY-MM-DD, got '2024-02-30'``.
-    """
-
-
-def _construct_timestamp(loader: _Loader, node: yaml.ScalarNode) -> Any:
-    try:
-        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
-    except (ValueError, OverflowError):
-        return loader.construct_scalar(node)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
-
-
 # -- validation ---------------------------------------------------------------------------------
 
 
-class _Record:
-    """One mapping in the file, read key by key, with errors that say where."""
+class _DataFile(Source):
+    """A data file being read (:mod:`sipserver.config.schema`), with the errors its users know:
+    ``patrons[3].expires: expected a date YYYY-MM-DD, got '31/12/2024'``. A key set to null is a
+    key left out; a PIN is never shown."""
 
-    def __init__(self, source: str, path: str, node: Any, keys: tuple[str, ...]) -> None:
-        self.source, self.path = source, path
-        if not isinstance(node, Mapping):
-            self.fail("", "a mapping", node)
-        unknown = sorted(str(k) for k in node if k not in keys)
-        if unknown:
-            raise DataError(f"{source}: {path}.{unknown[0]}: unknown key (expected one of: {', '.join(keys)})")
-        self.node: Mapping[str, Any] = node
+    null_is_absent = True
 
-    def fail(self, key: str, expected: str, got: Any) -> None:
-        where = f"{self.path}.{key}" if key else self.path
-        shown = f"a hidden {type(got).__name__}" if key in SECRET_KEYS else repr(got)
-        raise DataError(f"{self.source}: {where}: expected {expected}, got {shown}")
+    def error(self, path: str, message: str) -> Exception:
+        return DataError(f"{self.name}: {path}: {message}" if path else f"{self.name}: {message}")
 
-    def has(self, key: str) -> bool:
-        return self.node.get(key) is not None
+    def join(self, parent: str, key: str | int) -> str:
+        if isinstance(key, int):
+            return f"{parent}[{key}]"
+        return f"{parent}.{key}" if parent else str(key)
 
-    def text(self, key: str, *, required: bool = False, default: str = "", choices: tuple[str, ...] = ()) -> str:
-        value = self.node.get(key)
-        if value is None:
-            if required:
-                self.fail(key, "a value", value)
-            return default
-        if not isinstance(value, str):
-            hint = ""
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                hint = " (quote it)" if key in SECRET_KEYS else f" (quote it: '{value}')"
-            self.fail(key, f"a string{hint}", value)
-        value = value.strip()
-        if required and not value:
-            self.fail(key, "a non-empty string", value)
-        if choices and value not in choices:
-            self.fail(key, f"one of {', '.join(choices)}", value)
+    def show(self, value: Any, secret: bool = False) -> str:
+        return f"a hidden {type(value).__name__}" if secret else repr(value)
+
+    def unknown_key(self, at: At, allowed: Sequence[str]) -> Exception:
+        return self.error(at.path, f"unknown key (expected one of: {', '.join(allowed)}){hint(at.key, allowed)}")
+
+    def missing(self, at: At, key: Key) -> Exception:
+        return self.error(at.path, f"expected {key.type.missing}, got None")
+
+
+#: Text as written, without surrounding blanks; a number says to quote it (``0012`` is 10 to YAML).
+TEXT = Text(empty=True, strip=True, quote_numbers=True)
+#: The same, not empty: barcodes, titles, a loan's patron.
+NAME = Text(strip=True, quote_numbers=True)
+
+
+def _one_of(choices: tuple[str, ...]) -> Type[Any]:
+    return TEXT.then(Choice(choices, fold=False))
+
+
+class WholeNumber(Type[int]):
+    """A whole number from *minimum* (None: any sign); at most *maximum* either way, by default
+    what an ``INTEGER`` column holds."""
+
+    doc = "whole number"
+
+    def __init__(self, minimum: int | None = 0, maximum: int = INTEGER_MAX) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    def read(self, value: Any, at: At) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or (self.minimum is not None and value < self.minimum):
+            at.expected("a whole number" + (f" >= {self.minimum}" if self.minimum is not None else ""), value)
+        if abs(value) > self.maximum:
+            low = -self.maximum if self.minimum is None else self.minimum
+            at.expected(f"a whole number from {low} to {self.maximum}", value)
         return value
 
-    def integer(
-        self, key: str, default: int | None = None, *, minimum: int | None = 0, maximum: int = INTEGER_MAX
-    ) -> int | None:
-        """A whole number; at most ``maximum``, by default what an ``INTEGER`` column holds."""
-        value = self.node.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
-            self.fail(key, "a whole number" + (f" >= {minimum}" if minimum is not None else ""), value)
-        if abs(value) > maximum:
-            self.fail(key, f"a whole number from {-maximum if minimum is None else minimum} to {maximum}", value)
-        return value
 
-    def flag(self, key: str, default: bool = False) -> bool:
-        value = self.node.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.fail(key, "true or false", value)
-        return value
+class Money(Type[int]):
+    """An amount (``"2.50"``, ``2.5``, ``3``) in cents, at most what a money column holds."""
 
-    def money(self, key: str, *, required: bool = False) -> int | None:
-        value = self.node.get(key)
-        if value is None:
-            if required:
-                self.fail(key, "an amount such as 2.50", value)
-            return None
+    doc = missing = "an amount such as 2.50"
+
+    def read(self, value: Any, at: At) -> int:
         cents = None if isinstance(value, bool) else parse_amount(str(value))
         if cents is None and not isinstance(value, bool) and parse_amount(str(value), maximum=None) is not None:
-            self.fail(key, f"an amount of at most {format_cents(MAX_CENTS)}", value)
+            at.expected(f"an amount of at most {format_cents(MAX_CENTS)}", value)
         if cents is None:
-            self.fail(key, "an amount such as 2.50", value)
+            at.expected(self.missing, value)
         return cents
 
-    def date(self, key: str) -> datetime.date | None:
-        value = self.node.get(key)
-        if value is None:
-            return None
+
+class Date(Type[datetime.date]):
+    doc = "date"
+
+    def read(self, value: Any, at: At) -> datetime.date:
         if isinstance(value, datetime.datetime):
             return value.date()
         if isinstance(value, datetime.date):
@@ -158,26 +134,140 @@ class _Record:
         try:
             return datetime.date.fromisoformat(str(value))
         except ValueError:
-            self.fail(key, "a date YYYY-MM-DD", value)
-        raise AssertionError  # unreachable
+            at.expected("a date YYYY-MM-DD", value)
 
-    def moment(self, key: str, *, end_of_day: bool = True) -> datetime.datetime | None:
-        """A date (taken at 23:59, or at midnight) or a date and time."""
-        value = self.node.get(key)
-        if value is None:
-            return None
+
+class Moment(Type[datetime.datetime]):
+    """A date (taken at 23:59, or at midnight) or a date and time."""
+
+    doc = "date or date and time"
+
+    def __init__(self, *, end_of_day: bool = True) -> None:
+        self.end_of_day = end_of_day
+
+    def read(self, value: Any, at: At) -> datetime.datetime:
         if isinstance(value, datetime.datetime):
             return dbtime.local_naive(value)
         if isinstance(value, datetime.date):
-            return dbtime.end_of_day(value) if end_of_day else datetime.datetime.combine(value, datetime.time())
+            return dbtime.end_of_day(value) if self.end_of_day else datetime.datetime.combine(value, datetime.time())
         try:
             parsed = datetime.datetime.fromisoformat(str(value))
         except ValueError:
-            self.fail(key, "a date YYYY-MM-DD or a date and time YYYY-MM-DDTHH:MM", value)
-            raise AssertionError from None  # unreachable
-        if len(str(value)) == 10 and end_of_day:
+            at.expected("a date YYYY-MM-DD or a date and time YYYY-MM-DDTHH:MM", value)
+        if len(str(value)) == 10 and self.end_of_day:
             return dbtime.end_of_day(parsed.date())
         return dbtime.local_naive(parsed)
+
+
+class Blocked(Type[tuple[bool, str]]):
+    """``blocked``: true, false or the reason (which blocks): whether blocked, and the reason."""
+
+    doc = "true, false or a reason"
+
+    def read(self, value: Any, at: At) -> tuple[bool, str]:
+        if isinstance(value, bool):
+            return value, "blocked" if value else ""
+        if not isinstance(value, str):
+            at.expected("true, false or a reason", value)
+        return bool(value), value.strip()
+
+
+def _rule(name: str) -> Key:
+    if name == "allow_credit":
+        return Key(name, Flag(), default=None)
+    if name in MONEY_RULES:
+        return Key(name, Money(), default=None)
+    return Key(name, WholeNumber(maximum=MAX_DAYS if name in DAY_RULES else INTEGER_MAX), default=None)
+
+
+#: One patron type's rules; a rule left out is the ``default`` type's (``rules.resolve``).
+RULES: Section[dict[str, Any]] = Section(None, tuple(_rule(name) for name in RULE_FIELDS), null=False)
+
+PATRON: Section[dict[str, Any]] = Section(
+    None,
+    (
+        Key("barcode", NAME, default=REQUIRED),
+        Key("pin", TEXT, default=None, secret=True),
+        Key("name", TEXT, default=""),
+        Key("email", TEXT, default=""),
+        Key("phone", TEXT, default=""),
+        Key("address", TEXT, default=""),
+        Key("birth_date", Date(), default=None),
+        Key("type", TEXT, default=DEFAULT_TYPE, attr="patron_type"),
+        Key("home_library", TEXT, default=""),
+        Key("expires", Date(), default=None),
+        Key("blocked", Blocked(), default=(False, "")),
+        Key("card_lost", Flag(), default=False),
+        Key("internet_privileges", TEXT, default=""),
+    ),
+    null=False,
+)
+
+ITEM: Section[dict[str, Any]] = Section(
+    None,
+    (
+        Key("barcode", NAME, default=REQUIRED),
+        Key("title", NAME, default=REQUIRED),
+        Key("author", TEXT, default=""),
+        Key("call_number", TEXT, default=""),
+        Key("media_type", _one_of(MEDIA_TYPES), default="book"),
+        Key("owner", TEXT, default=""),
+        Key("location", TEXT, default=None, attr="current_location"),  # None: the permanent location
+        Key("permanent_location", TEXT, default=None),  # None: the owner
+        Key("status", _one_of(ITEM_STATUSES), default="available"),
+        Key("security_marker", _one_of(SECURITY_MARKERS), default="tattle_tape"),
+        Key("price", Money(), default=None),
+        Key("rental_fee", Money(), default=0),
+        Key("properties", TEXT, default=""),
+    ),
+    null=False,
+)
+
+#: A loan's due date is one of these, or the patron type's loan period from the time of loading.
+DUE_KEYS = ("due", "due_in_days", "days_overdue")
+
+LOAN: Section[dict[str, Any]] = Section(
+    None,
+    (
+        Key("patron", NAME, default=REQUIRED),
+        Key("item", NAME, default=REQUIRED),
+        Key("due", Moment(), default=None),
+        Key("due_in_days", WholeNumber(minimum=None, maximum=MAX_DAYS), default=None),
+        Key("days_overdue", WholeNumber(minimum=1, maximum=MAX_DAYS), default=None),
+        Key("checked_out", Moment(end_of_day=False), default=None),
+        Key("renewals", WholeNumber(), default=0),
+    ),
+    null=False,
+)
+
+HOLD: Section[dict[str, Any]] = Section(
+    None,
+    (
+        Key("patron", NAME, default=REQUIRED),
+        Key("item", TEXT, default=""),
+        Key("title", TEXT, default=""),
+        Key("pickup", TEXT, default=""),
+        Key("expires", Moment(), default=None),
+        Key("placed", Moment(end_of_day=False), default=None),
+        Key("state", _one_of(HOLD_STATES), default="queued"),
+    ),
+    null=False,
+)
+
+FEE: Section[dict[str, Any]] = Section(
+    None,
+    (
+        Key("patron", NAME, default=REQUIRED),
+        Key("type", NAME.then(Choice(FEE_TYPES, fold=False)), default=REQUIRED, attr="fee_type"),
+        Key("amount", Money(), default=REQUIRED),
+        Key("balance", Money(), default=None),
+        Key("item", TEXT, default=""),
+        Key("description", TEXT, default=""),
+        Key("created", Moment(end_of_day=False), default=None),
+        Key("ref", TEXT, default=""),
+    ),
+    null=False,
+)
 
 
 @attrs.frozen
@@ -264,199 +354,124 @@ class Dataset:
         return {name: len(getattr(self, name)) for name in SECTIONS}
 
 
-def _section(source: str, data: Mapping[str, Any], name: str) -> list[Any]:
+def _section(at: At, data: Mapping[str, Any], name: str) -> list[Any]:
     value = data.get(name)
     if value is None:
         return []
     if not isinstance(value, list):
-        raise DataError(f"{source}: {name}: expected a list, got {type(value).__name__}")
+        at.child(name).fail(f"expected a list, got {type(value).__name__}")
     return value
 
 
-def _unique(source: str, section: str, barcodes: list[str]) -> None:
+def _unique(at: At, section: str, barcodes: list[str]) -> None:
     seen: dict[str, int] = {}
     for i, barcode in enumerate(barcodes):
         if barcode in seen:
-            raise DataError(
-                f"{source}: {section}[{i}].barcode: expected a unique barcode, "
-                f"{barcode!r} is also {section}[{seen[barcode]}]"
+            at.child(section).child(i).child("barcode").fail(
+                f"expected a unique barcode, {barcode!r} is also {section}[{seen[barcode]}]"
             )
         seen[barcode] = i
 
 
-def _rules(source: str, node: Any) -> dict[str, dict[str, Any]]:
+def _rules(at: At, node: Any) -> dict[str, dict[str, Any]]:
     if node is None:
         return {}
     if not isinstance(node, Mapping):
-        raise DataError(f"{source}: rules: expected a mapping of patron type to rules, got {node!r}")
-    out: dict[str, dict[str, Any]] = {}
-    for patron_type, body in node.items():
-        rec = _Record(source, f"rules.{patron_type}", body, RULE_FIELDS)
-        values: dict[str, Any] = {}
-        for name in RULE_FIELDS:
-            if name == "allow_credit":
-                values[name] = rec.flag(name) if rec.has(name) else None
-            elif name in MONEY_RULES:
-                values[name] = rec.money(name)
-            elif name in DAY_RULES:
-                values[name] = rec.integer(name, maximum=MAX_DAYS)
-            else:
-                values[name] = rec.integer(name)
-        out[str(patron_type)] = values
-    return out
+        at.expected("a mapping of patron type to rules", node)
+    return {str(patron_type): RULES.read(body, at.child(str(patron_type))) for patron_type, body in node.items()}
 
 
-def _patron(source: str, i: int, node: Any) -> PatronData:
-    keys = ("barcode", "pin", "name", "email", "phone", "address", "birth_date", "type", "home_library",
-            "expires", "blocked", "card_lost", "internet_privileges")  # fmt: skip
-    rec = _Record(source, f"patrons[{i}]", node, keys)
-    blocked = node.get("blocked")
-    if blocked is not None and not isinstance(blocked, bool | str):
-        rec.fail("blocked", "true, false or a reason", blocked)
-    return PatronData(
-        barcode=rec.text("barcode", required=True),
-        pin=rec.text("pin") if rec.has("pin") else None,
-        name=rec.text("name"),
-        email=rec.text("email"),
-        phone=rec.text("phone"),
-        address=rec.text("address"),
-        birth_date=rec.date("birth_date"),
-        patron_type=rec.text("type", default=DEFAULT_TYPE),
-        home_library=rec.text("home_library"),
-        expires=rec.date("expires"),
-        blocked=bool(blocked),
-        block_reason=blocked.strip() if isinstance(blocked, str) else ("blocked" if blocked else ""),
-        card_lost=rec.flag("card_lost"),
-        internet_privileges=rec.text("internet_privileges"),
-    )
+def _patron(at: At, node: Any) -> PatronData:
+    values = PATRON.read(node, at)
+    values["blocked"], values["block_reason"] = values["blocked"]
+    return PatronData(**values)
 
 
-def _item(source: str, i: int, node: Any) -> ItemData:
-    keys = ("barcode", "title", "author", "call_number", "media_type", "owner", "location",
-            "permanent_location", "status", "security_marker", "price", "rental_fee", "properties")  # fmt: skip
-    rec = _Record(source, f"items[{i}]", node, keys)
-    owner = rec.text("owner")
-    permanent = rec.text("permanent_location", default=owner)
-    return ItemData(
-        barcode=rec.text("barcode", required=True),
-        title=rec.text("title", required=True),
-        author=rec.text("author"),
-        call_number=rec.text("call_number"),
-        media_type=rec.text("media_type", default="book", choices=MEDIA_TYPES),
-        owner=owner,
-        permanent_location=permanent,
-        current_location=rec.text("location", default=permanent),
-        status=rec.text("status", default="available", choices=ITEM_STATUSES),
-        security_marker=rec.text("security_marker", default="tattle_tape", choices=SECURITY_MARKERS),
-        price=rec.money("price"),
-        rental_fee=rec.money("rental_fee") or 0,
-        properties=rec.text("properties"),
-    )
+def _item(at: At, node: Any) -> ItemData:
+    values = ITEM.read(node, at)
+    if values["permanent_location"] is None:
+        values["permanent_location"] = values["owner"]
+    if values["current_location"] is None:
+        values["current_location"] = values["permanent_location"]
+    return ItemData(**values)
 
 
-def _loan(source: str, i: int, node: Any, now: datetime.datetime) -> LoanData:
-    keys = ("patron", "item", "due", "due_in_days", "days_overdue", "checked_out", "renewals")
-    rec = _Record(source, f"loans[{i}]", node, keys)
-    given = [k for k in ("due", "due_in_days", "days_overdue") if rec.has(k)]
+def _loan(at: At, node: Any, now: datetime.datetime) -> LoanData:
+    values = LOAN.read(node, at)
+    given = [key for key in DUE_KEYS if values[key] is not None]
     if len(given) > 1:
-        rec.fail(given[1], f"only one of due, due_in_days, days_overdue (also has {given[0]})", node[given[1]])
-    due = rec.moment("due")
-    if rec.has("due_in_days"):
-        due = dbtime.days_from(now, rec.integer("due_in_days", minimum=None, maximum=MAX_DAYS) or 0)
-    if rec.has("days_overdue"):
-        due = dbtime.days_from(now, -(rec.integer("days_overdue", minimum=1, maximum=MAX_DAYS) or 1))
+        at.child(given[1]).expected(f"only one of {', '.join(DUE_KEYS)} (also has {given[0]})", node[given[1]])
+    due = values["due"]
+    if values["due_in_days"] is not None:
+        due = dbtime.days_from(now, values["due_in_days"])
+    if values["days_overdue"] is not None:
+        due = dbtime.days_from(now, -values["days_overdue"])
     return LoanData(
-        path=rec.path,
-        patron=rec.text("patron", required=True),
-        item=rec.text("item", required=True),
+        path=at.path,
+        patron=values["patron"],
+        item=values["item"],
         due=due,
-        checked_out=rec.moment("checked_out", end_of_day=False),
-        renewals=rec.integer("renewals", 0) or 0,
+        checked_out=values["checked_out"],
+        renewals=values["renewals"],
     )
 
 
-def _hold(source: str, i: int, node: Any) -> HoldData:
-    keys = ("patron", "item", "title", "pickup", "expires", "placed", "state")
-    rec = _Record(source, f"holds[{i}]", node, keys)
-    item, title = rec.text("item"), rec.text("title")
-    state = rec.text("state", default="queued", choices=HOLD_STATES)
-    if not item and not title:
-        rec.fail("item", "an item barcode or a title", None)
-    if state != "queued" and not item:
-        rec.fail("item", f"the barcode of the copy set aside for a {state} hold", None)
-    return HoldData(
-        path=rec.path,
-        patron=rec.text("patron", required=True),
-        item=item,
-        title=title,
-        pickup=rec.text("pickup"),
-        expires=rec.moment("expires"),
-        placed=rec.moment("placed", end_of_day=False),
-        state=state,
-    )
+def _hold(at: At, node: Any) -> HoldData:
+    values = HOLD.read(node, at)
+    if not values["item"] and not values["title"]:
+        at.child("item").expected("an item barcode or a title", None)
+    if values["state"] != "queued" and not values["item"]:
+        at.child("item").expected(f"the barcode of the copy set aside for a {values['state']} hold", None)
+    return HoldData(path=at.path, **values)
 
 
-def _fee(source: str, i: int, node: Any, seen: Counter[str]) -> FeeData:
-    keys = ("patron", "type", "amount", "balance", "item", "description", "created", "ref")
-    rec = _Record(source, f"fees[{i}]", node, keys)
-    patron = rec.text("patron", required=True)
-    fee_type = rec.text("type", required=True, choices=FEE_TYPES)
-    amount = rec.money("amount", required=True) or 0
-    balance = rec.money("balance")
+def _fee(at: At, node: Any, seen: Counter[str]) -> FeeData:
+    values = FEE.read(node, at)
+    amount, balance = values["amount"], values["balance"]
     if balance is not None and balance > amount:
-        rec.fail("balance", f"at most the amount {node['amount']}", node["balance"])
-    item = rec.text("item")
-    ref = rec.text("ref")
-    if not ref:
-        key = f"{patron}/{fee_type}/{item}/{amount}"
+        at.child("balance").expected(f"at most the amount {node['amount']}", node["balance"])
+    if not values["ref"]:
+        key = f"{values['patron']}/{values['fee_type']}/{values['item']}/{amount}"
         seen[key] += 1
-        ref = f"{key}/{seen[key]}"
-    return FeeData(
-        path=rec.path,
-        patron=patron,
-        fee_type=fee_type,
-        amount=amount,
-        balance=amount if balance is None else balance,
-        item=item,
-        description=rec.text("description"),
-        created=rec.moment("created", end_of_day=False),
-        ref=ref,
-    )
+        values["ref"] = f"{key}/{seen[key]}"
+    return FeeData(path=at.path, **{**values, "balance": amount if balance is None else balance})
 
 
-def _listed(source: str, data: Mapping[str, Any], name: str, parse: Callable[[int, Any], Any]) -> list[Any]:
-    return [parse(i, node) for i, node in enumerate(_section(source, data, name))]
+def _listed(at: At, data: Mapping[str, Any], name: str, parse: Callable[[At, Any], Any]) -> list[Any]:
+    here = at.child(name)
+    return [parse(here.child(i), node) for i, node in enumerate(_section(at, data, name))]
 
 
 def parse_data(data: Any, source: str, now: datetime.datetime) -> Dataset:
     """Validate a data file's content (as YAML-loaded) into a :class:`Dataset`; raises DataError."""
+    at = _DataFile(source).root()
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise DataError(f"{source}: expected a mapping with keys {', '.join(SECTIONS)}, got {type(data).__name__}")
-    unknown = sorted(str(k) for k in data if k not in SECTIONS)
-    if unknown:
-        raise DataError(f"{source}: {unknown[0]}: unknown section (expected one of: {', '.join(SECTIONS)})")
+        at.fail(f"expected a mapping with keys {', '.join(SECTIONS)}, got {type(data).__name__}")
+    for name in data:
+        if name not in SECTIONS:
+            at.child(str(name)).fail(f"unknown section (expected one of: {', '.join(SECTIONS)}){hint(name, SECTIONS)}")
     seen: Counter[str] = Counter()
     dataset = Dataset(
         source=source,
-        rules=_rules(source, data.get("rules")),
-        patrons=_listed(source, data, "patrons", lambda i, n: _patron(source, i, n)),
-        items=_listed(source, data, "items", lambda i, n: _item(source, i, n)),
-        loans=_listed(source, data, "loans", lambda i, n: _loan(source, i, n, now)),
-        holds=_listed(source, data, "holds", lambda i, n: _hold(source, i, n)),
-        fees=_listed(source, data, "fees", lambda i, n: _fee(source, i, n, seen)),
+        rules=_rules(at.child("rules"), data.get("rules")),
+        patrons=_listed(at, data, "patrons", _patron),
+        items=_listed(at, data, "items", _item),
+        loans=_listed(at, data, "loans", lambda here, node: _loan(here, node, now)),
+        holds=_listed(at, data, "holds", _hold),
+        fees=_listed(at, data, "fees", lambda here, node: _fee(here, node, seen)),
     )
-    _unique(source, "patrons", [p.barcode for p in dataset.patrons])
-    _unique(source, "items", [p.barcode for p in dataset.items])
-    _unique(source, "loans", [p.item for p in dataset.loans])
+    _unique(at, "patrons", [p.barcode for p in dataset.patrons])
+    _unique(at, "items", [p.barcode for p in dataset.items])
+    _unique(at, "loans", [p.item for p in dataset.loans])
     return dataset
 
 
 def read_data_file(path: str, now: datetime.datetime) -> Dataset:
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.load(f, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+            data = yaml.load(f, Loader=StrictLoader)  # a SafeLoader subclass: no arbitrary objects
     except FileNotFoundError:
         raise DataError(f"{path}: data file not found") from None
     except OSError as exc:

@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 
+from sipserver.config.schema import REQUIRED, Flag, Integer, Key, Number, Options, Section, Text
 from sipserver.ils.embedded import loader, schema
 from sipserver.ils.embedded.db.dialect import POSTGRESQL, Tx
 from sipserver.ils.embedded.db.pgpool import ConnectionPool, PoolStopped
@@ -78,8 +79,36 @@ REPLAN_CODE = "0A000"
 #: pg_advisory_xact_lock keys: one for migrations, one for seeding.
 MIGRATE_LOCK = 0x5349_5053_0001
 SEED_LOCK = 0x5349_5053_0002
-#: The options a postgresql backend takes (``type`` is the factory's).
-OPTIONS = frozenset({"type", "dsn", "pool", "statement_timeout", "connect_timeout", "seed", "synchronous"})
+#: The options a postgresql backend takes (``type`` is the factory's); see the module docstring.
+OPTIONS = Section(
+    None,
+    (
+        Key("type", Text(), default="postgresql"),
+        Key(
+            "dsn",
+            Text(empty=True, what="a libpq connection string"),
+            default=REQUIRED,
+            example='"postgresql://sip@dbhost/sipserver"',
+        ),
+        Key(
+            "pool",
+            Section(
+                None,
+                (
+                    Key("min", Integer(0, noun="a whole number"), default=2),
+                    Key("max", Integer(1, noun="a whole number"), default=10),
+                ),
+                what="a mapping {min: N, max: N}",
+            ),
+            default={"min": 2, "max": 10},
+        ),
+        Key("statement_timeout", Integer(0, noun="a whole number of milliseconds"), default=10000),
+        Key("connect_timeout", Number(above=0), default=5.0),
+        Key("seed", Text(empty=True, what="a data file name"), default=None),
+        Key("synchronous", Flag(), default=False),
+    ),
+    what="a mapping of options",
+)
 #: Seconds health() waits for SELECT 1.
 HEALTH_TIMEOUT = 2.0
 
@@ -255,15 +284,6 @@ def _deferrable(sql: str) -> bool:
     return head in ("INSERT", "UPDATE", "DELETE") and "RETURNING" not in sql.upper()
 
 
-def _option(options: Mapping[str, Any], key: str, kinds: tuple[type, ...], what: str, default: Any) -> Any:
-    value = options.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise BackendConfigError(f"postgresql backend option {key!r}: expected {what}, got {value!r}")
-    return value
-
-
 def describe_dsn(dsn: str) -> str:
     """``user@host:port/dbname`` for logs and errors: never the password."""
     try:
@@ -292,18 +312,12 @@ class PostgreSQLBackend(SQLBackend):
         clock: Clock | None = None,
     ) -> None:
         super().__init__(clock=clock)
-        options = options or {}
         self.name = name
-        unknown = sorted(set(options) - OPTIONS)
-        if unknown:
-            raise BackendConfigError(
-                f"postgresql backend {name!r}: unknown option {unknown[0]!r} (expected {', '.join(sorted(OPTIONS))})"
-            )
-        dsn = options.get("dsn")
-        if not isinstance(dsn, str) or not dsn.strip():
-            raise BackendConfigError(
-                f"postgresql backend {name!r}: 'dsn' is required, e.g. \"postgresql://sip@dbhost/sipserver\""
-            )
+        source = Options("postgresql", name, BackendConfigError)
+        chosen = OPTIONS.read(options or {}, source.root())
+        dsn = chosen["dsn"]
+        if not dsn.strip():
+            raise source.missing(source.root().child("dsn"), OPTIONS.key("dsn"))
         try:
             parsed = psycopg2.extensions.parse_dsn(dsn)
         except psycopg2.Error as exc:
@@ -312,25 +326,17 @@ class PostgreSQLBackend(SQLBackend):
             ) from None
         self.dsn = dsn
         self.where = describe_dsn(dsn)
-        pool = _option(options, "pool", (Mapping,), "a mapping {min: N, max: N}", {})
-        unknown = sorted(set(pool) - {"min", "max"})
-        if unknown:
-            raise BackendConfigError(f"postgresql backend option 'pool.{unknown[0]}': unknown (expected min, max)")
-        self.pool_min = _option(pool, "min", (int,), "a whole number >= 0", 2)
-        self.pool_max = _option(pool, "max", (int,), "a whole number >= 1", 10)
-        if self.pool_min < 0 or self.pool_max < 1 or self.pool_min > self.pool_max:
+        self.pool_min: int = chosen["pool"]["min"]
+        self.pool_max: int = chosen["pool"]["max"]
+        if self.pool_min > self.pool_max:
             raise BackendConfigError(
                 f"postgresql backend option 'pool': expected 0 <= min <= max and max >= 1,"
                 f" got min {self.pool_min}, max {self.pool_max}"
             )
-        self.statement_timeout = int(_option(options, "statement_timeout", (int,), "milliseconds", 10000))
-        self.connect_timeout = _option(options, "connect_timeout", (int, float), "seconds", 5)
-        if self.statement_timeout < 0 or self.connect_timeout <= 0:
-            raise BackendConfigError("postgresql backend: statement_timeout must be >= 0 and connect_timeout > 0")
-        self.seed: str | None = _option(options, "seed", (str,), "a data file name", None) or None
-        if synchronous is None:
-            synchronous = _option(options, "synchronous", (bool,), "true or false", False)
-        self.synchronous = bool(synchronous)
+        self.statement_timeout: int = chosen["statement_timeout"]
+        self.connect_timeout: float = chosen["connect_timeout"]
+        self.seed: str | None = chosen["seed"] or None
+        self.synchronous = chosen["synchronous"] if synchronous is None else bool(synchronous)
         self._connect_args: dict[str, Any] = {}
         if "connect_timeout" not in parsed:
             self._connect_args["connect_timeout"] = max(1, round(self.connect_timeout))

@@ -62,6 +62,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from sipserver.config.schema import Choice, Flag, Key, Number, Options, Section, Text
 from sipserver.ils.embedded import loader, schema
 from sipserver.ils.embedded.db.dialect import SQLITE, Tx
 from sipserver.ils.embedded.db.sqlite_commits import WalHeader
@@ -76,14 +77,22 @@ T = TypeVar("T")
 CHECKPOINT_INTERVAL = 1.0
 
 
-def _option(options: Mapping[str, Any], key: str, kinds: tuple[type, ...], what: str, default: Any) -> Any:
-    """One option, type-checked, so that a typo'd value stops the daemon with one clear line."""
-    value = options.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise BackendConfigError(f"sqlite backend option {key!r}: expected {what}, got {value!r}")
-    return value
+#: The options a sqlite backend takes (``type`` is the factory's); see the module docstring.
+OPTIONS = Section(
+    None,
+    (
+        Key("type", Text(), default="sqlite"),
+        Key("path", Text(empty=True, what="a file name or ':memory:'"), default=":memory:"),
+        Key("seed", Text(empty=True, what="a data file name"), default=None),
+        Key("threaded", Flag(), default=True),
+        Key("inline_reads", Flag(), default=True),
+        Key("inline_writes", Flag(), default=True),
+        Key("patron_cache", Flag(), default=True),
+        Key("synchronous", Choice(("normal", "full"), what="normal or full"), default="normal"),
+        Key("busy_timeout", Number(what="seconds"), default=5.0),
+    ),
+    what="a mapping of options",
+)
 
 
 def _busy(exc: BaseException) -> bool:
@@ -107,25 +116,17 @@ class SQLiteBackend(SQLBackend):
         clock: Clock | None = None,
     ) -> None:
         super().__init__(clock=clock)
-        options = options or {}
         self.name = name
-        self.path = str(_option(options, "path", (str,), "a file name or ':memory:'", ":memory:"))
-        self.seed: str | None = _option(options, "seed", (str,), "a data file name", None) or None
-        if threaded is None:
-            threaded = _option(options, "threaded", (bool,), "true or false", True)
-        self.threaded = bool(threaded)
-        self.busy_timeout = float(_option(options, "busy_timeout", (int, float), "seconds", 5.0))
-        self.inline_reads = bool(_option(options, "inline_reads", (bool,), "true or false", True))
-        synchronous = _option(options, "synchronous", (str,), "normal or full", "normal")
-        if synchronous.lower() not in ("normal", "full"):
-            raise BackendConfigError(
-                f"sqlite backend option 'synchronous': expected normal or full, got {synchronous!r}"
-            )
-        self.synchronous = synchronous.lower()
+        chosen = OPTIONS.read(options or {}, Options("sqlite", name, BackendConfigError).root())
+        self.path: str = chosen["path"]
+        self.seed: str | None = chosen["seed"] or None
+        self.threaded = chosen["threaded"] if threaded is None else bool(threaded)
+        self.busy_timeout: float = chosen["busy_timeout"]
+        self.inline_reads: bool = chosen["inline_reads"]
+        self.synchronous: str = chosen["synchronous"]
         # An fsync per commit must not happen on the reactor thread.
-        inline_writes = self.synchronous == "normal"
-        self.inline_writes = inline_writes and bool(_option(options, "inline_writes", (bool,), "true or false", True))
-        if _option(options, "patron_cache", (bool,), "true or false", True):
+        self.inline_writes = self.synchronous == "normal" and chosen["inline_writes"]
+        if chosen["patron_cache"]:
             self.patron_cache = PatronCache(self.pins)
         self._writes = 0  # moves when this backend starts or finishes a write (see change_stamp)
         self._reactor = reactor
