@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from sipserver.ils.embedded.loader import load_dataset, parse_data
 from sipserver.ils.embedded.sqlite import SQLiteBackend
-from sipserver.ils.interface import TxContext
+from sipserver.ils.interface import Terminal
 
 DEMO = str(Path(__file__).resolve().parent.parent / "etc" / "demo-data.yaml")
 NOW = datetime.datetime(2024, 6, 3, 10, 0, 0)  # a Monday morning
@@ -43,8 +43,8 @@ def result_of(d: Deferred[Any]) -> Any:
     return out[0]
 
 
-def ctx(location: str = "MAIN", **kw: Any) -> TxContext:
-    return TxContext(institution="TEST", login="sc1", location=location, peer="127.0.0.1", **kw)
+def ctx(location: str = "MAIN", **kw: Any) -> Terminal:
+    return Terminal(institution="TEST", login="sc1", location=location, peer="127.0.0.1", **kw)
 
 
 FIXTURE: dict[str, Any] = {

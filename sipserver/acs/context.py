@@ -8,7 +8,7 @@ import time
 import attrs
 
 from sipserver.config import AccountConfig, InstitutionConfig
-from sipserver.ils.interface import Patron
+from sipserver.ils.interface import Patron, Terminal
 from sipserver.sip2 import Message
 
 #: The permission each request needs. 17 (item information) is a read that every account allowed to
@@ -60,15 +60,35 @@ def now_to_the_second() -> datetime.datetime:
     return now
 
 
+def _terminal_of(ctx: RequestContext) -> Terminal:
+    return Terminal(
+        institution=ctx.institution.id,
+        login=ctx.login,
+        location=ctx.location,
+        peer=ctx.peer,
+        now=ctx.now,
+        branch=ctx.branch,
+        places=ctx.institution.places,
+    )
+
+
 @attrs.frozen
 class RequestContext:
-    """One request's circumstances: the terminal's account, its institution, where it connects from."""
+    """One request's circumstances: the terminal's account, its institution, where it connects from.
+
+    A session hands the same context to every request of the same second (``now`` is whole
+    seconds), so what is worked out from it here, once, serves them all.
+    """
 
     institution: InstitutionConfig
     account: AccountConfig | None
     listener: str
     peer: str
     now: datetime.datetime = attrs.field(factory=now_to_the_second)
+    #: The backend's view of who asks, from where and when (never a PIN): every backend request carries it.
+    terminal: Terminal = attrs.field(
+        init=False, default=attrs.Factory(_terminal_of, takes_self=True), eq=False, repr=False
+    )
 
     @property
     def login(self) -> str:

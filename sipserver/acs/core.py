@@ -10,14 +10,14 @@ negative response, never silence and never a traceback.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from sipserver.ils.backoff import Backoff
-from sipserver.ils.interface import BackendUnavailable, ILSBackend
+from sipserver.ils.interface import BackendRequest, BackendUnavailable, ILSBackend
 from sipserver.observe.loglevel import logger
 from sipserver.sip2 import Message
 
@@ -26,6 +26,8 @@ from .context import Reply, RequestContext, permitted
 from .place import UnknownLocations
 
 log = logger("sipserver.acs")
+
+R = TypeVar("R")
 
 
 class BackendHealth:
@@ -163,8 +165,8 @@ class ACS:
     def online(self, ctx: RequestContext) -> bool:
         return self.health.online(ctx.institution.backend)
 
-    def call(self, ctx: RequestContext, method: str, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
-        """Call a backend method, bounded by the institution's timeout.
+    def call(self, ctx: RequestContext, request: BackendRequest[R]) -> defer.Deferred[R]:
+        """Ask the institution's backend ``request``, bounded by the institution's timeout.
 
         A timeout or a backend fault errbacks with BackendUnavailable and marks the backend
         off-line; any result marks it on-line. A backend already off-line is not called: the
@@ -174,7 +176,8 @@ class ACS:
         backend = self.backends[name]
         if not self.health.online(name):  # known to be down: answered now, tried again on its backoff
             return defer.fail(BackendUnavailable(f"{name} is off-line"))
-        d = defer.maybeDeferred(getattr(backend, method), *args, **kwargs)
+        method = request.operation
+        d = defer.maybeDeferred(request.ask, backend)
         if d.called:
             if not isinstance(d.result, Failure):  # answered at once (inline sqlite reads): no timer
                 self.health.mark(name, True)

@@ -18,22 +18,42 @@ from twisted.python.failure import Failure
 
 from sipserver.config import AccountConfig, InstitutionConfig
 from sipserver.ils.interface import (
+    BlockPatronRequest,
+    CheckinRequest,
     CheckinResult,
+    CheckoutRequest,
     CheckoutResult,
+    EnablePatronRequest,
+    EndSessionRequest,
+    FeePaidRequest,
     FeePaidResult,
     HoldMode,
+    HoldRequest,
     HoldResult,
     Item,
+    ItemRequest,
     ItemStatusResult,
+    ItemStatusUpdateRequest,
     Patron,
+    PatronCounts,
+    PatronRequest,
     Refusal,
+    RenewAllRequest,
     RenewAllResult,
+    RenewRequest,
     RenewResult,
-    TxContext,
+    SummaryRequest,
 )
 from sipserver.sip2 import Message, make, supported_messages
-from sipserver.sip2.codes import SUMMARY_FIELD, AlertType, CirculationStatus, Summary, flag, format_date, parse_date
-from sipserver.sip2.codes import summary_requested as _summary_requested
+from sipserver.sip2.codes import (
+    SUMMARY_FIELD,
+    AlertType,
+    CirculationStatus,
+    flag,
+    format_date,
+    parse_date,
+    summary_requested,
+)
 
 from . import place, screen_texts, sip_values
 from .context import PERMISSION_FOR, Reply, RequestContext, permitted
@@ -44,9 +64,6 @@ if TYPE_CHECKING:
 Handler = Callable[["ACS", Message, RequestContext], Any]
 HANDLERS: dict[str, Handler] = {}
 
-#: Most items one 64 list carries when the terminal gives no BP/BQ range.
-MAX_LIST_ITEMS = 50
-
 
 def handles(code: str) -> Callable[[Handler], Handler]:
     def register(func: Handler) -> Handler:
@@ -54,20 +71,6 @@ def handles(code: str) -> Callable[[Handler], Handler]:
         return func
 
     return register
-
-
-def tx(ctx: RequestContext, request: Message) -> TxContext:
-    """The backend's view of the request: who, where, when; never a PIN."""
-    return TxContext(
-        institution=ctx.institution.id,
-        login=ctx.login,
-        location=ctx.location,
-        peer=ctx.peer,
-        request=request.name,
-        now=ctx.now,
-        branch=ctx.branch,
-        places=ctx.institution.places,
-    )
 
 
 def pin_of(request: Message) -> str | None:
@@ -221,7 +224,13 @@ def then(d: defer.Deferred[Any], fn: Callable[..., Reply], *args: Any) -> Reply 
 
 @handles("23")
 def patron_status(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
-    found = acs.call(ctx, "patron", ctx.institution.id, request.get("AA"), _pin_for_lookup(request))
+    asked = PatronRequest(
+        terminal=ctx.terminal,
+        patron=request.get("AA"),
+        pin=_pin_for_lookup(request),
+        language=_language(ctx, request),
+    )
+    found = acs.call(ctx, asked)
     return then(found, _patron_status_reply, request, ctx)
 
 
@@ -253,56 +262,37 @@ def _patron_outcome(patron: Patron | None, request: Message) -> str:
     return "ok"
 
 
-def _range(request: Message, length: int) -> tuple[int, int]:
-    """BP/BQ (1-based, inclusive) as a slice; without them the whole list up to the cap."""
+def _number(text: str) -> int | None:
+    """BP or BQ as a number; None when absent or not a number."""
     try:
-        start = int(request.get("BP") or 1)
+        return int(text) if text else None
     except ValueError:
-        start = 1
-    try:
-        end = int(request.get("BQ") or (start + MAX_LIST_ITEMS - 1))
-    except ValueError:
-        end = start + MAX_LIST_ITEMS - 1
-    start = max(start, 1)
-    end = min(end, start + MAX_LIST_ITEMS - 1, length)
-    return start - 1, max(end, start - 1)
-
-
-def _summary_values(patron: Patron, which: Summary) -> list[str]:
-    if which is Summary.HOLD_ITEMS:
-        return [ref.barcode or ref.title for ref in patron.hold_items]
-    if which is Summary.OVERDUE_ITEMS:
-        return [ref.barcode for ref in patron.overdue_items]
-    if which is Summary.CHARGED_ITEMS:
-        return [ref.barcode for ref in patron.charged_items]
-    if which is Summary.FINE_ITEMS:
-        return [
-            " ".join(p for p in (sip_values.money(fee.balance), fee.fee_type, fee.item_barcode or fee.title) if p)
-            for fee in patron.fine_items
-        ]
-    if which is Summary.RECALL_ITEMS:
-        return [ref.barcode for ref in patron.recall_items]
-    if which is Summary.UNAVAILABLE_HOLDS:
-        return [ref.barcode or ref.title for ref in patron.unavailable_holds]
-    return []
+        return None
 
 
 @handles("63")
 @defer.inlineCallbacks
 def patron_information(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
-    patron = yield acs.call(
-        ctx, "patron", ctx.institution.id, request.get("AA"), _pin_for_lookup(request), with_lists=True
+    which = summary_requested(request.fixed.get("summary", ""))
+    asked = PatronRequest(
+        terminal=ctx.terminal,
+        patron=request.get("AA"),
+        pin=_pin_for_lookup(request),
+        language=_language(ctx, request),
+        summary=SummaryRequest(kind=which, first=_number(request.get("BP")), last=_number(request.get("BQ"))),
     )
+    patron = yield acs.call(ctx, asked)
     fields = _patron_fields(ctx, request, patron)
     counts: dict[str, Any] = {}
     if patron is not None:
+        listed = patron.counts or PatronCounts()
         counts = {
-            "hold_items_count": len(patron.hold_items),
-            "overdue_items_count": len(patron.overdue_items),
-            "charged_items_count": len(patron.charged_items),
-            "fine_items_count": len(patron.fine_items),
-            "recall_items_count": len(patron.recall_items),
-            "unavailable_holds_count": len(patron.unavailable_holds),
+            "hold_items_count": listed.hold_items,
+            "overdue_items_count": listed.overdue_items,
+            "charged_items_count": listed.charged_items,
+            "fine_items_count": listed.fine_items,
+            "recall_items_count": listed.recall_items,
+            "unavailable_holds_count": listed.unavailable_holds,
         }
         fields.update(
             BZ=_limit(patron.hold_limit),
@@ -310,12 +300,9 @@ def patron_information(acs: ACS, request: Message, ctx: RequestContext) -> Gener
             CB=_limit(patron.charged_limit),
             CC=sip_values.money(patron.fee_limit) or None,
         )
-        which = _summary_requested(request.fixed.get("summary", ""))
         field_id = SUMMARY_FIELD.get(which) if which is not None else None
         if field_id:
-            values = _summary_values(patron, which)
-            begin, end = _range(request, len(values))
-            fields[field_id] = values[begin:end]
+            fields[field_id] = list(patron.summary_items)
         fields.update(BD=patron.address or None, BE=patron.email or None, BF=patron.phone or None)
     reply = make(
         "64",
@@ -338,14 +325,14 @@ def _limit(value: int | None) -> str | None:
 def block_patron(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
     if not ctx.institution.policy.status_update:
         return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
-    patron = yield acs.call(
-        ctx,
-        "block_patron",
-        tx(ctx, request),
-        request.get("AA"),
+    asked = BlockPatronRequest(
+        terminal=ctx.terminal,
+        sip_request=request.name,
+        patron=request.get("AA"),
         card_retained=flag(request.fixed.get("card_retained", "")),
-        message=request.get("AL"),
+        reason=request.get("AL"),
     )
+    patron = yield acs.call(ctx, asked)
     fields = _patron_fields(ctx, request, patron)
     messages = [screen_texts.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]] if patron is None else ["Card blocked."]
     reply = make(
@@ -365,7 +352,8 @@ def patron_enable(acs: ACS, request: Message, ctx: RequestContext) -> Generator[
     if not ctx.institution.policy.status_update:
         return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     pin = pin_of(request)
-    patron = yield acs.call(ctx, "enable_patron", tx(ctx, request), request.get("AA"), pin)
+    asked = EnablePatronRequest(terminal=ctx.terminal, sip_request=request.name, patron=request.get("AA"), pin=pin)
+    patron = yield acs.call(ctx, asked)
     fields = _patron_fields(ctx, request, patron)
     fields.pop("BH", None)
     fields.pop("BV", None)
@@ -442,19 +430,19 @@ def checkout(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, 
     if not ctx.institution.policy.checkout:
         return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     no_block = flag(request.fixed.get("no_block", ""))
-    result: CheckoutResult = yield acs.call(
-        ctx,
-        "checkout",
-        tx(ctx, request),
-        request.get("AA"),
-        request.get("AB"),
-        pin_of(request),
+    asked = CheckoutRequest(
+        terminal=ctx.terminal,
+        sip_request=request.name,
+        patron=request.get("AA"),
+        item=request.get("AB"),
+        pin=pin_of(request),
         fee_acknowledged=flag(request.get("BO")),
         no_block=no_block,
         nb_due=parse_date(request.fixed.get("nb_due_date", "")) if no_block else None,
         renewal_allowed=flag(request.fixed.get("sc_renewal_policy", "Y")),
         cancel=flag(request.get("BI")),
     )
+    result: CheckoutResult = yield acs.call(ctx, asked)
     text = "Renewed." if result.renewal else "Checked out."
     return _circulation_reply("12", ctx, request, result, result.renewal, result.desensitize, text)
 
@@ -465,18 +453,18 @@ def renew(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any
     if not ctx.institution.policy.renewal:
         return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     no_block = flag(request.fixed.get("no_block", ""))
-    result: RenewResult = yield acs.call(
-        ctx,
-        "renew",
-        tx(ctx, request),
-        request.get("AA"),
-        request.get("AB"),
-        pin_of(request),
+    asked = RenewRequest(
+        terminal=ctx.terminal,
+        sip_request=request.name,
+        patron=request.get("AA"),
+        item=request.get("AB"),
+        pin=pin_of(request),
         title=request.get("AJ"),
         fee_acknowledged=flag(request.get("BO")),
         no_block=no_block,
         nb_due=parse_date(request.fixed.get("nb_due_date", "")) if no_block else None,
     )
+    result: RenewResult = yield acs.call(ctx, asked)
     return _circulation_reply("30", ctx, request, result, True, False, "Renewed.")
 
 
@@ -485,14 +473,14 @@ def renew(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any
 def renew_all(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
     if not ctx.institution.policy.renewal:
         return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
-    result: RenewAllResult = yield acs.call(
-        ctx,
-        "renew_all",
-        tx(ctx, request),
-        request.get("AA"),
-        pin_of(request),
+    asked = RenewAllRequest(
+        terminal=ctx.terminal,
+        sip_request=request.name,
+        patron=request.get("AA"),
+        pin=pin_of(request),
         fee_acknowledged=flag(request.get("BO")),
     )
+    result: RenewAllResult = yield acs.call(ctx, asked)
     unrenewed = [f"{barcode} {reason}".strip() for barcode, reason in result.unrenewed]
     if result.ok:
         messages = [f"{len(result.renewed)} renewed, {len(result.unrenewed)} not renewed."]
@@ -529,16 +517,17 @@ def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, A
         return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     branch = place.checkin_branch(ctx, request.get("AP"))
     acs.unknown_locations.note(ctx, request.get("AP"), branch)
-    result: CheckinResult = yield acs.call(
-        ctx,
-        "checkin",
-        tx(ctx, request),
-        request.get("AB"),
-        branch,
+    asked = CheckinRequest(
+        terminal=ctx.terminal,
+        sip_request=request.name,
+        item=request.get("AB"),
+        branch=branch,
+        current_location=request.get("AP"),
         return_date=parse_date(request.fixed.get("return_date", "")),
         no_block=flag(request.fixed.get("no_block", "")),
         cancel=flag(request.get("BI")),
     )
+    result: CheckinResult = yield acs.call(ctx, asked)
     item = result.item
     fields: dict[str, Any] = {
         "AO": ctx.institution.id,
@@ -597,7 +586,7 @@ def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, A
 @handles("17")
 @defer.inlineCallbacks
 def item_information(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
-    item: Item | None = yield acs.call(ctx, "item", ctx.institution.id, request.get("AB"))
+    item: Item | None = yield acs.call(ctx, ItemRequest(terminal=ctx.terminal, item=request.get("AB")))
     if item is None:
         reply = make(
             "18",
@@ -638,9 +627,10 @@ def item_information(acs: ACS, request: Message, ctx: RequestContext) -> Generat
 @handles("19")
 @defer.inlineCallbacks
 def item_status_update(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
-    result: ItemStatusResult = yield acs.call(
-        ctx, "item_status_update", tx(ctx, request), request.get("AB"), request.get("CH")
+    asked = ItemStatusUpdateRequest(
+        terminal=ctx.terminal, sip_request=request.name, item=request.get("AB"), properties=request.get("CH")
     )
+    result: ItemStatusResult = yield acs.call(ctx, asked)
     item = result.item
     reply = make(
         "20",
@@ -675,20 +665,20 @@ def hold(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any,
             AF=[screen_texts.UNKNOWN_HOLD_MODE],
         )
         return Reply(reply, "bad_request")
-    result: HoldResult = yield acs.call(
-        ctx,
-        "hold",
-        tx(ctx, request),
-        mode,
-        request.get("AA"),
-        pin_of(request),
+    asked = HoldRequest(
+        terminal=ctx.terminal,
+        sip_request=request.name,
+        mode=mode,
+        patron=request.get("AA"),
+        pin=pin_of(request),
         item=request.get("AB"),
         title=request.get("AJ"),
-        pickup_location=ctx.institution.places.branch_of(request.get("BS")),
+        pickup_location=request.get("BS"),
         expires=parse_date(request.get("BW")),
         hold_type=request.get("BY"),
         fee_acknowledged=flag(request.get("BO")),
     )
+    result: HoldResult = yield acs.call(ctx, asked)
     if result.ok:
         text = {HoldMode.ADD: "Hold placed.", HoldMode.CANCEL: "Hold cancelled.", HoldMode.CHANGE: "Hold changed."}
         messages = [text[mode]]
@@ -715,19 +705,19 @@ def hold(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any,
 @defer.inlineCallbacks
 def fee_paid(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
     fee_type = request.fixed.get("fee_type", "")
-    result: FeePaidResult = yield acs.call(
-        ctx,
-        "fee_paid",
-        tx(ctx, request),
-        request.get("AA"),
-        pin_of(request),
-        request.get("BV"),
+    asked = FeePaidRequest(
+        terminal=ctx.terminal,
+        sip_request=request.name,
+        patron=request.get("AA"),
+        pin=pin_of(request),
+        amount=request.get("BV"),
         currency=request.fixed.get("currency_type", "").strip() or ctx.institution.currency,
         fee_type=sip_values.FEE_NAME.get(fee_type, ""),
         payment_type=sip_values.PAYMENT_NAME.get(request.fixed.get("payment_type", ""), "other"),
         fee_id=request.get("CG"),
         transaction_id=request.get("BK"),
     )
+    result: FeePaidResult = yield acs.call(ctx, asked)
     if result.ok:
         messages = [f"Payment received. Balance {sip_values.money(result.balance)} {ctx.institution.currency}."]
     else:
@@ -747,7 +737,7 @@ def fee_paid(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, 
 @handles("35")
 @defer.inlineCallbacks
 def end_session(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
-    ended = yield acs.call(ctx, "end_session", tx(ctx, request), request.get("AA"), pin_of(request))
+    ended = yield acs.call(ctx, EndSessionRequest(terminal=ctx.terminal, patron=request.get("AA"), pin=pin_of(request)))
     reply = make(
         "36",
         end_session=bool(ended),
