@@ -242,7 +242,7 @@ class ThreadedTests(unittest.TestCase):
         d = backend.checkout(
             CheckoutRequest(terminal=ctx(), patron="21000000000001", item="31000000000008", pin="1234")
         )
-        self.assertTrue(self.successResultOf(d).ok)  # fired on return: no thread hop
+        self.assertTrue(result_of(d).ok)  # answered on return: no thread hop
         loans = yield backend.run_read(
             lambda tx: tx.all("SELECT l.id FROM loans l JOIN items i ON i.id = l.item_id"
                               " WHERE i.barcode = '31000000000008' AND l.returned IS NULL")

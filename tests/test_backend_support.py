@@ -1,8 +1,8 @@
 """Helpers shared by the backend tests (this module holds no tests).
 
-The backends run in synchronous mode (``threaded=False``): their Deferreds have fired when the
-call returns, so :func:`result_of` reads them without a reactor. A :class:`FakeClock` makes "now"
-a fixed, movable moment.
+The backends run in synchronous mode (``threaded=False``): they answer with the result itself, or
+with a Deferred that has fired when the call returns, so :func:`result_of` reads them without a
+reactor. A :class:`FakeClock` makes "now" a fixed, movable moment.
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ class FakeClock:
         self.now += datetime.timedelta(days=days, hours=hours)
 
 
-def result_of(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that has already fired; re-raises its failure."""
+def result_of(d: Deferred[Any] | Any) -> Any:
+    """The result of a backend's answer: the result itself, or a Deferred's that has already
+    fired; re-raises its failure."""
+    if not isinstance(d, Deferred):
+        return d
     out: list[Any] = []
     d.addBoth(out.append)
     assert out, "the Deferred has not fired"

@@ -10,14 +10,14 @@ negative response, never silence and never a traceback.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from sipserver.ils.backoff import Backoff
-from sipserver.ils.interface import BackendRequest, BackendUnavailable, ILSBackend
+from sipserver.ils.interface import Answer, BackendRequest, BackendUnavailable, ILSBackend
 from sipserver.observe.loglevel import logger
 from sipserver.sip2 import Message
 
@@ -28,6 +28,8 @@ from .place import UnknownLocations
 log = logger("sipserver.acs")
 
 R = TypeVar("R")
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class BackendHealth:
@@ -165,27 +167,34 @@ class ACS:
     def online(self, ctx: RequestContext) -> bool:
         return self.health.online(ctx.institution.backend)
 
-    def call(self, ctx: RequestContext, request: BackendRequest[R]) -> defer.Deferred[R]:
-        """Ask the institution's backend ``request``, bounded by the institution's timeout.
+    def call(
+        self, ctx: RequestContext, request: BackendRequest[R], then: Callable[[R, *Ts], T], *args: *Ts
+    ) -> Answer[T]:
+        """Ask the institution's backend ``request``, bounded by the institution's timeout, and
+        answer with ``then(result, *args)``.
 
+        ``then`` runs at once when the backend answered at once (no timer, no Deferred: the
+        requests sent by the thousand cost no more than their answer), else when the result comes.
         A timeout or a backend fault errbacks with BackendUnavailable and marks the backend
-        off-line; any result marks it on-line. A backend already off-line is not called: the
+        off-line; any result marks it on-line. A backend already off-line is not asked: the
         BackendUnavailable comes at once (see :class:`BackendHealth`).
         """
         name = ctx.institution.backend
         backend = self.backends[name]
         if not self.health.online(name):  # known to be down: answered now, tried again on its backoff
             return defer.fail(BackendUnavailable(f"{name} is off-line"))
-        method = request.operation
-        d = defer.maybeDeferred(request.ask, backend)
-        if d.called:
-            if not isinstance(d.result, Failure):  # answered at once (inline sqlite reads): no timer
-                self.health.mark(name, True)
-                return d
-        else:
-            d.addTimeout(ctx.institution.policy.timeout, self.reactor)
+        try:
+            answer = request.ask(backend)
+        except Exception:
+            answer = defer.fail()
+        if not isinstance(answer, defer.Deferred):
+            self.health.mark(name, True)
+            return then(answer, *args)
+        if not answer.called:  # a Deferred that fired already (an inline failure) needs no timer
+            answer.addTimeout(ctx.institution.policy.timeout, self.reactor)
+        operation = request.operation
 
-        def ok(result: Any) -> Any:
+        def ok(result: R) -> R:
             self.health.mark(name, True)
             return result
 
@@ -195,24 +204,23 @@ class ACS:
                 log.error(
                     "backend {backend} did not answer {method} within {timeout}s",
                     backend=name,
-                    method=method,
+                    method=operation,
                     timeout=ctx.institution.policy.timeout,
                 )
                 self.health.mark(name, False)
-                return Failure(BackendUnavailable(f"{name}: {method} timed out"))
+                return Failure(BackendUnavailable(f"{name}: {operation} timed out"))
             if failure.check(BackendUnavailable):
                 self.health.errors[name] = self.health.errors.get(name, 0) + 1
                 log.error(
                     "backend {backend} unavailable during {method}: {why}",
                     backend=name,
-                    method=method,
+                    method=operation,
                     why=failure.getErrorMessage(),
                 )
                 self.health.mark(name, False)
             return failure
 
-        d.addCallbacks(ok, failed)
-        return d
+        return answer.addCallbacks(ok, failed).addCallback(then, *args)
 
     def handle(self, request: Message, ctx: RequestContext) -> defer.Deferred[Reply]:
         """The reply to ``request``; never errbacks."""
@@ -234,13 +242,9 @@ class ACS:
             result = handler(self, request, ctx)
         except Exception:
             return self._failed(Failure(), request, ctx)
-        if isinstance(result, defer.Deferred):
-            if result.called and isinstance(result.result, Reply):  # inlineCallbacks that finished
-                reply = result.result
-                result.result = None  # consumed: the Deferred is dropped
-                return reply
-            return result.addErrback(self._failed, request, ctx)
-        return result
+        if isinstance(result, Reply):
+            return result
+        return result.addErrback(self._failed, request, ctx)
 
     def _failed(self, failure: Failure, request: Message, ctx: RequestContext) -> Reply:
         if failure.check(BackendUnavailable):

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import datetime
 import functools
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from sipserver.config import AccountConfig, InstitutionConfig
 from sipserver.ils.interface import (
@@ -49,6 +48,7 @@ from sipserver.sip2.codes import (
     SUMMARY_FIELD,
     AlertType,
     CirculationStatus,
+    Summary,
     flag,
     format_date,
     parse_date,
@@ -212,16 +212,6 @@ def _language(ctx: RequestContext, request: Message) -> str:
     return language if len(language) == 3 and language.isdigit() else ctx.institution.language
 
 
-def then(d: defer.Deferred[Any], fn: Callable[..., Reply], *args: Any) -> Reply | defer.Deferred[Reply]:
-    """``fn(result, *args)``: at once when ``d`` already holds its result (an inline read, a
-    remembered patron), else when it comes. For the requests that authentication services send by
-    the thousand, where a generator and a Deferred chain cost more than the answer."""
-    if d.called and not isinstance(d.result, Failure | defer.Deferred):  # fired, not waiting on another
-        result, d.result = d.result, None  # taken: nothing else will read this Deferred
-        return fn(result, *args)
-    return d.addCallback(fn, *args)
-
-
 @handles("23")
 def patron_status(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
     asked = PatronRequest(
@@ -230,16 +220,15 @@ def patron_status(acs: ACS, request: Message, ctx: RequestContext) -> Reply | de
         pin=_pin_for_lookup(request),
         language=_language(ctx, request),
     )
-    found = acs.call(ctx, asked)
-    return then(found, _patron_status_reply, request, ctx)
+    return acs.call(ctx, asked, _patron_status_reply, request, ctx, asked.language)
 
 
-def _patron_status_reply(patron: Patron | None, request: Message, ctx: RequestContext) -> Reply:
+def _patron_status_reply(patron: Patron | None, request: Message, ctx: RequestContext, language: str) -> Reply:
     reply = make(
         "24",
         _patron_fields(ctx, request, patron),
         patron_status=_status_string(patron),
-        language=_language(ctx, request),
+        language=language,
         transaction_date=ctx.now,
         AF=patron_messages(patron, request),
     )
@@ -271,8 +260,7 @@ def _number(text: str) -> int | None:
 
 
 @handles("63")
-@defer.inlineCallbacks
-def patron_information(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+def patron_information(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
     which = summary_requested(request.fixed.get("summary", ""))
     asked = PatronRequest(
         terminal=ctx.terminal,
@@ -281,7 +269,12 @@ def patron_information(acs: ACS, request: Message, ctx: RequestContext) -> Gener
         language=_language(ctx, request),
         summary=SummaryRequest(kind=which, first=_number(request.get("BP")), last=_number(request.get("BQ"))),
     )
-    patron = yield acs.call(ctx, asked)
+    return acs.call(ctx, asked, _patron_information_reply, request, ctx, which)
+
+
+def _patron_information_reply(
+    patron: Patron | None, request: Message, ctx: RequestContext, which: Summary | None
+) -> Reply:
     fields = _patron_fields(ctx, request, patron)
     counts: dict[str, Any] = {}
     if patron is not None:
@@ -321,8 +314,7 @@ def _limit(value: int | None) -> str | None:
 
 
 @handles("01")
-@defer.inlineCallbacks
-def block_patron(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+def block_patron(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
     if not ctx.institution.policy.status_update:
         return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     asked = BlockPatronRequest(
@@ -332,7 +324,10 @@ def block_patron(acs: ACS, request: Message, ctx: RequestContext) -> Generator[A
         card_retained=flag(request.fixed.get("card_retained", "")),
         reason=request.get("AL"),
     )
-    patron = yield acs.call(ctx, asked)
+    return acs.call(ctx, asked, _block_patron_reply, request, ctx)
+
+
+def _block_patron_reply(patron: Patron | None, request: Message, ctx: RequestContext) -> Reply:
     fields = _patron_fields(ctx, request, patron)
     messages = [screen_texts.REFUSAL_TEXT[Refusal.UNKNOWN_PATRON]] if patron is None else ["Card blocked."]
     reply = make(
@@ -347,13 +342,15 @@ def block_patron(acs: ACS, request: Message, ctx: RequestContext) -> Generator[A
 
 
 @handles("25")
-@defer.inlineCallbacks
-def patron_enable(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+def patron_enable(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
     if not ctx.institution.policy.status_update:
         return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     pin = pin_of(request)
     asked = EnablePatronRequest(terminal=ctx.terminal, sip_request=request.name, patron=request.get("AA"), pin=pin)
-    patron = yield acs.call(ctx, asked)
+    return acs.call(ctx, asked, _patron_enable_reply, request, ctx, pin)
+
+
+def _patron_enable_reply(patron: Patron | None, request: Message, ctx: RequestContext, pin: str | None) -> Reply:
     fields = _patron_fields(ctx, request, patron)
     fields.pop("BH", None)
     fields.pop("BV", None)
@@ -425,8 +422,7 @@ def _circulation_reply(
 
 
 @handles("11")
-@defer.inlineCallbacks
-def checkout(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+def checkout(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
     if not ctx.institution.policy.checkout:
         return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     no_block = flag(request.fixed.get("no_block", ""))
@@ -442,14 +438,16 @@ def checkout(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, 
         renewal_allowed=flag(request.fixed.get("sc_renewal_policy", "Y")),
         cancel=flag(request.get("BI")),
     )
-    result: CheckoutResult = yield acs.call(ctx, asked)
+    return acs.call(ctx, asked, _checkout_reply, request, ctx)
+
+
+def _checkout_reply(result: CheckoutResult, request: Message, ctx: RequestContext) -> Reply:
     text = "Renewed." if result.renewal else "Checked out."
     return _circulation_reply("12", ctx, request, result, result.renewal, result.desensitize, text)
 
 
 @handles("29")
-@defer.inlineCallbacks
-def renew(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+def renew(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
     if not ctx.institution.policy.renewal:
         return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     no_block = flag(request.fixed.get("no_block", ""))
@@ -464,13 +462,15 @@ def renew(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any
         no_block=no_block,
         nb_due=parse_date(request.fixed.get("nb_due_date", "")) if no_block else None,
     )
-    result: RenewResult = yield acs.call(ctx, asked)
+    return acs.call(ctx, asked, _renew_reply, request, ctx)
+
+
+def _renew_reply(result: RenewResult, request: Message, ctx: RequestContext) -> Reply:
     return _circulation_reply("30", ctx, request, result, True, False, "Renewed.")
 
 
 @handles("65")
-@defer.inlineCallbacks
-def renew_all(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+def renew_all(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
     if not ctx.institution.policy.renewal:
         return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     asked = RenewAllRequest(
@@ -480,7 +480,10 @@ def renew_all(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any,
         pin=pin_of(request),
         fee_acknowledged=flag(request.get("BO")),
     )
-    result: RenewAllResult = yield acs.call(ctx, asked)
+    return acs.call(ctx, asked, _renew_all_reply, request, ctx)
+
+
+def _renew_all_reply(result: RenewAllResult, request: Message, ctx: RequestContext) -> Reply:
     unrenewed = [f"{barcode} {reason}".strip() for barcode, reason in result.unrenewed]
     if result.ok:
         messages = [f"{len(result.renewed)} renewed, {len(result.unrenewed)} not renewed."]
@@ -511,8 +514,7 @@ _ALERT_TYPE = {
 
 
 @handles("09")
-@defer.inlineCallbacks
-def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
     if not ctx.institution.policy.checkin:
         return Reply(refuse(request, ctx, screen_texts.DISABLED_BY_POLICY), "policy")
     branch = place.checkin_branch(ctx, request.get("AP"))
@@ -527,7 +529,10 @@ def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, A
         no_block=flag(request.fixed.get("no_block", "")),
         cancel=flag(request.get("BI")),
     )
-    result: CheckinResult = yield acs.call(ctx, asked)
+    return acs.call(ctx, asked, _checkin_reply, request, ctx)
+
+
+def _checkin_reply(result: CheckinResult, request: Message, ctx: RequestContext) -> Reply:
     item = result.item
     fields: dict[str, Any] = {
         "AO": ctx.institution.id,
@@ -584,9 +589,12 @@ def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, A
 
 
 @handles("17")
-@defer.inlineCallbacks
-def item_information(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
-    item: Item | None = yield acs.call(ctx, ItemRequest(terminal=ctx.terminal, item=request.get("AB")))
+def item_information(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
+    asked = ItemRequest(terminal=ctx.terminal, item=request.get("AB"))
+    return acs.call(ctx, asked, _item_information_reply, request, ctx)
+
+
+def _item_information_reply(item: Item | None, request: Message, ctx: RequestContext) -> Reply:
     if item is None:
         reply = make(
             "18",
@@ -625,12 +633,14 @@ def item_information(acs: ACS, request: Message, ctx: RequestContext) -> Generat
 
 
 @handles("19")
-@defer.inlineCallbacks
-def item_status_update(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+def item_status_update(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
     asked = ItemStatusUpdateRequest(
         terminal=ctx.terminal, sip_request=request.name, item=request.get("AB"), properties=request.get("CH")
     )
-    result: ItemStatusResult = yield acs.call(ctx, asked)
+    return acs.call(ctx, asked, _item_status_update_reply, request, ctx)
+
+
+def _item_status_update_reply(result: ItemStatusResult, request: Message, ctx: RequestContext) -> Reply:
     item = result.item
     reply = make(
         "20",
@@ -651,8 +661,7 @@ _HOLD_MODES = {"+": HoldMode.ADD, "-": HoldMode.CANCEL, "*": HoldMode.CHANGE}
 
 
 @handles("15")
-@defer.inlineCallbacks
-def hold(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+def hold(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
     mode = _HOLD_MODES.get(request.fixed.get("hold_mode", "").strip() or "+")
     if mode is None:
         reply = make(
@@ -678,7 +687,10 @@ def hold(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any,
         hold_type=request.get("BY"),
         fee_acknowledged=flag(request.get("BO")),
     )
-    result: HoldResult = yield acs.call(ctx, asked)
+    return acs.call(ctx, asked, _hold_reply, request, ctx, mode)
+
+
+def _hold_reply(result: HoldResult, request: Message, ctx: RequestContext, mode: HoldMode) -> Reply:
     if result.ok:
         text = {HoldMode.ADD: "Hold placed.", HoldMode.CANCEL: "Hold cancelled.", HoldMode.CHANGE: "Hold changed."}
         messages = [text[mode]]
@@ -702,8 +714,7 @@ def hold(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any,
 
 
 @handles("37")
-@defer.inlineCallbacks
-def fee_paid(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
+def fee_paid(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
     fee_type = request.fixed.get("fee_type", "")
     asked = FeePaidRequest(
         terminal=ctx.terminal,
@@ -717,7 +728,10 @@ def fee_paid(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, 
         fee_id=request.get("CG"),
         transaction_id=request.get("BK"),
     )
-    result: FeePaidResult = yield acs.call(ctx, asked)
+    return acs.call(ctx, asked, _fee_paid_reply, request, ctx)
+
+
+def _fee_paid_reply(result: FeePaidResult, request: Message, ctx: RequestContext) -> Reply:
     if result.ok:
         messages = [f"Payment received. Balance {sip_values.money(result.balance)} {ctx.institution.currency}."]
     else:
@@ -735,9 +749,12 @@ def fee_paid(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, 
 
 
 @handles("35")
-@defer.inlineCallbacks
-def end_session(acs: ACS, request: Message, ctx: RequestContext) -> Generator[Any, Any, Reply]:
-    ended = yield acs.call(ctx, EndSessionRequest(terminal=ctx.terminal, patron=request.get("AA"), pin=pin_of(request)))
+def end_session(acs: ACS, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
+    asked = EndSessionRequest(terminal=ctx.terminal, patron=request.get("AA"), pin=pin_of(request))
+    return acs.call(ctx, asked, _end_session_reply, request, ctx)
+
+
+def _end_session_reply(ended: bool, request: Message, ctx: RequestContext) -> Reply:
     reply = make(
         "36",
         end_session=bool(ended),

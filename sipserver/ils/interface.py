@@ -57,6 +57,7 @@ __all__ = [
     "BackendRequest",
     "BackendUnavailable",
     "BlockPatronRequest",
+    "ChangeRequest",
     "CheckinRequest",
     "CheckinResult",
     "CheckoutRequest",
@@ -170,14 +171,25 @@ class BackendRequest(Generic[R]):
     operation: ClassVar[str] = ""
 
     terminal: Terminal
-    #: The name of the SIP request this carries out (``checkout``, ``patron_enable``), which the
-    #: embedded ILS writes to its audit trail; "" when it did not come from a terminal (the
-    #: operation's name is written then).
-    sip_request: str = ""
 
     def ask(self, backend: ILSBackend) -> Answer[R]:
         """Ask ``backend``: call its method for this operation."""
         raise NotImplementedError
+
+
+@attrs.frozen(kw_only=True)
+class ChangeRequest(BackendRequest[R]):
+    """A request that changes something in the ILS (a loan, a hold, a fee, a card, an item).
+
+    A change must happen once or not at all: a backend that relays it to another server never
+    sends it twice on its own, and the embedded ILS writes an audit row for it in the same
+    transaction. Look-ups are plain :class:`BackendRequest` objects and may be asked again.
+    """
+
+    #: The name of the SIP request this carries out (``checkout``, ``patron_enable``), which the
+    #: embedded ILS writes to its audit trail; "" when it did not come from a terminal (the
+    #: operation's name is written then).
+    sip_request: str = ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -241,7 +253,7 @@ class ItemRequest(BackendRequest[Item | None]):
 
 
 @attrs.frozen(kw_only=True)
-class CheckoutRequest(BackendRequest[CheckoutResult]):
+class CheckoutRequest(ChangeRequest[CheckoutResult]):
     """Checkout (11). ``no_block`` (store and forward) records it whatever the rules say, with
     ``nb_due`` as the due date when given; ``cancel`` undoes a checkin the terminal failed to
     complete; ``renewal_allowed`` False refuses to renew an item the patron already has."""
@@ -262,7 +274,7 @@ class CheckoutRequest(BackendRequest[CheckoutResult]):
 
 
 @attrs.frozen(kw_only=True)
-class CheckinRequest(BackendRequest[CheckinResult]):
+class CheckinRequest(ChangeRequest[CheckinResult]):
     """Checkin (09) at ``branch``, the branch the ACS resolved from the terminal's AP (else the
     terminal's branch; "" when none is known). The backend charges overdue fines and routes the
     item to the hold shelf or in transit: in transit only to another branch ``terminal.places``
@@ -283,7 +295,7 @@ class CheckinRequest(BackendRequest[CheckinResult]):
 
 
 @attrs.frozen(kw_only=True)
-class RenewRequest(BackendRequest[RenewResult]):
+class RenewRequest(ChangeRequest[RenewResult]):
     """Renew (29) the patron's loan of ``item`` (or of a copy of ``title``)."""
 
     operation: ClassVar[str] = "renew"
@@ -301,7 +313,7 @@ class RenewRequest(BackendRequest[RenewResult]):
 
 
 @attrs.frozen(kw_only=True)
-class RenewAllRequest(BackendRequest[RenewAllResult]):
+class RenewAllRequest(ChangeRequest[RenewAllResult]):
     """Renew all (65) of the patron's loans that may be renewed."""
 
     operation: ClassVar[str] = "renew_all"
@@ -321,7 +333,7 @@ class HoldMode(enum.Enum):
 
 
 @attrs.frozen(kw_only=True)
-class HoldRequest(BackendRequest[HoldResult]):
+class HoldRequest(ChangeRequest[HoldResult]):
     """Hold (15): place, cancel or change the patron's hold on ``item`` or on ``title``.
     ``pickup_location`` is the location the terminal asked for (BS) as sent; the embedded ILS
     picks up at the branch it stands in."""
@@ -343,7 +355,7 @@ class HoldRequest(BackendRequest[HoldResult]):
 
 
 @attrs.frozen(kw_only=True)
-class FeePaidRequest(BackendRequest[FeePaidResult]):
+class FeePaidRequest(ChangeRequest[FeePaidResult]):
     """Fee paid (37): a payment (partial allowed) against ``fee_id``, or against the oldest fees."""
 
     operation: ClassVar[str] = "fee_paid"
@@ -366,7 +378,7 @@ class FeePaidRequest(BackendRequest[FeePaidResult]):
 
 
 @attrs.frozen(kw_only=True)
-class BlockPatronRequest(BackendRequest[Patron | None]):
+class BlockPatronRequest(ChangeRequest[Patron | None]):
     """Block patron (01): block the card, for ``reason`` (the terminal's AL); the patron as it is
     now, or None when unknown."""
 
@@ -381,7 +393,7 @@ class BlockPatronRequest(BackendRequest[Patron | None]):
 
 
 @attrs.frozen(kw_only=True)
-class EnablePatronRequest(BackendRequest[Patron | None]):
+class EnablePatronRequest(ChangeRequest[Patron | None]):
     """Patron enable (25): lift a block; the patron as it is now, or None when unknown."""
 
     operation: ClassVar[str] = "enable_patron"
@@ -394,7 +406,7 @@ class EnablePatronRequest(BackendRequest[Patron | None]):
 
 
 @attrs.frozen(kw_only=True)
-class ItemStatusUpdateRequest(BackendRequest[ItemStatusResult]):
+class ItemStatusUpdateRequest(ChangeRequest[ItemStatusResult]):
     """Item status update (19): store the item's properties (CH)."""
 
     operation: ClassVar[str] = "item_status_update"

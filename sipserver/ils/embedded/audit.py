@@ -13,7 +13,7 @@ from typing import Any
 
 from sipserver.ils.embedded import dbtime
 from sipserver.ils.embedded.db.dialect import Tx
-from sipserver.ils.interface import BackendRequest, Refusal
+from sipserver.ils.interface import ChangeRequest, Refusal
 
 OK = "ok"
 
@@ -24,7 +24,7 @@ def outcome(refusal: Refusal | None) -> str:
 
 def record(
     tx: Tx,
-    request: BackendRequest[Any],
+    request: ChangeRequest[Any],
     now: datetime.datetime,
     name: str,
     *,

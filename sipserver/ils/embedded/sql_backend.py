@@ -1,11 +1,11 @@
 """The ILS interface on top of the portable transaction functions, for any SQL database.
 
 :class:`SQLBackend` implements every :class:`~sipserver.ils.interface.ILSBackend` method by handing
-one function of this package (``accounts``, ``circulation``, ``holds``, ``fees``) to
-:meth:`SQLBackend.run_read` or :meth:`SQLBackend.run_write`. A concrete backend supplies only
-those two (how to get a cursor in a transaction, on which thread) plus ``start``/``stop``/``health``:
-sqlite in :mod:`sipserver.ils.embedded.sqlite`, PostgreSQL through ``adbapi.ConnectionPool.runInteraction``
-later. The rules therefore cannot differ between databases.
+the request to one function of this package (``patrons``, ``circulation``, ``holds``, ``fees``)
+through :meth:`SQLBackend.read_transaction` or :meth:`SQLBackend.write_transaction`. A concrete
+backend supplies only those two (how to get a cursor in a transaction, on which thread) plus
+``start``/``stop``: sqlite in :mod:`sipserver.ils.embedded.sqlite`, PostgreSQL in
+:mod:`sipserver.ils.embedded.postgresql`. The rules therefore cannot differ between databases.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import datetime
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 
 from sipserver.ils.embedded import circulation, dbtime, fees, holds, loader, patrons, seedcheck
 from sipserver.ils.embedded.db.dialect import Dialect, Tx
@@ -22,6 +22,7 @@ from sipserver.ils.embedded.patroncache import PatronCache
 from sipserver.ils.embedded.pins import PinVerifier
 from sipserver.ils.embedded.records import find_item, item_view
 from sipserver.ils.interface import (
+    Answer,
     BackendConfigError,
     BlockPatronRequest,
     CheckinRequest,
@@ -45,6 +46,8 @@ from sipserver.ils.interface import (
     RenewRequest,
     RenewResult,
     Terminal,
+    as_deferred,
+    when_answered,
 )
 from sipserver.observe.loglevel import logger
 
@@ -73,13 +76,23 @@ class SQLBackend:
 
     # -- what a concrete backend provides --------------------------------------------------------
 
-    def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
-        """Call ``fn(tx, *args, **kwargs)`` in a read transaction."""
+    def read_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
+        """``fn(tx, *args, **kwargs)`` in a read transaction: its result when it ran on the calling
+        thread, else a Deferred of it."""
         raise NotImplementedError
 
-    def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
-        """Call ``fn(tx, *args, **kwargs)`` in a write transaction, committed when it returns."""
+    def write_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
+        """``fn(tx, *args, **kwargs)`` in a write transaction, committed when it returns: its result
+        when it ran on the calling thread, else a Deferred of it."""
         raise NotImplementedError
+
+    def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """:meth:`read_transaction`, always as a Deferred (for tools and tests that chain callbacks)."""
+        return as_deferred(self.read_transaction(fn, *args, **kwargs))
+
+    def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """:meth:`write_transaction`, always as a Deferred (the data loader, tools and tests)."""
+        return as_deferred(self.write_transaction(fn, *args, **kwargs))
 
     def check_seed(self) -> None:
         """Refuse (BackendConfigError, one line) a seed file that ``start`` would refuse to load,
@@ -103,24 +116,24 @@ class SQLBackend:
         (:mod:`sipserver.ils.embedded.patroncache`)."""
         return None
 
-    def patron(self, request: PatronRequest) -> Deferred[Patron | None]:
+    def patron(self, request: PatronRequest) -> Answer[Patron | None]:
         now = self.now()
         stamp = None if request.summary is not None or self.patron_cache is None else self.change_stamp()
         if stamp is None:
-            return self.run_read(patrons.lookup, request, now, self.pins)
+            return self.read_transaction(patrons.lookup, request, now, self.pins)
         cache = self.patron_cache
         assert cache is not None
         barcode, pin = request.patron, request.pin
         entry = cache.get(barcode, stamp, now)
         if entry is not None:
-            return succeed(cache.answer(entry, pin))
+            return cache.answer(entry, pin)
 
         def remember(found: tuple[Patron | None, str, datetime.datetime]) -> Patron | None:
             return cache.answer(cache.put(barcode, stamp, *found), pin)
 
-        return self.run_read(patrons.lookup_for_cache, now, barcode).addCallback(remember)
+        return when_answered(self.read_transaction(patrons.lookup_for_cache, now, barcode), remember)
 
-    def item(self, request: ItemRequest) -> Deferred[Item | None]:
+    def item(self, request: ItemRequest) -> Answer[Item | None]:
         now = self.now()
         barcode = request.item
 
@@ -128,12 +141,12 @@ class SQLBackend:
             row = find_item(tx, barcode)
             return item_view(tx, row, now) if row is not None else None
 
-        return self.run_read(look)
+        return self.read_transaction(look)
 
-    def checkout(self, request: CheckoutRequest) -> Deferred[CheckoutResult]:
-        return self.run_write(circulation.checkout, request, self.now(request.terminal), self.pins)
+    def checkout(self, request: CheckoutRequest) -> Answer[CheckoutResult]:
+        return self.write_transaction(circulation.checkout, request, self.now(request.terminal), self.pins)
 
-    def checkin(self, request: CheckinRequest) -> Deferred[CheckinResult]:
+    def checkin(self, request: CheckinRequest) -> Answer[CheckinResult]:
         now = self.now(request.terminal)
         returned = dbtime.local_naive(request.return_date) if request.return_date is not None else None
         if returned is not None and returned > now:  # the rules count it as now (circulation.checkin)
@@ -144,28 +157,28 @@ class SQLBackend:
                 login=request.terminal.login or "-",
                 returned=returned.isoformat(),
             )
-        return self.run_write(circulation.checkin, request, now, returned)
+        return self.write_transaction(circulation.checkin, request, now, returned)
 
-    def renew(self, request: RenewRequest) -> Deferred[RenewResult]:
-        return self.run_write(circulation.renew, request, self.now(request.terminal), self.pins)
+    def renew(self, request: RenewRequest) -> Answer[RenewResult]:
+        return self.write_transaction(circulation.renew, request, self.now(request.terminal), self.pins)
 
-    def renew_all(self, request: RenewAllRequest) -> Deferred[RenewAllResult]:
-        return self.run_write(circulation.renew_all, request, self.now(request.terminal), self.pins)
+    def renew_all(self, request: RenewAllRequest) -> Answer[RenewAllResult]:
+        return self.write_transaction(circulation.renew_all, request, self.now(request.terminal), self.pins)
 
-    def hold(self, request: HoldRequest) -> Deferred[HoldResult]:
-        return self.run_write(holds.hold, request, self.now(request.terminal), self.pins)
+    def hold(self, request: HoldRequest) -> Answer[HoldResult]:
+        return self.write_transaction(holds.hold, request, self.now(request.terminal), self.pins)
 
-    def fee_paid(self, request: FeePaidRequest) -> Deferred[FeePaidResult]:
-        return self.run_write(fees.fee_paid, request, self.now(request.terminal), self.pins)
+    def fee_paid(self, request: FeePaidRequest) -> Answer[FeePaidResult]:
+        return self.write_transaction(fees.fee_paid, request, self.now(request.terminal), self.pins)
 
-    def block_patron(self, request: BlockPatronRequest) -> Deferred[Patron | None]:
-        return self.run_write(patrons.block_patron, request, self.now(request.terminal))
+    def block_patron(self, request: BlockPatronRequest) -> Answer[Patron | None]:
+        return self.write_transaction(patrons.block_patron, request, self.now(request.terminal))
 
-    def enable_patron(self, request: EnablePatronRequest) -> Deferred[Patron | None]:
-        return self.run_write(patrons.enable_patron, request, self.now(request.terminal), self.pins)
+    def enable_patron(self, request: EnablePatronRequest) -> Answer[Patron | None]:
+        return self.write_transaction(patrons.enable_patron, request, self.now(request.terminal), self.pins)
 
-    def item_status_update(self, request: ItemStatusUpdateRequest) -> Deferred[ItemStatusResult]:
-        return self.run_write(circulation.item_status_update, request, self.now(request.terminal))
+    def item_status_update(self, request: ItemStatusUpdateRequest) -> Answer[ItemStatusResult]:
+        return self.write_transaction(circulation.item_status_update, request, self.now(request.terminal))
 
-    def end_session(self, request: EndSessionRequest) -> Deferred[bool]:
-        return self.run_read(patrons.end_session, request)
+    def end_session(self, request: EndSessionRequest) -> Answer[bool]:
+        return self.read_transaction(patrons.end_session, request)

@@ -67,7 +67,7 @@ from sipserver.ils.embedded.db.dialect import SQLITE, Tx
 from sipserver.ils.embedded.db.sqlite_commits import WalHeader
 from sipserver.ils.embedded.patroncache import PatronCache
 from sipserver.ils.embedded.sql_backend import Clock, SQLBackend
-from sipserver.ils.interface import BackendConfigError, BackendUnavailable
+from sipserver.ils.interface import Answer, BackendConfigError, BackendUnavailable
 from sipserver.observe.loglevel import logger
 
 T = TypeVar("T")
@@ -192,49 +192,60 @@ class SQLiteBackend(SQLBackend):
                 self.log.failure("sqlite error in {fn}", fn=getattr(fn, "__name__", fn))
             raise BackendUnavailable(f"sqlite {self.path}: {exc}") from exc
 
-    def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+    def _here(self, write: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
+        """Unthreaded: the transaction on the calling thread, its result (or a failed Deferred)."""
+        try:
+            return self._transaction(write, fn, *args, **kwargs)
+        except BaseException:
+            return fail()
+
+    def read_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
         conn = self._read_conn
         if conn is not None:
             try:
-                return succeed(self._transaction_on(conn, False, fn, *args, **kwargs))
+                return self._transaction_on(conn, False, fn, *args, **kwargs)
             except BackendUnavailable as exc:
                 if not _busy(exc):
                     return fail()
                 # Locked (WAL recovery, a schema change): wait on the worker thread, not here.
             except BaseException:
                 return fail()
+        if not self.threaded:
+            return self._here(False, fn, *args, **kwargs)
         return self._call(self._transaction, False, fn, *args, **kwargs)
 
-    def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+    def write_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
         # Before: a look-up while the write runs must not be remembered past it. After: one that
         # ran before the commit is stale now. (data_version alone misses a single connection's
         # own writes.)
         self._writes += 1
-        d = self._inline_write(fn, *args, **kwargs)
-        if d is None:
-            d = self._call_write(fn, *args, **kwargs)
+        answer = self._write(fn, *args, **kwargs)
+        if isinstance(answer, Deferred):
+            return answer.addBoth(self._written)
+        self._writes += 1
+        return answer
 
-        def written(result: Any) -> Any:
-            self._writes += 1
-            return result
+    def _written(self, result: T) -> T:
+        self._writes += 1
+        return result
 
-        return d.addBoth(written)
-
-    def _inline_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T] | None:
-        """The write done here and now, or None when the database was locked (nothing was done)."""
+    def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
+        """The write done here and now on the inline connection; on the worker thread when there
+        is none, or when the database was locked (then nothing was done here)."""
         conn = self._write_conn
-        if conn is None:
-            return None
-        try:
-            result = self._transaction_on(conn, True, fn, *args, **kwargs)
-        except BackendUnavailable as exc:
-            if _busy(exc):
-                return None  # rolled back by _transaction_on: the worker thread waits for the lock
-            return fail()
-        except BaseException:
-            return fail()
-        self._uncheckpointed += 1
-        return succeed(result)
+        if conn is not None:
+            try:
+                result = self._transaction_on(conn, True, fn, *args, **kwargs)
+            except BackendUnavailable as exc:
+                if not _busy(exc):
+                    return fail()
+                # Rolled back by _transaction_on: the worker thread waits for the lock.
+            except BaseException:
+                return fail()
+            else:
+                self._uncheckpointed += 1
+                return result
+        return self._call_write(fn, *args, **kwargs)
 
     def _checkpoint_soon(self) -> None:
         if self._uncheckpointed and self._pool is not None:
@@ -249,11 +260,13 @@ class SQLiteBackend(SQLBackend):
         if self._conn is not None:  # PASSIVE: waits for no reader and no writer
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
-    def _call_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+    def _call_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
         """A write on the worker thread whose Deferred can be cancelled (the ACS does after the
         institution's timeout): the transaction then rolls back instead of committing, so the
         terminal's "not available" stays true. (The last instant before COMMIT remains a race.)"""
-        if not self.threaded or self._pool is None:
+        if not self.threaded:
+            return self._here(True, fn, *args, **kwargs)
+        if self._pool is None:
             return self._call(self._transaction, True, fn, *args, **kwargs)
         cancelled = threading.Event()
         d: Deferred[T] = Deferred(lambda _: cancelled.set())
