@@ -11,35 +11,6 @@ from sipserver.config import AccountConfig, InstitutionConfig
 from sipserver.ils.interface import Patron, Terminal
 from sipserver.sip2 import Message
 
-#: The permission each request needs. 17 (item information) is a read that every account allowed to
-#: circulate or update items may make; 99, 93 and 97 need none.
-PERMISSION_FOR: dict[str, tuple[str, ...]] = {
-    "23": ("patron",),
-    "63": ("patron",),
-    "11": ("checkout",),
-    "09": ("checkin",),
-    "29": ("renew",),
-    "65": ("renew",),
-    "15": ("hold",),
-    "37": ("fee",),
-    "01": ("block",),
-    "25": ("enable",),
-    "19": ("item_status",),
-    "17": ("checkout", "checkin", "renew", "hold", "item_status"),
-    "35": ("end_session", "patron"),
-}
-
-
-def permitted(account: AccountConfig | None, code: str) -> bool:
-    """True when the account may send this request (a login-free request is always permitted)."""
-    needed = PERMISSION_FOR.get(code)
-    if needed is None:
-        return True
-    if account is None:
-        return False
-    return not account.permissions.isdisjoint(needed)
-
-
 _this_second: tuple[int, datetime.datetime] = (-1, datetime.datetime.min)
 
 
