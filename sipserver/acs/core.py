@@ -160,12 +160,12 @@ class ACS:
         return self.health.online(ctx.institution.backend)
 
     def call(
-        self, ctx: RequestContext, request: BackendRequest[R], then: Callable[[R, *Ts], T], *args: *Ts
+        self, ctx: RequestContext, request: BackendRequest[R], reply: Callable[[R, *Ts], T], *args: *Ts
     ) -> Answer[T]:
         """Ask the institution's backend ``request``, bounded by the institution's timeout, and
-        answer with ``then(result, *args)``.
+        answer with ``reply(result, *args)``.
 
-        ``then`` runs at once when the backend answered at once (no timer, no Deferred: the
+        ``reply`` runs at once when the backend answered at once (no timer, no Deferred: the
         requests sent by the thousand cost no more than their answer), else when the result comes.
         A timeout or a backend fault errbacks with BackendUnavailable and marks the backend
         off-line; any result marks it on-line. A backend already off-line is not asked: the
@@ -181,7 +181,7 @@ class ACS:
             answer = defer.fail()
         if not isinstance(answer, defer.Deferred):
             self.health.mark(name, True)
-            return then(answer, *args)
+            return reply(answer, *args)
         if not answer.called:  # a Deferred that fired already (an inline failure) needs no timer
             answer.addTimeout(ctx.institution.policy.timeout, self.reactor)
         operation = request.operation
@@ -212,19 +212,12 @@ class ACS:
                 self.health.mark(name, False)
             return failure
 
-        return answer.addCallbacks(ok, failed).addCallback(then, *args)
-
-    def handle(self, request: Message, ctx: RequestContext) -> defer.Deferred[Reply]:
-        """The reply to ``request``; never errbacks."""
-        return defer.maybeDeferred(self.answer, request, ctx)
+        return answer.addCallbacks(ok, failed).addCallback(reply, *args)
 
     def answer(self, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
         """The reply to ``request``: a Reply when the answer is at hand (99, refusals, and any
-        handler whose backend answered at once), else a Deferred that never errbacks.
-
-        The session calls this rather than :meth:`handle`, so that a request answered at once
-        costs no Deferred at all.
-        """
+        handler whose backend answered at once, so that it costs no Deferred at all), else a
+        Deferred that never errbacks."""
         handling = HANDLING.get(request.code)
         if handling is None:  # a response code sent to us, or 93/97 which the session answers itself
             return Reply(refuse(request, ctx, screen_texts.NOT_PERMITTED), "unsupported")
