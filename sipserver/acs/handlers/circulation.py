@@ -89,10 +89,8 @@ def _circulation_reply(
     if result.ok:
         due = f" Due {result.due:%d %b %Y}." if result.due else ""
         fields["AF"] = [f"{success_text}{due}"]
-        outcome = "ok"
     else:
         fields["AF"] = [screen_texts.refusal_text(result.refusal, result.message)]
-        outcome = result.refusal.value if result.refusal else "refused"
     reply = make(
         code,
         fields,
@@ -102,7 +100,7 @@ def _circulation_reply(
         desensitize=desensitize if result.ok else False,
         transaction_date=ctx.now,
     )
-    return Reply(reply, outcome)
+    return Reply(reply, outcome_of(result))
 
 
 @handles("11", needs={"checkout"}, policy="checkout", refusal=refuse_circulation)
@@ -243,7 +241,7 @@ def _checkin_reply(result: CheckinResult, request: Message, ctx: RequestContext)
         outcome = "ok" if on_loan else "not_on_loan"
     else:
         messages.append(screen_texts.refusal_text(result.refusal, result.message))
-        outcome = result.refusal.value if result.refusal else "refused"
+        outcome = outcome_of(result)
     fields["AF"] = messages
     reply = make(
         "10",
