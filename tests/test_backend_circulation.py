@@ -8,7 +8,24 @@ import time
 import pytest
 
 from sipserver.ils.embedded.sqlite import SQLiteBackend
-from sipserver.ils.interface import CirculationStatus, HoldMode, Refusal
+from sipserver.ils.interface import (
+    BlockPatronRequest,
+    CheckinRequest,
+    CheckoutRequest,
+    CirculationStatus,
+    EnablePatronRequest,
+    FeePaidRequest,
+    HoldMode,
+    HoldRequest,
+    ItemRequest,
+    ItemStatusUpdateRequest,
+    PatronRequest,
+    Refusal,
+    RenewAllRequest,
+    RenewRequest,
+    SummaryRequest,
+    Terminal,
+)
 from tests.test_backend_support import NOW, FakeClock, ctx, load, make_backend, result_of, rows
 
 DUE = datetime.datetime(2024, 6, 17, 23, 59)  # NOW + 14 days at 23:59
@@ -25,11 +42,11 @@ def backend(clock: FakeClock) -> SQLiteBackend:
 
 
 def checkout(backend, patron="P1", item="I1", pin="1111", **kw):
-    return result_of(backend.checkout(ctx(), patron, item, pin, **kw))
+    return result_of(backend.checkout(CheckoutRequest(terminal=ctx(), patron=patron, item=item, pin=pin, **kw)))
 
 
 def checkin(backend, item="I1", location="MAIN", **kw):
-    return result_of(backend.checkin(ctx(location), item, location, **kw))
+    return result_of(backend.checkin(CheckinRequest(terminal=ctx(location), item=item, branch=location, **kw)))
 
 
 def test_checkout_lends_the_item_until_the_end_of_the_loan_period(backend):
@@ -38,7 +55,11 @@ def test_checkout_lends_the_item_until_the_end_of_the_loan_period(backend):
     assert r.due == DUE
     assert r.item.status is CirculationStatus.CHARGED and r.item.borrower == "P1" and r.item.due == DUE
     assert r.transaction_id
-    patron = result_of(backend.patron("TEST", "P1", None, with_lists=True))
+    patron = result_of(
+        backend.patron(
+            PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None, summary=SummaryRequest())
+        )
+    )
     assert [i.barcode for i in patron.charged_items] == ["I1"]
 
 
@@ -96,13 +117,21 @@ def test_rental_fee_must_be_acknowledged_and_is_then_charged(backend):
     assert (r.fee_type, r.fee_amount) == ("rental", "1.00")
     r = checkout(backend, item="IR", fee_acknowledged=True)
     assert r.ok and (r.fee_type, r.fee_amount) == ("rental", "1.00")
-    patron = result_of(backend.patron("TEST", "P1", None, with_lists=True))
+    patron = result_of(
+        backend.patron(
+            PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None, summary=SummaryRequest())
+        )
+    )
     assert patron.fee_balance == "1.00"
     assert [(f.fee_type, f.balance, f.item_barcode) for f in patron.fine_items] == [("rental", "1.00", "IR")]
 
 
 def test_checkout_of_an_item_held_for_another_patron_is_refused(backend):
-    result_of(backend.hold(ctx(), HoldMode.ADD, "P2", None, item="I1", pickup_location="MAIN"))
+    result_of(
+        backend.hold(
+            HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P2", pin=None, item="I1", pickup_location="MAIN")
+        )
+    )
     assert checkout(backend).refusal is Refusal.ITEM_ON_HOLD_FOR_OTHER  # queued first
     checkin(backend, "I1")  # traps it for P2: now on the hold shelf
     assert checkout(backend).refusal is Refusal.ITEM_ON_HOLD_FOR_OTHER
@@ -110,7 +139,7 @@ def test_checkout_of_an_item_held_for_another_patron_is_refused(backend):
 
 
 def test_title_hold_of_another_patron_blocks_every_copy(backend):
-    result_of(backend.hold(ctx(), HoldMode.ADD, "P2", None, title="Twin"))
+    result_of(backend.hold(HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P2", pin=None, title="Twin")))
     assert checkout(backend, item="I5").refusal is Refusal.ITEM_ON_HOLD_FOR_OTHER
     r = checkout(backend, "P2", "I6", "2222")
     assert r.ok and "filled hold" in rows(backend, "SELECT detail FROM audit_log ORDER BY id DESC")[0]["detail"]
@@ -118,12 +147,20 @@ def test_title_hold_of_another_patron_blocks_every_copy(backend):
 
 
 def test_checkout_of_an_item_on_the_shelf_for_this_patron_fills_the_hold(backend):
-    result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="I2"))
+    result_of(backend.hold(HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P1", pin=None, item="I2")))
     checkin(backend, "I2")
-    before = result_of(backend.patron("TEST", "P1", None, with_lists=True))
+    before = result_of(
+        backend.patron(
+            PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None, summary=SummaryRequest())
+        )
+    )
     assert [i.barcode for i in before.hold_items] == ["I2"]
     assert checkout(backend, item="I2").ok
-    after = result_of(backend.patron("TEST", "P1", None, with_lists=True))
+    after = result_of(
+        backend.patron(
+            PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None, summary=SummaryRequest())
+        )
+    )
     assert after.hold_items == () and after.unavailable_holds == ()
     assert rows(backend, "SELECT state FROM holds")[0]["state"] == "filled"
 
@@ -139,17 +176,25 @@ def hold_states(backend) -> list[tuple[str, str]]:
 def test_a_hold_not_picked_up_by_its_last_day_no_longer_reserves_the_copy(backend, clock):
     """Nothing runs when the last pickup day ends: every read treats the hold as lapsed from then
     on, and the checkout that lends the copy to someone else records it as expired."""
-    result_of(backend.hold(ctx(), HoldMode.ADD, "P2", None, item="I1", pickup_location="MAIN"))
+    result_of(
+        backend.hold(
+            HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P2", pin=None, item="I1", pickup_location="MAIN")
+        )
+    )
     assert checkin(backend, "I1").hold_patron_barcode == "P2"
     clock.advance(days=7, hours=13)  # 23:00 on the last pickup day: still P2's
-    item = result_of(backend.item("TEST", "I1"))
+    item = result_of(backend.item(ItemRequest(terminal=Terminal(institution="TEST"), item="I1")))
     assert item.status is CirculationStatus.ON_HOLD_SHELF and item.hold_pickup_date == LAST_PICKUP
     assert checkout(backend).refusal is Refusal.ITEM_ON_HOLD_FOR_OTHER
     clock.advance(hours=1)  # past 23:59: lapsed
-    item = result_of(backend.item("TEST", "I1"))
+    item = result_of(backend.item(ItemRequest(terminal=Terminal(institution="TEST"), item="I1")))
     assert item.status is CirculationStatus.RESHELVING and item.hold_pickup_date is None
     assert item.hold_queue_length == 0
-    p2 = result_of(backend.patron("TEST", "P2", None, with_lists=True))
+    p2 = result_of(
+        backend.patron(
+            PatronRequest(terminal=Terminal(institution="TEST"), patron="P2", pin=None, summary=SummaryRequest())
+        )
+    )
     assert p2.hold_items == () and p2.unavailable_holds == ()
     assert hold_states(backend) == [("P2", "waiting")]  # as stored: nothing ran at 23:59
     r = checkout(backend)
@@ -159,8 +204,16 @@ def test_a_hold_not_picked_up_by_its_last_day_no_longer_reserves_the_copy(backen
 
 
 def test_a_checkin_after_the_last_pickup_day_serves_the_next_hold_or_shelves_the_copy(backend, clock):
-    result_of(backend.hold(ctx(), HoldMode.ADD, "P2", None, item="I1", pickup_location="MAIN"))
-    result_of(backend.hold(ctx(), HoldMode.ADD, "P9", None, item="I1", pickup_location="MAIN"))
+    result_of(
+        backend.hold(
+            HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P2", pin=None, item="I1", pickup_location="MAIN")
+        )
+    )
+    result_of(
+        backend.hold(
+            HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P9", pin=None, item="I1", pickup_location="MAIN")
+        )
+    )
     assert checkin(backend, "I1").hold_patron_barcode == "P2"
     clock.advance(days=3)
     r = checkin(backend, "I1")  # scanned again on the shelf: the last pickup day stays
@@ -180,12 +233,20 @@ def test_a_checkin_after_the_last_pickup_day_serves_the_next_hold_or_shelves_the
 
 def test_a_hold_that_lapsed_on_the_shelf_no_longer_counts_against_the_hold_limit(backend, clock):
     for item in ("I2", "I3"):
-        assert result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item=item)).ok
+        assert result_of(
+            backend.hold(HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P1", pin=None, item=item))
+        ).ok
     assert checkin(backend, "I2").hold_patron_barcode == "P1"
-    assert result_of(backend.patron("TEST", "P1", None)).status.hold_denied  # limit 2
+    assert result_of(
+        backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+    ).status.hold_denied  # limit 2
     clock.advance(days=8)
-    assert not result_of(backend.patron("TEST", "P1", None)).status.hold_denied
-    assert result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="I2")).ok  # a new one
+    assert not result_of(
+        backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+    ).status.hold_denied
+    assert result_of(
+        backend.hold(HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P1", pin=None, item="I2"))
+    ).ok  # a new one
 
 
 def test_checkout_of_an_item_the_patron_has_is_a_renewal(backend, clock):
@@ -201,7 +262,7 @@ def test_checkout_of_an_item_the_patron_has_is_a_renewal(backend, clock):
 def test_renewal_by_checkout_respects_holds_and_the_terminal_policy(backend):
     checkout(backend)
     assert checkout(backend, renewal_allowed=False).refusal is Refusal.ALREADY_CHECKED_OUT_TO_YOU
-    result_of(backend.hold(ctx(), HoldMode.ADD, "P2", None, item="I1"))
+    result_of(backend.hold(HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P2", pin=None, item="I1")))
     assert checkout(backend).refusal is Refusal.RENEWAL_BLOCKED_BY_HOLD
 
 
@@ -211,7 +272,11 @@ def test_store_and_forward_checkout_is_recorded_whatever_the_rules(backend):
     assert r.ok and r.due == nb_due
     r = checkout(backend, "P1", "F1", "wrong", no_block=True)  # out to P8: checked in from them first
     assert r.ok and r.due == DUE and r.item.borrower == "P1"
-    p8 = result_of(backend.patron("TEST", "P8", None, with_lists=True))
+    p8 = result_of(
+        backend.patron(
+            PatronRequest(terminal=Terminal(institution="TEST"), patron="P8", pin=None, summary=SummaryRequest())
+        )
+    )
     assert [i.barcode for i in p8.charged_items] == ["F2", "F3"]
     assert checkout(backend, "P1", "F1", None, no_block=True).renewal
 
@@ -227,7 +292,12 @@ def test_an_offline_checkout_uploaded_again_changes_nothing(backend, clock):
     assert rows(backend, "SELECT renewals FROM loans WHERE returned IS NULL AND due = ?", ("2024-06-20T23:59:00",)) == [
         {"renewals": 0}
     ]
-    assert result_of(backend.patron("TEST", "P2", None)).fee_balance == "1.00"  # one rental fee
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P2", pin=None))
+        ).fee_balance
+        == "1.00"
+    )  # one rental fee
     later = checkout(backend, "P2", "IR", None, no_block=True, nb_due=nb_due + datetime.timedelta(days=7))
     assert later.renewal and later.transaction_id == first.transaction_id + "R1"  # a real offline renewal
 
@@ -237,7 +307,12 @@ def test_checkin_ends_the_loan(backend):
     r = checkin(backend)
     assert r.ok and r.patron_barcode == "P1" and r.resensitize and not r.alert and r.fine_amount == ""
     assert r.item.status is CirculationStatus.AVAILABLE and r.item.borrower == ""
-    assert result_of(backend.patron("TEST", "P1", None)).status.too_many_charged is False
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+        ).status.too_many_charged
+        is False
+    )
 
 
 def test_checkin_of_an_item_not_checked_out_is_a_return_to_the_shelf(backend):
@@ -258,7 +333,11 @@ def test_late_checkin_charges_a_fine_per_day_capped(backend, clock):
     checkout(backend)
     clock.advance(days=60)
     assert checkin(backend).fine_amount == "2.00"  # max_fine
-    patron = result_of(backend.patron("TEST", "P1", None, with_lists=True))
+    patron = result_of(
+        backend.patron(
+            PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None, summary=SummaryRequest())
+        )
+    )
     assert patron.fee_balance == "2.75" and [f.fee_type for f in patron.fine_items] == ["overdue", "overdue"]
 
 
@@ -280,7 +359,12 @@ def test_an_uncapped_fine_stays_within_what_a_money_column_holds(backend):
     checkout(backend, "PU", "I1", None, no_block=True, nb_due=datetime.datetime(1, 1, 2, 12, 0))
     r = checkin(backend)
     assert r.ok and r.fine_amount == "21474836.47"
-    assert result_of(backend.patron("TEST", "PU", None)).fee_balance == "21474836.47"
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="PU", pin=None))
+        ).fee_balance
+        == "21474836.47"
+    )
 
 
 def test_a_utc_date_at_the_end_of_the_calendar_is_its_last_second_locally(backend, monkeypatch):
@@ -305,7 +389,12 @@ def test_a_return_date_in_the_future_counts_as_now(backend, clock, no_block):
     clock.advance(days=3)  # still within the loan
     r = checkin(backend, no_block=no_block, return_date=clock.now + datetime.timedelta(days=365))
     assert r.ok and r.fine_amount == "" and r.patron_barcode == "P1"
-    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.00"
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+        ).fee_balance
+        == "0.00"
+    )
     returned = rows(backend, "SELECT returned FROM loans ORDER BY id DESC LIMIT 1")[0]["returned"]
     assert returned == clock.now.isoformat()
     detail = rows(backend, "SELECT detail FROM audit_log ORDER BY id DESC")[0]["detail"]
@@ -313,7 +402,11 @@ def test_a_return_date_in_the_future_counts_as_now(backend, clock, no_block):
 
 
 def test_checkin_with_a_hold_here_puts_it_on_the_hold_shelf(backend):
-    result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="I2", pickup_location="MAIN"))
+    result_of(
+        backend.hold(
+            HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P1", pin=None, item="I2", pickup_location="MAIN")
+        )
+    )
     r = checkin(backend, "I2", "MAIN")
     assert r.alert and r.alert_kind == "hold_here" and r.transit_to == ""
     assert (r.hold_patron_barcode, r.hold_patron_name, r.hold_pickup_location) == ("P1", "Ann Able", "MAIN")
@@ -322,15 +415,27 @@ def test_checkin_with_a_hold_here_puts_it_on_the_hold_shelf(backend):
 
 
 def test_checkin_with_a_hold_elsewhere_sends_it_in_transit_to_the_pickup_library(backend):
-    result_of(backend.hold(ctx(), HoldMode.ADD, "P2", None, item="I2", pickup_location="EAST"))
+    result_of(
+        backend.hold(
+            HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P2", pin=None, item="I2", pickup_location="EAST")
+        )
+    )
     r = checkin(backend, "I2", "MAIN")
     assert r.alert and r.alert_kind == "hold_other_branch" and r.transit_to == "EAST"
     assert r.hold_patron_barcode == "P2" and r.item.status is CirculationStatus.IN_TRANSIT
-    p2 = result_of(backend.patron("TEST", "P2", None, with_lists=True))
+    p2 = result_of(
+        backend.patron(
+            PatronRequest(terminal=Terminal(institution="TEST"), patron="P2", pin=None, summary=SummaryRequest())
+        )
+    )
     assert p2.hold_items == () and [i.barcode for i in p2.unavailable_holds] == ["I2"]
     r = checkin(backend, "I2", "EAST")  # arrives
     assert r.alert_kind == "hold_here" and r.item.status is CirculationStatus.ON_HOLD_SHELF
-    p2 = result_of(backend.patron("TEST", "P2", None, with_lists=True))
+    p2 = result_of(
+        backend.patron(
+            PatronRequest(terminal=Terminal(institution="TEST"), patron="P2", pin=None, summary=SummaryRequest())
+        )
+    )
     assert [i.barcode for i in p2.hold_items] == ["I2"] and p2.unavailable_holds == ()
 
 
@@ -364,7 +469,11 @@ def test_a_late_offline_checkin_does_not_end_a_loan_made_after_the_return(backen
     assert r.item.status is CirculationStatus.CHARGED and r.item.borrower == "P2"
     assert rows(backend, "SELECT checked_out, returned FROM loans l JOIN items i ON i.id = l.item_id"
                 " WHERE i.barcode = 'I1'") == [{"checked_out": "2024-06-03T11:00:00", "returned": None}]  # fmt: skip
-    p2 = result_of(backend.patron("TEST", "P2", None, with_lists=True))
+    p2 = result_of(
+        backend.patron(
+            PatronRequest(terminal=Terminal(institution="TEST"), patron="P2", pin=None, summary=SummaryRequest())
+        )
+    )
     assert [i.barcode for i in p2.charged_items] == ["I1"]
     assert "before loan" in rows(backend, "SELECT detail FROM audit_log ORDER BY id DESC")[0]["detail"]
     assert checkin(backend, no_block=True, return_date=clock.now).patron_barcode == "P2"  # a later return ends it
@@ -380,7 +489,12 @@ def test_checkin_cancel_undoes_a_checkout(backend):
     checkout(backend, item="IR", fee_acknowledged=True)
     r = checkin(backend, "IR", cancel=True)
     assert r.ok and r.item.status is CirculationStatus.AVAILABLE and r.item.borrower == ""
-    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.00"  # rental fee voided
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+        ).fee_balance
+        == "0.00"
+    )  # rental fee voided
     assert not checkin(backend, "IR", cancel=True).ok  # nothing left to undo
 
 
@@ -395,30 +509,64 @@ def test_checkin_cancel_undoes_a_renewal(backend, clock):
 def test_checkin_cancel_of_a_renewal_voids_only_its_rental_fee(backend):
     checkout(backend, item="IR", fee_acknowledged=True)
     assert checkout(backend, item="IR", fee_acknowledged=True).renewal
-    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "2.00"
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+        ).fee_balance
+        == "2.00"
+    )
     assert checkin(backend, "IR", cancel=True).ok
-    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "1.00"
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+        ).fee_balance
+        == "1.00"
+    )
 
 
 def test_checkin_cancel_of_a_late_renewal_voids_its_fine_so_the_days_are_fined_once(backend, clock):
     checkout(backend)
     clock.advance(days=16)  # two days late
-    assert result_of(backend.renew(ctx(), "P1", "I1", None)).ok
-    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.50"
+    assert result_of(backend.renew(RenewRequest(terminal=ctx(), patron="P1", item="I1", pin=None))).ok
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+        ).fee_balance
+        == "0.50"
+    )
     assert checkin(backend, cancel=True).ok  # the old due date is back...
-    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.00"
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+        ).fee_balance
+        == "0.00"
+    )
     assert checkin(backend).fine_amount == "0.50"  # ...and the return fines those two days, once
-    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.50"
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+        ).fee_balance
+        == "0.50"
+    )
 
 
 def test_checkin_cancel_of_an_on_time_renewal_keeps_an_earlier_renewals_fine(backend, clock):
     checkout(backend)
     clock.advance(days=16)
-    assert result_of(backend.renew(ctx(), "P1", "I1", None)).ok  # late: fined 0.50
+    assert result_of(
+        backend.renew(RenewRequest(terminal=ctx(), patron="P1", item="I1", pin=None))
+    ).ok  # late: fined 0.50
     clock.advance(days=2)
-    assert result_of(backend.renew(ctx(), "P1", "I1", None)).ok  # on time: no fine
+    assert result_of(
+        backend.renew(RenewRequest(terminal=ctx(), patron="P1", item="I1", pin=None))
+    ).ok  # on time: no fine
     assert checkin(backend, cancel=True).ok
-    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.50"
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+        ).fee_balance
+        == "0.50"
+    )
 
 
 def test_a_resent_checkin_cancel_of_a_renewal_changes_nothing(backend, clock):
@@ -432,7 +580,12 @@ def test_a_resent_checkin_cancel_of_a_renewal_changes_nothing(backend, clock):
     assert first.ok and again.ok and again.patron_barcode == first.patron_barcode == "P1"
     assert again.item == first.item and again.item.borrower == "P1" and again.item.due == DUE
     assert again.item.status is CirculationStatus.CHARGED
-    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "1.00"  # the checkout's fee stays
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+        ).fee_balance
+        == "1.00"
+    )  # the checkout's fee stays
     clock.advance(days=1)
     assert checkout(backend, item="IR", fee_acknowledged=True).renewal  # a new renewal can be cancelled
     assert checkin(backend, "IR", cancel=True).ok
@@ -440,12 +593,16 @@ def test_a_resent_checkin_cancel_of_a_renewal_changes_nothing(backend, clock):
 
 
 def test_checkin_cancel_puts_a_filled_hold_back_on_the_shelf(backend):
-    result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="I2"))
+    result_of(backend.hold(HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P1", pin=None, item="I2")))
     checkin(backend, "I2")
     checkout(backend, item="I2")
     r = checkin(backend, "I2", cancel=True)
     assert r.item.status is CirculationStatus.ON_HOLD_SHELF
-    patron = result_of(backend.patron("TEST", "P1", None, with_lists=True))
+    patron = result_of(
+        backend.patron(
+            PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None, summary=SummaryRequest())
+        )
+    )
     assert [i.barcode for i in patron.hold_items] == ["I2"]
 
 
@@ -455,29 +612,42 @@ def test_checkout_cancel_undoes_a_checkin(backend, clock):
     assert checkin(backend).fine_amount == "0.50"
     r = checkout(backend, cancel=True)
     assert r.ok and r.due == DUE and r.item.borrower == "P1"
-    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.00"
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+        ).fee_balance
+        == "0.00"
+    )
     assert checkout(backend, "P2", "I2", None, cancel=True).refusal is Refusal.NOT_PERMITTED
 
 
 def test_renew(backend, clock):
     checkout(backend)
     clock.advance(days=10)
-    r = result_of(backend.renew(ctx(), "P1", "I1", "1111"))
+    r = result_of(backend.renew(RenewRequest(terminal=ctx(), patron="P1", item="I1", pin="1111")))
     assert r.ok and r.due == DUE + datetime.timedelta(days=10) and r.item.due == r.due
 
 
 def test_renew_by_title(backend):
     checkout(backend, item="I5")
-    r = result_of(backend.renew(ctx(), "P1", "", None, title="Twin"))
+    r = result_of(backend.renew(RenewRequest(terminal=ctx(), patron="P1", item="", pin=None, title="Twin")))
     assert r.ok and r.item.barcode == "I5"
-    assert result_of(backend.renew(ctx(), "P1", "", None, title="Nope")).refusal is Refusal.UNKNOWN_TITLE
+    assert (
+        result_of(backend.renew(RenewRequest(terminal=ctx(), patron="P1", item="", pin=None, title="Nope"))).refusal
+        is Refusal.UNKNOWN_TITLE
+    )
 
 
 def test_renew_of_an_overdue_loan_charges_the_fine_so_far(backend, clock):
     checkout(backend)
     clock.advance(days=16)
-    assert result_of(backend.renew(ctx(), "P1", "I1", None)).ok
-    assert result_of(backend.patron("TEST", "P1", None)).fee_balance == "0.50"
+    assert result_of(backend.renew(RenewRequest(terminal=ctx(), patron="P1", item="I1", pin=None))).ok
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))
+        ).fee_balance
+        == "0.50"
+    )
 
 
 @pytest.mark.parametrize(
@@ -492,69 +662,98 @@ def test_renew_of_an_overdue_loan_charges_the_fine_so_far(backend, clock):
     ],
 )
 def test_renew_refusals(backend, patron, item, pin, refusal):
-    assert result_of(backend.renew(ctx(), patron, item, pin)).refusal is refusal
+    assert result_of(backend.renew(RenewRequest(terminal=ctx(), patron=patron, item=item, pin=pin))).refusal is refusal
 
 
 def test_renew_refused_for_blocked_patrons_holds_and_limits(backend):
-    result_of(backend.checkout(ctx(), "P3", "I1", None, no_block=True))
-    assert result_of(backend.renew(ctx(), "P3", "I1", None)).refusal is Refusal.PATRON_BLOCKED
-    result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="F1"))
-    assert result_of(backend.renew(ctx(), "P8", "F1", None)).refusal is Refusal.RENEWAL_BLOCKED_BY_HOLD
+    result_of(backend.checkout(CheckoutRequest(terminal=ctx(), patron="P3", item="I1", pin=None, no_block=True)))
+    assert (
+        result_of(backend.renew(RenewRequest(terminal=ctx(), patron="P3", item="I1", pin=None))).refusal
+        is Refusal.PATRON_BLOCKED
+    )
+    result_of(backend.hold(HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P1", pin=None, item="F1")))
+    assert (
+        result_of(backend.renew(RenewRequest(terminal=ctx(), patron="P8", item="F1", pin=None))).refusal
+        is Refusal.RENEWAL_BLOCKED_BY_HOLD
+    )
     for _ in range(2):
-        assert result_of(backend.renew(ctx(), "P8", "F2", None)).ok
-    assert result_of(backend.renew(ctx(), "P8", "F2", None)).refusal is Refusal.TOO_MANY_RENEWALS
+        assert result_of(backend.renew(RenewRequest(terminal=ctx(), patron="P8", item="F2", pin=None))).ok
+    assert (
+        result_of(backend.renew(RenewRequest(terminal=ctx(), patron="P8", item="F2", pin=None))).refusal
+        is Refusal.TOO_MANY_RENEWALS
+    )
 
 
 def test_store_and_forward_renew(backend):
     nb_due = datetime.datetime(2024, 7, 1, 23, 59)
-    r = result_of(backend.renew(ctx(), "P8", "F1", "bad", no_block=True, nb_due=nb_due))
+    r = result_of(
+        backend.renew(RenewRequest(terminal=ctx(), patron="P8", item="F1", pin="bad", no_block=True, nb_due=nb_due))
+    )
     assert r.ok and r.due == nb_due
 
 
 def test_renew_all(backend):
-    result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item="F2"))
+    result_of(backend.hold(HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P1", pin=None, item="F2")))
     for _ in range(2):
-        result_of(backend.renew(ctx(), "P8", "F3", None))
-    r = result_of(backend.renew_all(ctx(), "P8", "8888"))
+        result_of(backend.renew(RenewRequest(terminal=ctx(), patron="P8", item="F3", pin=None)))
+    r = result_of(backend.renew_all(RenewAllRequest(terminal=ctx(), patron="P8", pin="8888")))
     assert r.ok and r.renewed == ("F1",)
     assert r.unrenewed == (("F2", "on hold for another patron"), ("F3", "renewal limit reached"))
     assert len(rows(backend, "SELECT * FROM audit_log WHERE request = 'renew_all'")) == 3
 
 
 def test_renew_all_refusals(backend):
-    assert result_of(backend.renew_all(ctx(), "NOBODY", None)).refusal is Refusal.UNKNOWN_PATRON
-    assert result_of(backend.renew_all(ctx(), "P8", "0")).refusal is Refusal.WRONG_PIN
-    assert result_of(backend.renew_all(ctx(), "P3", None)).refusal is Refusal.PATRON_BLOCKED
-    r = result_of(backend.renew_all(ctx(), "P1", None))
+    assert (
+        result_of(backend.renew_all(RenewAllRequest(terminal=ctx(), patron="NOBODY", pin=None))).refusal
+        is Refusal.UNKNOWN_PATRON
+    )
+    assert (
+        result_of(backend.renew_all(RenewAllRequest(terminal=ctx(), patron="P8", pin="0"))).refusal is Refusal.WRONG_PIN
+    )
+    assert (
+        result_of(backend.renew_all(RenewAllRequest(terminal=ctx(), patron="P3", pin=None))).refusal
+        is Refusal.PATRON_BLOCKED
+    )
+    r = result_of(backend.renew_all(RenewAllRequest(terminal=ctx(), patron="P1", pin=None)))
     assert r.ok and r.renewed == () and r.unrenewed == ()
 
 
 def test_item_status_update_stores_the_properties(backend):
-    r = result_of(backend.item_status_update(ctx(), "I1", "shelf 3, top"))
+    r = result_of(
+        backend.item_status_update(ItemStatusUpdateRequest(terminal=ctx(), item="I1", properties="shelf 3, top"))
+    )
     assert r.ok and r.item.properties == "shelf 3, top"
-    assert result_of(backend.item("TEST", "I1")).properties == "shelf 3, top"
-    assert result_of(backend.item_status_update(ctx(), "NOTHING", "x")).refusal is Refusal.UNKNOWN_ITEM
+    assert (
+        result_of(backend.item(ItemRequest(terminal=Terminal(institution="TEST"), item="I1"))).properties
+        == "shelf 3, top"
+    )
+    assert (
+        result_of(
+            backend.item_status_update(ItemStatusUpdateRequest(terminal=ctx(), item="NOTHING", properties="x"))
+        ).refusal
+        is Refusal.UNKNOWN_ITEM
+    )
 
 
 def test_item_lookup(backend):
-    assert result_of(backend.item("TEST", "NOTHING")) is None
-    item = result_of(backend.item("TEST", "IR"))
+    assert result_of(backend.item(ItemRequest(terminal=Terminal(institution="TEST"), item="NOTHING"))) is None
+    item = result_of(backend.item(ItemRequest(terminal=Terminal(institution="TEST"), item="IR")))
     assert (item.media_type, item.fee_type, item.fee_amount, item.owner) == ("dvd", "rental", "1.00", "MAIN")
-    assert result_of(backend.item("TEST", "F1")).borrower == "P8"
+    assert result_of(backend.item(ItemRequest(terminal=Terminal(institution="TEST"), item="F1"))).borrower == "P8"
 
 
 def test_every_mutation_is_audited_without_pins(backend):
-    c = ctx(request="")
+    c = ctx()
     checkout(backend, pin="1111")
     checkout(backend, item="I2", pin="9876")
     checkin(backend)
-    result_of(backend.renew(ctx(), "P8", "F1", "8888"))
-    result_of(backend.renew_all(ctx(), "P8", "8888"))
-    result_of(backend.hold(c, HoldMode.ADD, "P1", "1111", item="F1"))
-    result_of(backend.fee_paid(c, "P6", "6666", "1.00"))
-    result_of(backend.block_patron(c, "P1", message="misuse"))
-    result_of(backend.enable_patron(c, "P1", "1111"))
-    result_of(backend.item_status_update(c, "I1", "x"))
+    result_of(backend.renew(RenewRequest(terminal=ctx(), patron="P8", item="F1", pin="8888")))
+    result_of(backend.renew_all(RenewAllRequest(terminal=ctx(), patron="P8", pin="8888")))
+    result_of(backend.hold(HoldRequest(terminal=c, mode=HoldMode.ADD, patron="P1", pin="1111", item="F1")))
+    result_of(backend.fee_paid(FeePaidRequest(terminal=c, patron="P6", pin="6666", amount="1.00")))
+    result_of(backend.block_patron(BlockPatronRequest(terminal=c, patron="P1", reason="misuse")))
+    result_of(backend.enable_patron(EnablePatronRequest(terminal=c, patron="P1", pin="1111")))
+    result_of(backend.item_status_update(ItemStatusUpdateRequest(terminal=c, item="I1", properties="x")))
     log = rows(backend, "SELECT * FROM audit_log ORDER BY id")
     requests = [r["request"] for r in log]
     for name in ("checkout", "checkin", "renew", "renew_all", "hold+", "fee_paid", "block_patron",
@@ -574,11 +773,11 @@ def test_the_item_in_each_answer_is_the_item_as_stored(backend, clock):
     """Checkout and checkin describe the item from what they changed, without reading it back."""
 
     def same(result, barcode):
-        assert result.item == result_of(backend.item("TEST", barcode))
+        assert result.item == result_of(backend.item(ItemRequest(terminal=Terminal(institution="TEST"), item=barcode)))
         return result
 
     def hold(patron, **kw):
-        assert result_of(backend.hold(ctx(), HoldMode.ADD, patron, None, **kw)).ok
+        assert result_of(backend.hold(HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron=patron, pin=None, **kw))).ok
 
     assert same(checkout(backend), "I1").ok
     assert same(checkout(backend), "I1").renewal

@@ -8,7 +8,21 @@ import textwrap
 import pytest
 
 from sipserver.ils.embedded.loader import DataError, load_file, parse_data
-from sipserver.ils.interface import BackendConfigError, CirculationStatus, HoldMode, Refusal
+from sipserver.ils.interface import (
+    BackendConfigError,
+    BlockPatronRequest,
+    CheckoutRequest,
+    CirculationStatus,
+    FeePaidRequest,
+    HoldMode,
+    HoldRequest,
+    ItemRequest,
+    PatronRequest,
+    Refusal,
+    RenewRequest,
+    SummaryRequest,
+    Terminal,
+)
 from tests.test_backend_support import DEMO, NOW, ctx, make_backend, result_of, rows
 
 EMPTY: dict = {}
@@ -43,7 +57,13 @@ def test_demo_data_has_enough_of_everything(demo):
 
 def test_demo_jane_doe(demo):
     backend, _ = demo
-    jane = result_of(backend.patron("X", "21000000000001", "1234", with_lists=True))
+    jane = result_of(
+        backend.patron(
+            PatronRequest(
+                terminal=Terminal(institution="X"), patron="21000000000001", pin="1234", summary=SummaryRequest()
+            )
+        )
+    )
     assert (jane.name, jane.email, jane.pin_ok, jane.fee_balance) == ("Jane Doe", "jane@example.org", True, "2.50")
     assert len(jane.charged_items) == 2 and len(jane.hold_items) == 1 and jane.overdue_items == ()
     assert not jane.status.charge_denied
@@ -53,7 +73,7 @@ def test_demo_scenarios(demo):
     backend, _ = demo
 
     def refusal(patron, pin, item):
-        return result_of(backend.checkout(ctx(), patron, item, pin)).refusal
+        return result_of(backend.checkout(CheckoutRequest(terminal=ctx(), patron=patron, item=item, pin=pin))).refusal
 
     assert refusal("21000000000002", "0002", "31000000000008") is Refusal.FINES_OVER_LIMIT
     assert refusal("21000000000004", "0004", "31000000000008") is Refusal.TOO_MANY_OVERDUE
@@ -65,8 +85,13 @@ def test_demo_scenarios(demo):
     assert refusal("21000000000001", "1234", "31000000000088") is Refusal.FEE_NOT_ACKNOWLEDGED
     assert refusal("21000000000001", "1234", "31000000000005") is Refusal.ITEM_NOT_CIRCULATING
     assert refusal("21000000000001", "1234", "31000000000012") is Refusal.ITEM_NOT_CIRCULATING
-    assert result_of(backend.item("X", "31000000000007")).status is CirculationStatus.IN_TRANSIT
-    amara = result_of(backend.renew(ctx(), "21000000000003", "31000000000032", "0003"))
+    assert (
+        result_of(backend.item(ItemRequest(terminal=Terminal(institution="X"), item="31000000000007"))).status
+        is CirculationStatus.IN_TRANSIT
+    )
+    amara = result_of(
+        backend.renew(RenewRequest(terminal=ctx(), patron="21000000000003", item="31000000000032", pin="0003"))
+    )
     assert amara.refusal is Refusal.RENEWAL_BLOCKED_BY_HOLD
 
 
@@ -84,13 +109,27 @@ def test_loading_twice_changes_nothing(tmp_path):
 def test_loading_again_resets_the_records(tmp_path):
     backend = make_backend(str(tmp_path / "ils.db"), data=EMPTY)
     result_of(load_file(backend, DEMO))
-    result_of(backend.block_patron(ctx(), "21000000000001"))
-    result_of(backend.fee_paid(ctx(), "21000000000001", None, "2.50"))
-    result_of(backend.hold(ctx(), HoldMode.CANCEL, "21000000000010", None, title="Cien años de soledad"))
+    result_of(backend.block_patron(BlockPatronRequest(terminal=ctx(), patron="21000000000001")))
+    result_of(backend.fee_paid(FeePaidRequest(terminal=ctx(), patron="21000000000001", pin=None, amount="2.50")))
+    result_of(
+        backend.hold(
+            HoldRequest(
+                terminal=ctx(), mode=HoldMode.CANCEL, patron="21000000000010", pin=None, title="Cien años de soledad"
+            )
+        )
+    )
     result_of(load_file(backend, DEMO))
-    jane = result_of(backend.patron("X", "21000000000001", None))
+    jane = result_of(
+        backend.patron(PatronRequest(terminal=Terminal(institution="X"), patron="21000000000001", pin=None))
+    )
     assert not jane.blocked and jane.fee_balance == "2.50"
-    jose = result_of(backend.patron("X", "21000000000010", None, with_lists=True))
+    jose = result_of(
+        backend.patron(
+            PatronRequest(
+                terminal=Terminal(institution="X"), patron="21000000000010", pin=None, summary=SummaryRequest()
+            )
+        )
+    )
     assert len(jose.unavailable_holds) == 1
 
 
@@ -125,7 +164,9 @@ def test_a_loan_without_a_due_date_gets_the_loan_period():
         "patrons": [{"barcode": "P", "name": "x"}], "items": [{"barcode": "I", "title": "t"}],
         "loans": [{"patron": "P", "item": "I"}],
     })  # fmt: skip
-    assert result_of(backend.item("X", "I")).due == datetime.datetime(2024, 6, 24, 23, 59)  # 21 days
+    assert result_of(backend.item(ItemRequest(terminal=Terminal(institution="X"), item="I"))).due == datetime.datetime(
+        2024, 6, 24, 23, 59
+    )  # 21 days
 
 
 BASE = """

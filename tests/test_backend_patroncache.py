@@ -6,12 +6,23 @@ import datetime
 import sqlite3
 
 from sipserver.ils.embedded.sqlite import SQLiteBackend
-from sipserver.ils.interface import HoldMode
+from sipserver.ils.interface import (
+    BlockPatronRequest,
+    CheckinRequest,
+    CheckoutRequest,
+    HoldMode,
+    HoldRequest,
+    PatronRequest,
+    SummaryRequest,
+    Terminal,
+)
 from tests.test_backend_support import FIXTURE, NOW, FakeClock, ctx, load, make_backend, result_of
 
 
 def lookup(backend, barcode="P1", pin=None, **kw):
-    return result_of(backend.patron("TEST", barcode, pin, **kw))
+    return result_of(
+        backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron=barcode, pin=pin, **kw))
+    )
 
 
 def test_a_repeated_lookup_is_answered_from_memory(tmp_path):
@@ -41,11 +52,13 @@ def test_the_pin_is_checked_on_every_lookup(tmp_path):
 def test_a_change_through_the_backend_is_seen_at_once(tmp_path):
     backend = make_backend(str(tmp_path / "ils.db"))
     assert not lookup(backend).blocked
-    result_of(backend.block_patron(ctx(), "P1"))
+    result_of(backend.block_patron(BlockPatronRequest(terminal=ctx(), patron="P1")))
     assert lookup(backend).blocked
     hits = backend.patron_cache.hits
     lookup(backend, "P6")
-    result_of(backend.checkout(ctx(), "P1", "I1", None))  # a write about someone else: still stale
+    result_of(
+        backend.checkout(CheckoutRequest(terminal=ctx(), patron="P1", item="I1", pin=None))
+    )  # a write about someone else: still stale
     lookup(backend, "P6")
     assert backend.patron_cache.hits == hits
 
@@ -94,8 +107,10 @@ def test_a_hold_lapsing_on_the_hold_shelf_is_seen_without_any_write(tmp_path):
     clock = FakeClock()
     backend = make_backend(str(tmp_path / "ils.db"), clock=clock)
     for item in ("I2", "I3"):
-        result_of(backend.hold(ctx(), HoldMode.ADD, "P1", None, item=item))
-    result_of(backend.checkin(ctx(), "I2", "MAIN"))  # on the shelf until 23:59 seven days on
+        result_of(backend.hold(HoldRequest(terminal=ctx(), mode=HoldMode.ADD, patron="P1", pin=None, item=item)))
+    result_of(
+        backend.checkin(CheckinRequest(terminal=ctx(), item="I2", branch="MAIN"))
+    )  # on the shelf until 23:59 seven days on
     clock.now = datetime.datetime(2024, 6, 10, 23, 58, 30)
     assert lookup(backend).status.hold_denied  # two holds: the limit
     assert lookup(backend).status.hold_denied  # remembered
@@ -106,8 +121,8 @@ def test_a_hold_lapsing_on_the_hold_shelf_is_seen_without_any_write(tmp_path):
 
 def test_lookups_with_lists_always_read_the_database(tmp_path):
     backend = make_backend(str(tmp_path / "ils.db"))
-    lookup(backend, "P8", with_lists=True)
-    assert len(lookup(backend, "P8", with_lists=True).charged_items) == 3
+    lookup(backend, "P8", summary=SummaryRequest())
+    assert len(lookup(backend, "P8", summary=SummaryRequest()).charged_items) == 3
     assert backend.patron_cache.hits == 0
 
 

@@ -8,7 +8,21 @@ import attrs
 import pytest
 
 from sipserver.ils.embedded.sqlite import SQLiteBackend
-from sipserver.ils.interface import HoldMode, Refusal
+from sipserver.ils.interface import (
+    BlockPatronRequest,
+    CheckinRequest,
+    CheckoutRequest,
+    EnablePatronRequest,
+    EndSessionRequest,
+    FeePaidRequest,
+    HoldMode,
+    HoldRequest,
+    ItemRequest,
+    PatronRequest,
+    Refusal,
+    SummaryRequest,
+    Terminal,
+)
 from tests.test_backend_support import FakeClock, ctx, load, make_backend, result_of, rows
 
 
@@ -23,15 +37,24 @@ def backend(clock: FakeClock) -> SQLiteBackend:
 
 
 def patron(backend, barcode, pin=None, lists=True):
-    return result_of(backend.patron("TEST", barcode, pin, with_lists=lists))
+    return result_of(
+        backend.patron(
+            PatronRequest(
+                terminal=Terminal(institution="TEST"),
+                patron=barcode,
+                pin=pin,
+                summary=SummaryRequest() if lists else None,
+            )
+        )
+    )
 
 
 def hold(backend, mode=HoldMode.ADD, who="P1", pin=None, **kw):
-    return result_of(backend.hold(ctx(), mode, who, pin, **kw))
+    return result_of(backend.hold(HoldRequest(terminal=ctx(), mode=mode, patron=who, pin=pin, **kw)))
 
 
 def pay(backend, who, amount, pin=None, **kw):
-    return result_of(backend.fee_paid(ctx(), who, pin, amount, **kw))
+    return result_of(backend.fee_paid(FeePaidRequest(terminal=ctx(), patron=who, pin=pin, amount=amount, **kw)))
 
 
 # -- patron status ------------------------------------------------------------------------------
@@ -93,14 +116,14 @@ def test_holds_appear_as_available_or_unavailable(backend):
     hold(backend, title="Twin")
     p = patron(backend, "P1")
     assert p.hold_items == () and [(i.barcode, i.title) for i in p.unavailable_holds] == [("I2", "Beta"), ("", "Twin")]
-    result_of(backend.checkin(ctx(), "I2", "MAIN"))
+    result_of(backend.checkin(CheckinRequest(terminal=ctx(), item="I2", branch="MAIN")))
     p = patron(backend, "P1")
     assert [i.barcode for i in p.hold_items] == ["I2"] and [i.title for i in p.unavailable_holds] == ["Twin"]
 
 
 def test_end_session(backend):
-    assert result_of(backend.end_session(ctx(), "P1", None)) is True
-    assert result_of(backend.end_session(ctx(), "NOBODY", None)) is False
+    assert result_of(backend.end_session(EndSessionRequest(terminal=ctx(), patron="P1", pin=None))) is True
+    assert result_of(backend.end_session(EndSessionRequest(terminal=ctx(), patron="NOBODY", pin=None))) is False
 
 
 def test_health(backend):
@@ -111,7 +134,7 @@ def test_health(backend):
 
 
 def test_hold_on_an_item_queues_in_order(backend):
-    result_of(backend.checkout(ctx(), "P2", "I1", None))
+    result_of(backend.checkout(CheckoutRequest(terminal=ctx(), patron="P2", item="I1", pin=None)))
     r = hold(backend, item="I1", pickup_location="WEST", expires=datetime.datetime(2024, 9, 1))
     assert r.ok and r.queue_position == 1 and not r.available
     assert (r.item_barcode, r.title, r.pickup_location, r.expires) == (
@@ -119,7 +142,7 @@ def test_hold_on_an_item_queues_in_order(backend):
     )  # fmt: skip
     r = hold(backend, who="P9", item="I1")
     assert r.queue_position == 2 and r.pickup_location == "MAIN"  # the terminal's location
-    assert result_of(backend.item("TEST", "I1")).hold_queue_length == 2
+    assert result_of(backend.item(ItemRequest(terminal=Terminal(institution="TEST"), item="I1"))).hold_queue_length == 2
 
 
 def test_hold_defaults_to_the_patrons_home_library(backend):
@@ -134,7 +157,10 @@ def test_hold_on_a_copy_on_the_shelf_is_available(backend):
 def test_title_hold_any_copy(backend):
     r = hold(backend, item="I5", hold_type="2")
     assert r.ok and r.item_barcode == "" and r.title == "Twin"
-    assert result_of(backend.checkin(ctx("EAST"), "I6", "EAST")).hold_patron_barcode == "P1"
+    assert (
+        result_of(backend.checkin(CheckinRequest(terminal=ctx("EAST"), item="I6", branch="EAST"))).hold_patron_barcode
+        == "P1"
+    )
 
 
 @pytest.mark.parametrize(
@@ -167,7 +193,7 @@ def test_duplicate_holds_and_the_hold_limit(backend):
 def test_expired_holds_no_longer_count(backend, clock):
     hold(backend, item="I1", expires=clock.now + datetime.timedelta(days=1))
     clock.advance(days=2)
-    assert result_of(backend.item("TEST", "I1")).hold_queue_length == 0
+    assert result_of(backend.item(ItemRequest(terminal=Terminal(institution="TEST"), item="I1"))).hold_queue_length == 0
     assert hold(backend, item="I1").ok  # not a duplicate any more
 
 
@@ -183,10 +209,13 @@ def test_cancel_a_hold(backend):
 
 def test_cancel_a_hold_on_the_shelf_sends_the_copy_back(backend):
     hold(backend, item="I2")
-    result_of(backend.checkin(ctx(), "I2", "MAIN"))
+    result_of(backend.checkin(CheckinRequest(terminal=ctx(), item="I2", branch="MAIN")))
     assert hold(backend, HoldMode.CANCEL, item="I2").ok
-    assert result_of(backend.item("TEST", "I2")).status.value == "reshelving"
-    assert result_of(backend.checkout(ctx(), "P2", "I2", None)).ok
+    assert (
+        result_of(backend.item(ItemRequest(terminal=Terminal(institution="TEST"), item="I2"))).status.value
+        == "reshelving"
+    )
+    assert result_of(backend.checkout(CheckoutRequest(terminal=ctx(), patron="P2", item="I2", pin=None))).ok
 
 
 def test_change_a_hold(backend):
@@ -281,9 +310,12 @@ def test_payment_refusals(backend):
 
 
 def test_paying_fines_lifts_the_fine_block(backend):
-    assert result_of(backend.checkout(ctx(), "P6", "I1", None)).refusal is Refusal.FINES_OVER_LIMIT
+    assert (
+        result_of(backend.checkout(CheckoutRequest(terminal=ctx(), patron="P6", item="I1", pin=None))).refusal
+        is Refusal.FINES_OVER_LIMIT
+    )
     pay(backend, "P6", "1.00")
-    assert result_of(backend.checkout(ctx(), "P6", "I1", None)).ok
+    assert result_of(backend.checkout(CheckoutRequest(terminal=ctx(), patron="P6", item="I1", pin=None))).ok
     assert rows(backend, "SELECT SUM(amount) AS paid FROM payment_allocations")[0]["paid"] == 100
 
 
@@ -291,19 +323,29 @@ def test_paying_fines_lifts_the_fine_block(backend):
 
 
 def test_block_and_enable(backend):
-    p = result_of(backend.block_patron(ctx(), "P1", card_retained=True, message="Card misuse"))
+    p = result_of(
+        backend.block_patron(BlockPatronRequest(terminal=ctx(), patron="P1", card_retained=True, reason="Card misuse"))
+    )
     assert p.blocked and p.block_reason == "Card misuse (card retained)" and p.status.charge_denied
-    assert result_of(backend.checkout(ctx(), "P1", "I1", None)).refusal is Refusal.PATRON_BLOCKED
-    assert result_of(backend.enable_patron(ctx(), "P1", "0")).blocked  # wrong PIN: unchanged
-    p = result_of(backend.enable_patron(ctx(), "P1", "1111"))
+    assert (
+        result_of(backend.checkout(CheckoutRequest(terminal=ctx(), patron="P1", item="I1", pin=None))).refusal
+        is Refusal.PATRON_BLOCKED
+    )
+    assert result_of(
+        backend.enable_patron(EnablePatronRequest(terminal=ctx(), patron="P1", pin="0"))
+    ).blocked  # wrong PIN: unchanged
+    p = result_of(backend.enable_patron(EnablePatronRequest(terminal=ctx(), patron="P1", pin="1111")))
     assert not p.blocked and p.block_reason == "" and p.pin_ok is True
-    assert result_of(backend.checkout(ctx(), "P1", "I1", None)).ok
+    assert result_of(backend.checkout(CheckoutRequest(terminal=ctx(), patron="P1", item="I1", pin=None))).ok
 
 
 def test_block_without_a_message(backend):
-    assert result_of(backend.block_patron(ctx(), "P2")).block_reason == "blocked by a terminal"
+    assert (
+        result_of(backend.block_patron(BlockPatronRequest(terminal=ctx(), patron="P2"))).block_reason
+        == "blocked by a terminal"
+    )
 
 
 def test_block_and_enable_unknown_patrons(backend):
-    assert result_of(backend.block_patron(ctx(), "NOBODY")) is None
-    assert result_of(backend.enable_patron(ctx(), "NOBODY", None)) is None
+    assert result_of(backend.block_patron(BlockPatronRequest(terminal=ctx(), patron="NOBODY"))) is None
+    assert result_of(backend.enable_patron(EnablePatronRequest(terminal=ctx(), patron="NOBODY", pin=None))) is None

@@ -19,7 +19,18 @@ from sipserver.ils import factory
 from sipserver.ils.embedded import schema
 from sipserver.ils.embedded.db.dialect import POSTGRESQL, SQLITE, Tx, to_format_paramstyle
 from sipserver.ils.embedded.sqlite import SQLiteBackend
-from sipserver.ils.interface import BackendConfigError, BackendUnavailable, ILSBackend
+from sipserver.ils.interface import (
+    BackendConfigError,
+    BackendUnavailable,
+    BlockPatronRequest,
+    CheckinRequest,
+    CheckoutRequest,
+    ILSBackend,
+    ItemRequest,
+    PatronRequest,
+    SummaryRequest,
+    Terminal,
+)
 from tests.test_backend_support import DEMO, FakeClock, ctx, make_backend, result_of, rows
 
 
@@ -49,12 +60,19 @@ def test_start_creates_and_migrates_a_file_database(tmp_path):
 def test_seed_loads_only_into_an_empty_database(tmp_path):
     backend = sync(tmp_path / "ils.db", seed=DEMO)
     result_of(backend.start())
-    assert result_of(backend.patron("X", "21000000000001", "1234")).name == "Jane Doe"
-    result_of(backend.block_patron(ctx(), "21000000000001"))
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="X"), patron="21000000000001", pin="1234"))
+        ).name
+        == "Jane Doe"
+    )
+    result_of(backend.block_patron(BlockPatronRequest(terminal=ctx(), patron="21000000000001")))
     result_of(backend.stop())
     again = sync(tmp_path / "ils.db", seed=DEMO)
     result_of(again.start())
-    assert result_of(again.patron("X", "21000000000001", None)).blocked  # not overwritten
+    assert result_of(
+        again.patron(PatronRequest(terminal=Terminal(institution="X"), patron="21000000000001", pin=None))
+    ).blocked  # not overwritten
 
 
 def test_seed_errors_are_config_errors(tmp_path):
@@ -66,7 +84,9 @@ def test_seed_errors_are_config_errors(tmp_path):
     assert backend._conn is None
     bad.write_text("patrons:\n  - {barcode: '123'}\n")
     result_of(backend.start())  # fixed: a second start works
-    assert result_of(backend.patron("X", "123", None)) is not None
+    assert (
+        result_of(backend.patron(PatronRequest(terminal=Terminal(institution="X"), patron="123", pin=None))) is not None
+    )
     with pytest.raises(BackendConfigError, match="data file not found"):
         result_of(sync(tmp_path / "ils2.db", seed=str(tmp_path / "nope.yaml")).start())
 
@@ -114,7 +134,7 @@ def test_a_locked_database_is_unavailable(tmp_path):
     other.execute("BEGIN EXCLUSIVE")
     try:
         with pytest.raises(BackendUnavailable, match="locked"):
-            result_of(backend.checkout(ctx(), "P1", "I1", None))
+            result_of(backend.checkout(CheckoutRequest(terminal=ctx(), patron="P1", item="I1", pin=None)))
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -124,7 +144,7 @@ def test_a_locked_database_is_unavailable(tmp_path):
 def test_calls_before_start_or_after_stop_are_unavailable(tmp_path):
     backend = sync(tmp_path / "ils.db")
     with pytest.raises(BackendUnavailable, match="not started"):
-        result_of(backend.item("X", "I1"))
+        result_of(backend.item(ItemRequest(terminal=Terminal(institution="X"), item="I1")))
     result_of(backend.start())
     result_of(backend.stop())
     assert result_of(backend.health()) is False
@@ -156,11 +176,17 @@ class ThreadedTests(unittest.TestCase):
         yield backend.start()
         self.addCleanup(backend.stop)
         self.assertTrue((yield backend.health()))
-        jane = yield backend.patron("X", "21000000000001", "1234", with_lists=True)
+        jane = yield backend.patron(
+            PatronRequest(
+                terminal=Terminal(institution="X"), patron="21000000000001", pin="1234", summary=SummaryRequest()
+            )
+        )
         self.assertEqual((jane.name, jane.pin_ok, len(jane.charged_items)), ("Jane Doe", True, 2))
-        out = yield backend.checkout(ctx(), "21000000000001", "31000000000008", "1234")
+        out = yield backend.checkout(
+            CheckoutRequest(terminal=ctx(), patron="21000000000001", item="31000000000008", pin="1234")
+        )
         self.assertTrue(out.ok)
-        back = yield backend.checkin(ctx(), "31000000000008", "MAIN")
+        back = yield backend.checkin(CheckinRequest(terminal=ctx(), item="31000000000008", branch="MAIN"))
         self.assertEqual(back.patron_barcode, "21000000000001")
         with self.assertRaises(BackendUnavailable):
             yield backend.run_write(lambda tx: tx.execute("SELECT * FROM no_such_table"))
@@ -191,7 +217,9 @@ class ThreadedTests(unittest.TestCase):
         self.failureResultOf(d, defer.CancelledError)
         release.set()
         yield backend.run_write(lambda tx: None)  # the worker thread has finished the first write
-        jane = yield backend.patron("X", "21000000000001", None)
+        jane = yield backend.patron(
+            PatronRequest(terminal=Terminal(institution="X"), patron="21000000000001", pin=None)
+        )
         self.assertEqual(jane.name, "Jane Doe")
 
     @defer.inlineCallbacks
@@ -211,8 +239,10 @@ class ThreadedTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_writes_run_at_once_on_the_calling_thread(self):
         backend, _ = yield self._started()
-        d = backend.checkout(ctx(), "21000000000001", "31000000000008", "1234")
-        self.assertTrue(self.successResultOf(d).ok)  # fired on return: no thread hop
+        d = backend.checkout(
+            CheckoutRequest(terminal=ctx(), patron="21000000000001", item="31000000000008", pin="1234")
+        )
+        self.assertTrue(result_of(d).ok)  # answered on return: no thread hop
         loans = yield backend.run_read(
             lambda tx: tx.all("SELECT l.id FROM loans l JOIN items i ON i.id = l.item_id"
                               " WHERE i.barcode = '31000000000008' AND l.returned IS NULL")
@@ -229,7 +259,9 @@ class ThreadedTests(unittest.TestCase):
         backend, path = yield self._started()
         other = sqlite3.connect(path, isolation_level=None)  # another process, in the middle of a write
         other.execute("BEGIN IMMEDIATE")
-        d = backend.checkout(ctx(), "21000000000001", "31000000000008", "1234")
+        d = backend.checkout(
+            CheckoutRequest(terminal=ctx(), patron="21000000000001", item="31000000000008", pin="1234")
+        )
         self.assertNoResult(d)  # not refused, not done: queued behind the lock
         yield deferToThread(time.sleep, 0.2)
         self.assertNoResult(d)

@@ -14,7 +14,18 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from sipserver.ils.interface import HoldMode
+from sipserver.ils.interface import (
+    CheckinRequest,
+    CheckoutRequest,
+    FeePaidRequest,
+    HoldMode,
+    HoldRequest,
+    ItemRequest,
+    PatronRequest,
+    RenewRequest,
+    SummaryRequest,
+    Terminal,
+)
 from tests.test_backend_support import FakeClock, ctx, make_backend, result_of, rows
 
 PATRONS = ("A", "B", "C")
@@ -52,7 +63,13 @@ class Circulation(RuleBasedStateMachine):
 
     @rule(patron=patrons, item=items, no_block=st.booleans(), pin=st.sampled_from(["1", "2", None]))
     def checkout(self, patron, item, no_block, pin):
-        r = result_of(self.backend.checkout(ctx(), patron, item, pin, no_block=no_block, fee_acknowledged=True))
+        r = result_of(
+            self.backend.checkout(
+                CheckoutRequest(
+                    terminal=ctx(), patron=patron, item=item, pin=pin, no_block=no_block, fee_acknowledged=True
+                )
+            )
+        )
         if r.ok:
             assert r.renewal == (self.borrower.get(item) == patron)
             self.borrower[item] = patron
@@ -61,23 +78,23 @@ class Circulation(RuleBasedStateMachine):
 
     @rule(item=items, location=branches)
     def checkin(self, item, location):
-        r = result_of(self.backend.checkin(ctx(location), item, location))
+        r = result_of(self.backend.checkin(CheckinRequest(terminal=ctx(location), item=item, branch=location)))
         assert r.ok and r.patron_barcode == self.borrower.pop(item, "")
 
     @rule(patron=patrons, item=items)
     def renew(self, patron, item):
-        r = result_of(self.backend.renew(ctx(), patron, item, None))
+        r = result_of(self.backend.renew(RenewRequest(terminal=ctx(), patron=patron, item=item, pin=None)))
         if r.ok:
             assert self.borrower.get(item) == patron
 
     @rule(patron=patrons, item=items, mode=st.sampled_from(list(HoldMode)), by_title=st.booleans())
     def hold(self, patron, item, mode, by_title):
         target = {"title": f"Title {item[0]}"} if by_title else {"item": item}
-        result_of(self.backend.hold(ctx(), mode, patron, None, **target))
+        result_of(self.backend.hold(HoldRequest(terminal=ctx(), mode=mode, patron=patron, pin=None, **target)))
 
     @rule(patron=patrons, amount=st.sampled_from(["0.05", "0.10", "0.25", "1.00", "2", "x"]))
     def pay(self, patron, amount):
-        r = result_of(self.backend.fee_paid(ctx(), patron, None, amount))
+        r = result_of(self.backend.fee_paid(FeePaidRequest(terminal=ctx(), patron=patron, pin=None, amount=amount)))
         assert not r.balance.startswith("-")
 
     @precondition(lambda self: self.clock.now.year < 2025)
@@ -93,14 +110,18 @@ class Circulation(RuleBasedStateMachine):
         assert not [item for item, n in Counter(r["item"] for r in loans).items() if n > 1]
         assert {r["item"]: r["patron"] for r in loans} == self.borrower
         for item in ITEMS:
-            view = result_of(self.backend.item("T", item))
+            view = result_of(self.backend.item(ItemRequest(terminal=Terminal(institution="T"), item=item)))
             assert view.borrower == self.borrower.get(item, "")
             assert (view.status.value == "charged") == (item in self.borrower)
 
     @invariant()
     def charged_lists_match_loans(self):
         for patron in PATRONS:
-            p = result_of(self.backend.patron("T", patron, None, with_lists=True))
+            p = result_of(
+                self.backend.patron(
+                    PatronRequest(terminal=Terminal(institution="T"), patron=patron, pin=None, summary=SummaryRequest())
+                )
+            )
             mine = sorted(i for i, who in self.borrower.items() if who == patron)
             assert sorted(i.barcode for i in p.charged_items) == mine
             assert {i.barcode for i in p.overdue_items} <= set(mine)

@@ -1,8 +1,8 @@
 """Helpers shared by the backend tests (this module holds no tests).
 
-The backends run in synchronous mode (``threaded=False``): their Deferreds have fired when the
-call returns, so :func:`result_of` reads them without a reactor. A :class:`FakeClock` makes "now"
-a fixed, movable moment.
+The backends run in synchronous mode (``threaded=False``): they answer with the result itself, or
+with a Deferred that has fired when the call returns, so :func:`result_of` reads them without a
+reactor. A :class:`FakeClock` makes "now" a fixed, movable moment.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from sipserver.ils.embedded.loader import load_dataset, parse_data
 from sipserver.ils.embedded.sqlite import SQLiteBackend
-from sipserver.ils.interface import TxContext
+from sipserver.ils.interface import Terminal
 
 DEMO = str(Path(__file__).resolve().parent.parent / "etc" / "demo-data.yaml")
 NOW = datetime.datetime(2024, 6, 3, 10, 0, 0)  # a Monday morning
@@ -33,8 +33,11 @@ class FakeClock:
         self.now += datetime.timedelta(days=days, hours=hours)
 
 
-def result_of(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that has already fired; re-raises its failure."""
+def result_of(d: Deferred[Any] | Any) -> Any:
+    """The result of a backend's answer: the result itself, or a Deferred's that has already
+    fired; re-raises its failure."""
+    if not isinstance(d, Deferred):
+        return d
     out: list[Any] = []
     d.addBoth(out.append)
     assert out, "the Deferred has not fired"
@@ -43,8 +46,8 @@ def result_of(d: Deferred[Any]) -> Any:
     return out[0]
 
 
-def ctx(location: str = "MAIN", **kw: Any) -> TxContext:
-    return TxContext(institution="TEST", login="sc1", location=location, peer="127.0.0.1", **kw)
+def ctx(location: str = "MAIN", **kw: Any) -> Terminal:
+    return Terminal(institution="TEST", login="sc1", location=location, peer="127.0.0.1", **kw)
 
 
 FIXTURE: dict[str, Any] = {

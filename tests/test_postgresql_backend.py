@@ -15,7 +15,22 @@ from sipserver.ils import factory
 from sipserver.ils.embedded import circulation, schema
 from sipserver.ils.embedded.loader import DataError, load_file
 from sipserver.ils.embedded.postgresql import PgTx, PostgreSQLBackend, describe_dsn
-from sipserver.ils.interface import BackendConfigError, BackendUnavailable, HoldMode, ILSBackend
+from sipserver.ils.interface import (
+    BackendConfigError,
+    BackendUnavailable,
+    BlockPatronRequest,
+    CheckinRequest,
+    CheckoutRequest,
+    EnablePatronRequest,
+    FeePaidRequest,
+    HoldMode,
+    HoldRequest,
+    ILSBackend,
+    ItemStatusUpdateRequest,
+    PatronRequest,
+    RenewRequest,
+    Terminal,
+)
 from tests import pg
 from tests.test_backend_support import DEMO, FIXTURE, FakeClock, ctx, load, result_of, rows
 
@@ -138,7 +153,10 @@ def test_an_unreachable_server_is_unavailable_at_start_and_in_every_call():
     assert isinstance(error, BackendUnavailable) and "cannot connect" in str(error)
     assert time.monotonic() - started < 5
     assert result_of(backend.health()) is False
-    assert isinstance(failure_of(backend.patron("X", JANE, None)), BackendUnavailable)
+    assert isinstance(
+        failure_of(backend.patron(PatronRequest(terminal=Terminal(institution="X"), patron=JANE, pin=None))),
+        BackendUnavailable,
+    )
     result_of(backend.stop())
 
 
@@ -237,15 +255,17 @@ def test_numbers_and_dates_the_database_cannot_hold_are_data_errors_naming_the_k
 
 def test_every_circulation_transaction_is_audited_with_who_where_and_outcome(backend):
     c = ctx(location="MAIN-DESK1")
-    assert result_of(backend.checkout(c, "P1", "I1", "1111")).ok
-    assert result_of(backend.renew(c, "P1", "I1", "1111")).ok
-    assert result_of(backend.checkin(c, "I1", "MAIN")).ok
-    assert not result_of(backend.checkout(c, "P1", "NO-SUCH-ITEM", "1111")).ok
-    assert result_of(backend.hold(c, HoldMode.ADD, "P2", None, item="I2")).ok
-    assert result_of(backend.fee_paid(c, "P6", None, "1.00")).ok
-    result_of(backend.block_patron(c, "P1", message="card kept"))
-    result_of(backend.enable_patron(c, "P1", "1111"))
-    assert result_of(backend.item_status_update(c, "I2", "shelf 3")).ok
+    assert result_of(backend.checkout(CheckoutRequest(terminal=c, patron="P1", item="I1", pin="1111"))).ok
+    assert result_of(backend.renew(RenewRequest(terminal=c, patron="P1", item="I1", pin="1111"))).ok
+    assert result_of(backend.checkin(CheckinRequest(terminal=c, item="I1", branch="MAIN"))).ok
+    assert not result_of(backend.checkout(CheckoutRequest(terminal=c, patron="P1", item="NO-SUCH-ITEM", pin="1111"))).ok
+    assert result_of(backend.hold(HoldRequest(terminal=c, mode=HoldMode.ADD, patron="P2", pin=None, item="I2"))).ok
+    assert result_of(backend.fee_paid(FeePaidRequest(terminal=c, patron="P6", pin=None, amount="1.00"))).ok
+    result_of(backend.block_patron(BlockPatronRequest(terminal=c, patron="P1", reason="card kept")))
+    result_of(backend.enable_patron(EnablePatronRequest(terminal=c, patron="P1", pin="1111")))
+    assert result_of(
+        backend.item_status_update(ItemStatusUpdateRequest(terminal=c, item="I2", properties="shelf 3"))
+    ).ok
     log = rows(backend, "SELECT * FROM audit_log ORDER BY id")
     assert [(r["request"], r["outcome"]) for r in log] == [
         ("checkout", "ok"),
@@ -270,7 +290,9 @@ def test_every_circulation_transaction_is_audited_with_who_where_and_outcome(bac
 
 def test_the_audit_row_is_written_in_the_same_transaction_as_the_change(backend):
     def checkout_then_fail(tx):
-        result = circulation.checkout(tx, ctx(), backend.now(), backend.pins, "P1", "I1", "1111")
+        result = circulation.checkout(
+            tx, CheckoutRequest(terminal=ctx(), patron="P1", item="I1", pin="1111"), backend.now(), backend.pins
+        )
         assert result.ok
         tx.execute("SELECT 1 / 0")  # fails after the change and its audit row were written
 
@@ -299,13 +321,13 @@ def test_a_checkout_is_two_round_trips_and_a_checkin_two(backend):
         conn.cursor_factory = _CountingCursor
     c = ctx()
     for _ in range(2):  # the first pair also prepares its statements
-        assert result_of(backend.checkout(c, "P1", "I1", "1111")).ok
-        assert result_of(backend.checkin(c, "I1", "MAIN")).ok
+        assert result_of(backend.checkout(CheckoutRequest(terminal=c, patron="P1", item="I1", pin="1111"))).ok
+        assert result_of(backend.checkin(CheckinRequest(terminal=c, item="I1", branch="MAIN"))).ok
     _CountingCursor.sent = []
-    assert result_of(backend.checkout(c, "P1", "I1", "1111")).ok
+    assert result_of(backend.checkout(CheckoutRequest(terminal=c, patron="P1", item="I1", pin="1111"))).ok
     checkout = _CountingCursor.sent
     _CountingCursor.sent = []
-    assert result_of(backend.checkin(c, "I1", "MAIN")).ok
+    assert result_of(backend.checkin(CheckinRequest(terminal=c, item="I1", branch="MAIN"))).ok
     checkin = _CountingCursor.sent
     assert len(checkout) == 2, checkout
     assert len(checkin) == 2, checkin
@@ -322,13 +344,21 @@ def test_a_checkin_that_sets_the_copy_aside_for_a_hold_is_four_round_trips(backe
         conn.cursor_factory = _CountingCursor
     c = ctx()
     for _ in range(3):  # the first rounds also prepare their statements
-        assert result_of(backend.hold(c, HoldMode.ADD, "P2", "2222", title="Alpha", pickup_location="MAIN")).ok
+        assert result_of(
+            backend.hold(
+                HoldRequest(
+                    terminal=c, mode=HoldMode.ADD, patron="P2", pin="2222", title="Alpha", pickup_location="MAIN"
+                )
+            )
+        ).ok
         _CountingCursor.sent = []
-        checkin = result_of(backend.checkin(c, "I1", "MAIN"))
+        checkin = result_of(backend.checkin(CheckinRequest(terminal=c, item="I1", branch="MAIN")))
         assert checkin.hold_patron_barcode == "P2"
         sent = list(_CountingCursor.sent)
-        assert result_of(backend.hold(c, HoldMode.CANCEL, "P2", "2222", title="Alpha")).ok
-        assert result_of(backend.checkin(c, "I1", "MAIN")).ok  # back on the shelf
+        assert result_of(
+            backend.hold(HoldRequest(terminal=c, mode=HoldMode.CANCEL, patron="P2", pin="2222", title="Alpha"))
+        ).ok
+        assert result_of(backend.checkin(CheckinRequest(terminal=c, item="I1", branch="MAIN"))).ok  # back on the shelf
     assert len(sent) == 4, sent
     assert sent[0].startswith("BEGIN; EXECUTE") and sent[-1].endswith("COMMIT")
 
@@ -345,24 +375,44 @@ def test_a_hold_that_lapsed_on_the_shelf_costs_no_round_trip(database):
     c = ctx()
 
     def lapse(patron: str, pin: str) -> None:  # set I1 aside for the patron; then let the hold lapse
-        assert result_of(backend.hold(c, HoldMode.ADD, patron, pin, item="I1", pickup_location="MAIN")).ok
-        assert result_of(backend.checkin(c, "I1", "MAIN")).hold_patron_barcode == patron
+        assert result_of(
+            backend.hold(
+                HoldRequest(terminal=c, mode=HoldMode.ADD, patron=patron, pin=pin, item="I1", pickup_location="MAIN")
+            )
+        ).ok
+        assert (
+            result_of(backend.checkin(CheckinRequest(terminal=c, item="I1", branch="MAIN"))).hold_patron_barcode
+            == patron
+        )
         clock.advance(days=8)
 
     try:
         for _ in range(3):  # the first rounds also prepare their statements
             lapse("P2", "2222")
             _CountingCursor.sent = []
-            assert result_of(backend.checkout(c, "P1", "I1", "1111")).ok
+            assert result_of(backend.checkout(CheckoutRequest(terminal=c, patron="P1", item="I1", pin="1111"))).ok
             checkout = list(_CountingCursor.sent)
-            assert result_of(backend.checkin(c, "I1", "MAIN")).ok
+            assert result_of(backend.checkin(CheckinRequest(terminal=c, item="I1", branch="MAIN"))).ok
             lapse("P2", "2222")
-            assert result_of(backend.hold(c, HoldMode.ADD, "P9", "9999", item="I1", pickup_location="MAIN")).ok
+            assert result_of(
+                backend.hold(
+                    HoldRequest(
+                        terminal=c, mode=HoldMode.ADD, patron="P9", pin="9999", item="I1", pickup_location="MAIN"
+                    )
+                )
+            ).ok
             _CountingCursor.sent = []
-            assert result_of(backend.checkin(c, "I1", "MAIN")).hold_patron_barcode == "P9"
+            assert (
+                result_of(backend.checkin(CheckinRequest(terminal=c, item="I1", branch="MAIN"))).hold_patron_barcode
+                == "P9"
+            )
             checkin = list(_CountingCursor.sent)
-            assert result_of(backend.hold(c, HoldMode.CANCEL, "P9", "9999", item="I1")).ok
-            assert result_of(backend.checkin(c, "I1", "MAIN")).ok  # back on the shelf
+            assert result_of(
+                backend.hold(HoldRequest(terminal=c, mode=HoldMode.CANCEL, patron="P9", pin="9999", item="I1"))
+            ).ok
+            assert result_of(
+                backend.checkin(CheckinRequest(terminal=c, item="I1", branch="MAIN"))
+            ).ok  # back on the shelf
         assert len(checkout) == 2, checkout
         assert len(checkin) == 4, checkin
         states = rows(
@@ -377,11 +427,19 @@ def test_a_hold_that_lapsed_on_the_shelf_costs_no_round_trip(database):
 
 
 def test_a_killed_connection_is_replaced_and_the_call_retried(backend, database):
-    assert result_of(backend.patron("TEST", "P1", None)).name == "Ann Able"
+    assert (
+        result_of(backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))).name
+        == "Ann Able"
+    )
     assert pg.terminate(database) >= 1
-    assert result_of(backend.patron("TEST", "P1", None)).name == "Ann Able"  # read: retried
+    assert (
+        result_of(backend.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None))).name
+        == "Ann Able"
+    )  # read: retried
     assert pg.terminate(database) >= 1
-    assert result_of(backend.checkout(ctx(), "P1", "I1", "1111")).ok  # write failed before COMMIT: retried
+    assert result_of(
+        backend.checkout(CheckoutRequest(terminal=ctx(), patron="P1", item="I1", pin="1111"))
+    ).ok  # write failed before COMMIT: retried
     assert len(rows(backend, "SELECT * FROM audit_log WHERE request = 'checkout'")) == 1
 
 
@@ -474,11 +532,16 @@ class ThreadedTests(unittest.TestCase):
         yield backend.start()
         self.assertEqual(backend.pool.idle_count(), 2)  # pool.min connections opened at start
         self.assertTrue((yield backend.health()))
-        out = yield backend.checkout(ctx(), JANE, FREE_ITEM, JANE_PIN)
+        out = yield backend.checkout(CheckoutRequest(terminal=ctx(), patron=JANE, item=FREE_ITEM, pin=JANE_PIN))
         self.assertTrue(out.ok)
-        back = yield backend.checkin(ctx(), FREE_ITEM, "MAIN")
+        back = yield backend.checkin(CheckinRequest(terminal=ctx(), item=FREE_ITEM, branch="MAIN"))
         self.assertEqual(back.patron_barcode, JANE)
-        results = yield defer.gatherResults([backend.patron("X", JANE, None) for _ in range(20)])
+        results = yield defer.gatherResults(
+            [
+                backend.patron(PatronRequest(terminal=Terminal(institution="X"), patron=JANE, pin=None))
+                for _ in range(20)
+            ]
+        )
         self.assertEqual({p.name for p in results}, {"Jane Doe"})
         self.assertLessEqual(backend.pool.opened, 4)
         yield backend.stop()
@@ -486,16 +549,18 @@ class ThreadedTests(unittest.TestCase):
         self.assertEqual(backend.pool.idle_count(), 0)
         self.assertFalse((yield backend.health()))
         with self.assertRaises(BackendUnavailable):
-            yield backend.patron("X", JANE, None)
+            yield backend.patron(PatronRequest(terminal=Terminal(institution="X"), patron=JANE, pin=None))
 
     @defer.inlineCallbacks
     def test_killed_connections_are_retried_in_threads_too(self):
         backend = self.make()
         yield backend.start()
         self.assertTrue(pg.terminate(self.dbname) >= 2)
-        jane = yield backend.patron("X", JANE, None)
+        jane = yield backend.patron(PatronRequest(terminal=Terminal(institution="X"), patron=JANE, pin=None))
         self.assertEqual(jane.name, "Jane Doe")
-        self.assertTrue((yield backend.checkout(ctx(), JANE, FREE_ITEM, JANE_PIN)).ok)
+        self.assertTrue(
+            (yield backend.checkout(CheckoutRequest(terminal=ctx(), patron=JANE, item=FREE_ITEM, pin=JANE_PIN))).ok
+        )
 
     @defer.inlineCallbacks
     def test_a_write_the_caller_gave_up_on_is_rolled_back(self):
@@ -511,7 +576,7 @@ class ThreadedTests(unittest.TestCase):
         with self.assertRaises(defer.TimeoutError):
             yield d
         yield task.deferLater(self.reactor, 0.8, lambda: None)
-        jane = yield backend.patron("X", JANE, None)
+        jane = yield backend.patron(PatronRequest(terminal=Terminal(institution="X"), patron=JANE, pin=None))
         self.assertEqual(jane.name, "Jane Doe")
 
     @defer.inlineCallbacks
@@ -522,7 +587,10 @@ class ThreadedTests(unittest.TestCase):
             lambda tx: [r["barcode"] for r in tx.all("SELECT barcode FROM patrons ORDER BY id")]
         )
         results = yield defer.gatherResults(
-            [backend.checkout(ctx(), p, FREE_ITEM, None, no_block=False) for p in patrons[:12]]
+            [
+                backend.checkout(CheckoutRequest(terminal=ctx(), patron=p, item=FREE_ITEM, pin=None, no_block=False))
+                for p in patrons[:12]
+            ]
         )
         self.assertEqual(sum(r.ok for r in results), 1)
         loans = yield backend.run_read(

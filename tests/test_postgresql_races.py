@@ -20,7 +20,18 @@ from typing import Any
 import pytest
 
 from sipserver.ils.embedded import circulation_reads, holds, records
-from sipserver.ils.interface import CirculationStatus, HoldMode
+from sipserver.ils.interface import (
+    CheckinRequest,
+    CheckoutRequest,
+    CirculationStatus,
+    HoldMode,
+    HoldRequest,
+    ItemRequest,
+    PatronRequest,
+    RenewAllRequest,
+    SummaryRequest,
+    Terminal,
+)
 from tests import pg
 from tests.test_backend_support import FakeClock, ctx, result_of, rows
 
@@ -93,17 +104,19 @@ def test_renew_all_does_not_renew_an_item_checked_in_after_it_listed_the_loans(t
     """Renew all lists the patron's loans, then locks each item; a checkin locks only the item, so
     it can return one in between. That item is not renewed (nor charged its rental fee again)."""
     a, b = terminals
-    assert result_of(a.checkout(ctx(), "P1", "I1", "1111")).ok
-    assert result_of(a.checkout(ctx(), "P1", "IR", "1111", fee_acknowledged=True)).ok
+    assert result_of(a.checkout(CheckoutRequest(terminal=ctx(), patron="P1", item="I1", pin="1111"))).ok
+    assert result_of(
+        a.checkout(CheckoutRequest(terminal=ctx(), patron="P1", item="IR", pin="1111", fee_acknowledged=True))
+    ).ok
     checkin = meanwhile(
         monkeypatch,
         records,
         "item_by_id",
-        lambda: b.checkin(ctx(), "IR", "MAIN"),
+        lambda: b.checkin(CheckinRequest(terminal=ctx(), item="IR", branch="MAIN")),
         when=lambda tx, item_id, lock=False: lock,
     )
     with checkin as done:
-        result = result_of(a.renew_all(ctx(), "P1", "1111", fee_acknowledged=True))
+        result = result_of(a.renew_all(RenewAllRequest(terminal=ctx(), patron="P1", pin="1111", fee_acknowledged=True)))
     assert done and done[0].ok and done[0].patron_barcode == "P1"  # returned before renew all locked it
     assert result.ok and result.renewed == ("I1",) and result.unrenewed == (("IR", "not checked out"),)
     loan = rows(b, "SELECT l.renewals, l.returned FROM loans l JOIN items i ON i.id = l.item_id WHERE i.barcode = 'IR'")
@@ -121,23 +134,29 @@ def test_renew_all_does_not_renew_an_item_checked_in_after_it_listed_the_loans(t
 
 def place_title_holds(backend, *patrons: tuple[str, str]) -> None:
     for barcode, pin in patrons:
-        placed = result_of(backend.hold(ctx(), HoldMode.ADD, barcode, pin, title="Twin", pickup_location="MAIN"))
+        placed = result_of(
+            backend.hold(
+                HoldRequest(
+                    terminal=ctx(), mode=HoldMode.ADD, patron=barcode, pin=pin, title="Twin", pickup_location="MAIN"
+                )
+            )
+        )
         assert placed.ok, placed
 
 
 def test_a_hold_cancelled_during_a_checkin_stays_cancelled_and_the_next_hold_gets_the_copy(terminals, monkeypatch):
     a, b = terminals
-    assert result_of(a.checkout(ctx(), "P9", "I5", "9999")).ok
+    assert result_of(a.checkout(CheckoutRequest(terminal=ctx(), patron="P9", item="I5", pin="9999"))).ok
     place_title_holds(a, ("P1", "1111"), ("P2", "2222"))
     cancel = meanwhile(
         monkeypatch,
         circulation_reads,
         "read_for_checkin",
-        lambda: b.hold(ctx(), HoldMode.CANCEL, "P1", "1111", title="Twin"),
+        lambda: b.hold(HoldRequest(terminal=ctx(), mode=HoldMode.CANCEL, patron="P1", pin="1111", title="Twin")),
         after=True,
     )
     with cancel as done:
-        result = result_of(a.checkin(ctx(), "I5", "MAIN"))
+        result = result_of(a.checkin(CheckinRequest(terminal=ctx(), item="I5", branch="MAIN")))
     assert done and done[0].ok  # cancelled after the checkin read the holds
     assert result.ok and result.alert_kind == "hold_here" and result.hold_patron_barcode == "P2"
     assert holds_of(b, "Twin") == [("P1", "cancelled", None), ("P2", "waiting", "I5")]
@@ -146,23 +165,25 @@ def test_a_hold_cancelled_during_a_checkin_stays_cancelled_and_the_next_hold_get
 
 def test_a_hold_filled_during_a_checkin_stays_filled_and_the_copy_goes_back_to_the_shelf(terminals, monkeypatch):
     a, b = terminals
-    assert result_of(a.checkout(ctx(), "P9", "I5", "9999")).ok
+    assert result_of(a.checkout(CheckoutRequest(terminal=ctx(), patron="P9", item="I5", pin="9999"))).ok
     place_title_holds(a, ("P1", "1111"))
     fill = meanwhile(
         monkeypatch,
         circulation_reads,
         "read_for_checkin",
-        lambda: b.checkout(ctx(), "P1", "I6", "1111"),
+        lambda: b.checkout(CheckoutRequest(terminal=ctx(), patron="P1", item="I6", pin="1111")),
         after=True,
     )
     with fill as done:
-        result = result_of(a.checkin(ctx(), "I5", "MAIN"))
+        result = result_of(a.checkin(CheckinRequest(terminal=ctx(), item="I5", branch="MAIN")))
     assert done and done[0].ok  # the other copy lent, filling the hold, after the checkin read it
     assert result.ok and not result.alert and result.hold_patron_barcode == ""
     assert result.item is not None and result.item.hold_queue_length == 0
     assert holds_of(b, "Twin") == [("P1", "filled", None)]
     assert item_status(b, "I5") == "available"
-    assert result_of(b.checkout(ctx(), "P2", "I5", "2222")).ok  # on the open shelf, for anyone
+    assert result_of(
+        b.checkout(CheckoutRequest(terminal=ctx(), patron="P2", item="I5", pin="2222"))
+    ).ok  # on the open shelf, for anyone
 
 
 def test_a_copy_set_aside_for_a_hold_that_a_checkout_of_another_copy_fills_is_released(terminals, monkeypatch):
@@ -172,26 +193,30 @@ def test_a_copy_set_aside_for_a_hold_that_a_checkout_of_another_copy_fills_is_re
     keeps its status until its next checkin, but no hold reserves it any more: it is described as
     waiting to be re-shelved, anyone may borrow it, and a checkin routes it."""
     a, b = terminals
-    assert result_of(a.checkout(ctx(), "P9", "I5", "9999")).ok
+    assert result_of(a.checkout(CheckoutRequest(terminal=ctx(), patron="P9", item="I5", pin="9999"))).ok
     place_title_holds(a, ("P1", "1111"))
     trap = meanwhile(
         monkeypatch,
         circulation_reads,
         "read_for_checkout",
-        lambda: b.checkin(ctx(), "I5", "MAIN"),
+        lambda: b.checkin(CheckinRequest(terminal=ctx(), item="I5", branch="MAIN")),
         after=True,
     )
     with trap as done:
-        result = result_of(a.checkout(ctx(), "P1", "I6", "1111"))
+        result = result_of(a.checkout(CheckoutRequest(terminal=ctx(), patron="P1", item="I6", pin="1111")))
     assert done and done[0].hold_patron_barcode == "P1"  # I5 set aside after the checkout read the hold
     assert result.ok
     assert [(patron, state) for patron, state, _ in holds_of(b, "Twin")] == [("P1", "filled")]
-    item = result_of(b.item("TEST", "I5"))
+    item = result_of(b.item(ItemRequest(terminal=Terminal(institution="TEST"), item="I5")))
     assert item.status is CirculationStatus.RESHELVING and item.hold_pickup_date is None
     assert item.hold_queue_length == 0
-    patron = result_of(b.patron("TEST", "P1", None, with_lists=True))
+    patron = result_of(
+        b.patron(PatronRequest(terminal=Terminal(institution="TEST"), patron="P1", pin=None, summary=SummaryRequest()))
+    )
     assert patron.hold_items == () and patron.unavailable_holds == ()
-    assert result_of(b.checkout(ctx(), "P2", "I5", "2222")).ok  # nobody's: anyone may borrow it
+    assert result_of(
+        b.checkout(CheckoutRequest(terminal=ctx(), patron="P2", item="I5", pin="2222"))
+    ).ok  # nobody's: anyone may borrow it
 
 
 def test_a_checkin_that_keeps_losing_the_race_for_a_hold_gives_up_and_shelves_the_copy(terminals, monkeypatch):
@@ -215,7 +240,7 @@ def test_a_checkin_that_keeps_losing_the_race_for_a_hold_gives_up_and_shelves_th
         return read(tx, patron_id)
 
     monkeypatch.setattr(records, "patron_with_rules", cancel_first_then_read)
-    result = result_of(a.checkin(ctx(), "I5", "MAIN"))
+    result = result_of(a.checkin(CheckinRequest(terminal=ctx(), item="I5", branch="MAIN")))
     assert result.ok and not result.alert
     states = [state for _, state, _ in holds_of(b, "Twin")]
     assert states == ["cancelled"] * holds.TRAP_ATTEMPTS + ["queued"]

@@ -12,6 +12,7 @@ from sipserver.ils.embedded.db.dialect import POSTGRESQL, SQLITE, Tx
 from sipserver.ils.embedded.loader import load_file
 from sipserver.ils.embedded.postgresql import PostgreSQLBackend
 from sipserver.ils.embedded.sqlite import SQLiteBackend
+from sipserver.ils.interface import PatronRequest, Terminal
 from tests import pg
 from tests.test_backend_support import result_of
 
@@ -31,10 +32,20 @@ def _schema_2(tx: Tx, dialect) -> None:
 
 def _check(backend, tmp_path) -> None:
     assert schema.code_version() == 3
-    assert result_of(backend.patron("MAIN", "P", None)).internet_privileges == ""
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="MAIN"), patron="P", pin=None))
+        ).internet_privileges
+        == ""
+    )
     (tmp_path / "data.yaml").write_text(DATA)
     result_of(load_file(backend, str(tmp_path / "data.yaml")))
-    assert result_of(backend.patron("MAIN", "P", None)).internet_privileges == "Filtered"
+    assert (
+        result_of(
+            backend.patron(PatronRequest(terminal=Terminal(institution="MAIN"), patron="P", pin=None))
+        ).internet_privileges
+        == "Filtered"
+    )
 
 
 def test_a_schema_2_sqlite_database_migrates_and_keeps_its_patrons(tmp_path):

@@ -6,6 +6,7 @@ import attrs
 import pytest
 
 from sipserver.accounts.registry import Registry
+from sipserver.ils import interface as ils
 from sipserver.sip2 import checksum, decode, encode, make
 from tests.support import (
     Hub,
@@ -16,8 +17,10 @@ from tests.support import (
     sync_backend,
     use_pending_threads,
 )
+from tests.test_backend_support import result_of
 
 JANE, JANE_PIN = "21000000000001", "1234"
+MAIN = ils.Terminal(institution="MAIN")
 FREE_ITEM = "31000000000008"
 
 
@@ -104,7 +107,7 @@ def test_bad_checksum_gets_96_and_nothing_runs(hub):
     frame = framed(make("11", AO="MAIN", AA=JANE, AB=FREE_ITEM, AC="", AD=JANE_PIN), "1")
     corrupted = frame[:-5] + b"0000\r"
     assert terminal.one(corrupted) == b"96AZFEF6\r"
-    item = hub.acs.backends["embedded"].item("MAIN", FREE_ITEM).result
+    item = result_of(hub.acs.backends["embedded"].item(ils.ItemRequest(terminal=MAIN, item=FREE_ITEM)))
     assert item.borrower == ""
 
 
@@ -135,9 +138,11 @@ def test_retransmitted_checkout_is_answered_again_without_running_twice(tmp_path
     assert again == first
     reply = decode(first)
     assert reply.fixed["ok"] == "1" and reply.fixed["renewal_ok"] == "N"
-    patron = backend.patron("MAIN", JANE, None, with_lists=True).result
+    patron = result_of(
+        backend.patron(ils.PatronRequest(terminal=MAIN, patron=JANE, pin=None, summary=ils.SummaryRequest()))
+    )
     assert [ref.barcode for ref in patron.charged_items].count(FREE_ITEM) == 1
-    assert backend.item("MAIN", FREE_ITEM).result.due is not None
+    assert result_of(backend.item(ils.ItemRequest(terminal=MAIN, item=FREE_ITEM))).due is not None
     # A new request (new sequence number) for the same item is a real renewal, not a replay.
     again_11 = make("11", sc_renewal_policy=True, AO="MAIN", AA=JANE, AB=FREE_ITEM, AC="", AD=JANE_PIN)
     renewal = decode(terminal.one(framed(again_11, "2")))
@@ -158,7 +163,9 @@ def test_retransmission_after_a_garbled_copy_gets_the_real_reply_not_96(tmp_path
     assert terminal.one(request) == first
     assert terminal.one(request) == first
     assert terminal.one(b"97AZFEF5\r") == first
-    patron = backend.patron("MAIN", JANE, None, with_lists=True).result
+    patron = result_of(
+        backend.patron(ils.PatronRequest(terminal=MAIN, patron=JANE, pin=None, summary=ils.SummaryRequest()))
+    )
     assert [ref.barcode for ref in patron.charged_items].count(FREE_ITEM) == 1
 
 
@@ -177,7 +184,7 @@ def test_a_different_request_with_the_same_ay_and_az_is_run_not_replayed(tmp_pat
     replies = [decode(terminal.one(request)) for request in requests]
     assert [reply.get("AB") for reply in replies] == [first_item, second_item]
     assert [reply.fixed["ok"] for reply in replies] == ["1", "1"]
-    assert backend.item("MAIN", second_item).result.borrower == JANE
+    assert result_of(backend.item(ils.ItemRequest(terminal=MAIN, item=second_item))).borrower == JANE
 
 
 def test_a_retransmission_is_recognised_after_a_leading_lf(hub):

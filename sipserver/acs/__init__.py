@@ -1,6 +1,13 @@
-"""The ACS core: SIP2 requests answered from an ILS backend, one handler per message."""
+"""The ACS: SIP2 requests answered from an ILS backend, one handler per request code.
 
-from .context import PERMISSION_FOR, Reply, RequestContext, permitted
-from .core import ACS, BackendHealth
+``core`` dispatches a request to its handler by what :func:`~sipserver.acs.core.handles` declared
+for its code; ``handlers`` holds the handlers, imported here so that every code is declared
+before the first request arrives.
+"""
 
-__all__ = ["ACS", "PERMISSION_FOR", "BackendHealth", "Reply", "RequestContext", "permitted"]
+from . import handlers
+from .context import Reply, RequestContext
+from .core import ACS, handles, offered, permitted
+from .health import BackendHealth
+
+__all__ = ["ACS", "BackendHealth", "Reply", "RequestContext", "handlers", "handles", "offered", "permitted"]

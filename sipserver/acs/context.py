@@ -8,37 +8,8 @@ import time
 import attrs
 
 from sipserver.config import AccountConfig, InstitutionConfig
-from sipserver.ils.interface import Patron
+from sipserver.ils.interface import Patron, Terminal
 from sipserver.sip2 import Message
-
-#: The permission each request needs. 17 (item information) is a read that every account allowed to
-#: circulate or update items may make; 99, 93 and 97 need none.
-PERMISSION_FOR: dict[str, tuple[str, ...]] = {
-    "23": ("patron",),
-    "63": ("patron",),
-    "11": ("checkout",),
-    "09": ("checkin",),
-    "29": ("renew",),
-    "65": ("renew",),
-    "15": ("hold",),
-    "37": ("fee",),
-    "01": ("block",),
-    "25": ("enable",),
-    "19": ("item_status",),
-    "17": ("checkout", "checkin", "renew", "hold", "item_status"),
-    "35": ("end_session", "patron"),
-}
-
-
-def permitted(account: AccountConfig | None, code: str) -> bool:
-    """True when the account may send this request (a login-free request is always permitted)."""
-    needed = PERMISSION_FOR.get(code)
-    if needed is None:
-        return True
-    if account is None:
-        return False
-    return not account.permissions.isdisjoint(needed)
-
 
 _this_second: tuple[int, datetime.datetime] = (-1, datetime.datetime.min)
 
@@ -60,15 +31,35 @@ def now_to_the_second() -> datetime.datetime:
     return now
 
 
+def _terminal_of(ctx: RequestContext) -> Terminal:
+    return Terminal(
+        institution=ctx.institution.id,
+        login=ctx.login,
+        location=ctx.location,
+        peer=ctx.peer,
+        now=ctx.now,
+        branch=ctx.branch,
+        places=ctx.institution.places,
+    )
+
+
 @attrs.frozen
 class RequestContext:
-    """One request's circumstances: the terminal's account, its institution, where it connects from."""
+    """One request's circumstances: the terminal's account, its institution, where it connects from.
+
+    A session hands the same context to every request of the same second (``now`` is whole
+    seconds), so what is worked out from it here, once, serves them all.
+    """
 
     institution: InstitutionConfig
     account: AccountConfig | None
     listener: str
     peer: str
     now: datetime.datetime = attrs.field(factory=now_to_the_second)
+    #: The backend's view of who asks, from where and when (never a PIN): every backend request carries it.
+    terminal: Terminal = attrs.field(
+        init=False, default=attrs.Factory(_terminal_of, takes_self=True), eq=False, repr=False
+    )
 
     @property
     def login(self) -> str:

@@ -1,7 +1,7 @@
 """When to try an unreachable backend again: soon at first, then less and less often.
 
-With the database down, every request used to try to connect at once: about 187,000 attempts in
-40 seconds against a stopped PostgreSQL, and as many error lines. A backend found down is now
+With the database down, every request used to try to connect at once, each logging an error
+(``docs/postgresql.md`` has the count against a stopped PostgreSQL). A backend found down is now
 tried again after :data:`FIRST` seconds, then after twice as long each time it is still down, up
 to :data:`LONGEST`; each delay is drawn within ±:data:`JITTER` of its value, so that several
 daemons behind one database do not all knock at the same instant. Meanwhile the terminals are

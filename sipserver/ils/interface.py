@@ -1,25 +1,101 @@
-"""The ILS backend interface: what the ACS asks of a circulation system, and the answers it gets.
+"""The ILS backend interface: what the ACS asks of a circulation system, and how a backend answers.
 
-The ACS (``sipserver.acs``) turns SIP2 requests into calls on this interface and turns the results
-back into SIP2 responses. A backend never sees SIP2 field ids and the ACS never sees SQL. Every call
-returns a Deferred so that a backend may use a thread pool or the network; a backend that cannot
-reach its ILS raises (errbacks with) :class:`BackendUnavailable`, which the ACS answers with a
-negative response and a screen message, and which makes 98 report the institution off-line.
+The ACS (``sipserver.acs``) turns each SIP2 request into one *request* of this module
+(:class:`CheckoutRequest`, :class:`PatronRequest`, ...) and asks the institution's backend with it;
+the backend's method for that request (``checkout``, ``patron``, ...) answers with a result of
+:mod:`sipserver.ils.results`, which the ACS turns back into a SIP2 response. An operation's
+parameters are written once, as its request's fields, and :meth:`BackendRequest.ask` calls the
+backend's method for it, so that a type checker (and a reader) follows a request from the handler
+to the backend. A backend never sees SIP2 field ids and the ACS never sees SQL.
 
-Results carry *facts* (a loan is overdue, a fee is owed) and *reasons* (why a checkout was
-refused); the ACS decides the SIP2 flags from them, so that every backend answers alike.
+A backend answers with the result itself when it has it at once (a look-up in memory, an inline
+sqlite read) and with a Deferred when the result comes later (a thread pool, the network): see
+:data:`Answer`. A backend that cannot reach its ILS raises or errbacks with
+:class:`BackendUnavailable`, which the ACS answers with a negative response and a screen message,
+and which makes 98 report the institution off-line. Business refusals are results, never exceptions.
+
+The requests carry what a backend needs to answer as the terminal asked, including what the
+embedded ILS does not use (the location the terminal sent, the part of a list it wants, its
+language), so that a backend relaying to another SIP2 server can ask that server faithfully.
 """
 
 from __future__ import annotations
 
 import datetime
 import enum
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import ClassVar, Concatenate, Generic, ParamSpec, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from sipserver.config.places import UNDECLARED, Places
+from sipserver.ils.results import (
+    CheckinResult,
+    CheckoutResult,
+    CirculationStatus,
+    Fee,
+    FeePaidResult,
+    HoldResult,
+    Item,
+    ItemRef,
+    ItemStatusResult,
+    Patron,
+    PatronCounts,
+    PatronStatusFlags,
+    Refusal,
+    RenewAllResult,
+    RenewResult,
+)
+from sipserver.sip2.codes import Summary
+
+__all__ = [
+    "MAX_LIST_ITEMS",
+    "Answer",
+    "BackendConfigError",
+    "BackendError",
+    "BackendRequest",
+    "BackendUnavailable",
+    "BlockPatronRequest",
+    "ChangeRequest",
+    "CheckinRequest",
+    "CheckinResult",
+    "CheckoutRequest",
+    "CheckoutResult",
+    "CirculationStatus",
+    "EnablePatronRequest",
+    "EndSessionRequest",
+    "Fee",
+    "FeePaidRequest",
+    "FeePaidResult",
+    "HoldMode",
+    "HoldRequest",
+    "HoldResult",
+    "ILSBackend",
+    "Item",
+    "ItemRef",
+    "ItemRequest",
+    "ItemStatusResult",
+    "ItemStatusUpdateRequest",
+    "Patron",
+    "PatronCounts",
+    "PatronRequest",
+    "PatronStatusFlags",
+    "Refusal",
+    "RenewAllRequest",
+    "RenewAllResult",
+    "RenewRequest",
+    "RenewResult",
+    "Summary",
+    "SummaryRequest",
+    "Terminal",
+    "as_deferred",
+    "when_answered",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 class BackendError(Exception):
@@ -34,63 +110,46 @@ class BackendConfigError(BackendError):
     """The backend's configuration or database is unusable (for example a schema that is too old)."""
 
 
-class Refusal(enum.Enum):
-    """Why a transaction was refused. The ACS maps each to a screen message a patron understands."""
+# --------------------------------------------------------------------------------------------------
+# Answers: the result now, or a Deferred of it
 
-    UNKNOWN_PATRON = "unknown_patron"
-    PATRON_EXPIRED = "patron_expired"
-    WRONG_PIN = "wrong_pin"
-    PATRON_BLOCKED = "patron_blocked"
-    CARD_LOST = "card_lost"
-    TOO_MANY_ITEMS = "too_many_items"
-    TOO_MANY_OVERDUE = "too_many_overdue"
-    FINES_OVER_LIMIT = "fines_over_limit"
-    UNKNOWN_ITEM = "unknown_item"
-    ITEM_CHECKED_OUT_TO_OTHER = "item_checked_out_to_other"
-    ITEM_ON_HOLD_FOR_OTHER = "item_on_hold_for_other"
-    ITEM_NOT_CIRCULATING = "item_not_circulating"
-    FEE_NOT_ACKNOWLEDGED = "fee_not_acknowledged"
-    NOT_CHECKED_OUT = "not_checked_out"
-    ALREADY_CHECKED_OUT_TO_YOU = "already_checked_out_to_you"
-    TOO_MANY_RENEWALS = "too_many_renewals"
-    RENEWAL_BLOCKED_BY_HOLD = "renewal_blocked_by_hold"
-    HOLD_EXISTS = "hold_exists"
-    HOLD_NOT_FOUND = "hold_not_found"
-    HOLD_NOT_ALLOWED = "hold_not_allowed"
-    UNKNOWN_TITLE = "unknown_title"
-    UNKNOWN_FEE = "unknown_fee"
-    NO_BALANCE = "no_balance"
-    AMOUNT_INVALID = "amount_invalid"
-    NOT_PERMITTED = "not_permitted"
+#: What a backend method returns: the result itself when the backend has it at once, else a
+#: Deferred that fires with it. Answering at once spares the Deferred and its callbacks on the
+#: requests that authentication services send by the thousand (a remembered patron, an inline read).
+Answer: TypeAlias = T | Deferred[T]
 
 
-class CirculationStatus(enum.Enum):
-    """An item's state, named as in the SIP2 circulation status table (the ACS maps it to the code)."""
+def when_answered(
+    answer: Answer[T], then: Callable[Concatenate[T, P], R], *args: P.args, **kwargs: P.kwargs
+) -> Answer[R]:
+    """``then(result, *args, **kwargs)``: at once when ``answer`` is the result itself, else when
+    its Deferred fires (a failure passes ``then`` by)."""
+    if isinstance(answer, Deferred):
+        return answer.addCallback(then, *args, **kwargs)
+    return then(answer, *args, **kwargs)
 
-    OTHER = "other"
-    ON_ORDER = "on_order"
-    AVAILABLE = "available"
-    CHARGED = "charged"
-    IN_PROCESS = "in_process"
-    RECALLED = "recalled"
-    ON_HOLD_SHELF = "on_hold_shelf"
-    RESHELVING = "reshelving"
-    IN_TRANSIT = "in_transit"
-    CLAIMED_RETURNED = "claimed_returned"
-    LOST = "lost"
-    MISSING = "missing"
+
+def as_deferred(answer: Answer[T]) -> Deferred[T]:
+    """The answer as a Deferred, for callers that chain callbacks (tools, tests, start-up)."""
+    return answer if isinstance(answer, Deferred) else succeed(answer)
+
+
+# --------------------------------------------------------------------------------------------------
+# Who asks
 
 
 @attrs.frozen
-class TxContext:
-    """Who asks, from where, and when: every mutating call gets one (the audit trail records it)."""
+class Terminal:
+    """Who asks, from where and when: every request carries one (the audit trail records it; a
+    backend relaying to another SIP2 server may choose the upstream connection by it)."""
 
     institution: str
-    login: str = ""
-    location: str = ""
-    peer: str = ""
-    request: str = ""  # the request's message name, e.g. "checkout"; never carries a PIN
-    now: datetime.datetime | None = None  # None: the backend uses the current local time
+    login: str = ""  # the terminal's account
+    location: str = ""  # the account's location code
+    peer: str = ""  # the address it connects from
+    #: When the request arrived (whole seconds); None: the backend uses its own clock. The
+    #: embedded ILS stamps its changes with it and reads at its own time.
+    now: datetime.datetime | None = None
     #: The branch the terminal stands in ("" when not known): where a hold without a pickup
     #: location is picked up, when the patron has no home library.
     branch: str = ""
@@ -99,159 +158,172 @@ class TxContext:
     places: Places = UNDECLARED
 
 
-@attrs.frozen
-class Fee:
-    fee_id: str
-    fee_type: str  # "overdue", "damage", "replacement", "processing", "rental", "administrative", "other", ...
-    amount: str  # decimal string, e.g. "2.50"
-    balance: str  # decimal string still owed
-    item_barcode: str = ""
-    title: str = ""
-    created: datetime.datetime | None = None
-    description: str = ""
+@attrs.frozen(kw_only=True)
+class BackendRequest(Generic[R]):
+    """One operation asked of a backend; ``R`` is what it answers with.
+
+    Each subclass is one operation: its fields are the operation's parameters, :attr:`operation`
+    names it (log lines, and the backend's method), and :meth:`ask` calls that method. Patrons and
+    items are the barcodes the terminal sent; a ``pin`` is None when the request carried no AD,
+    and a backend checks it only when given; money is a decimal string; times are naive local.
+    """
+
+    operation: ClassVar[str] = ""
+
+    terminal: Terminal
+
+    def ask(self, backend: ILSBackend) -> Answer[R]:
+        """Ask ``backend``: call its method for this operation."""
+        raise NotImplementedError
 
 
-@attrs.frozen
-class ItemRef:
-    """An item in a patron's list (charged, overdue, holds...)."""
+@attrs.frozen(kw_only=True)
+class ChangeRequest(BackendRequest[R]):
+    """A request that changes something in the ILS (a loan, a hold, a fee, a card, an item).
 
-    barcode: str
-    title: str = ""
-    due: datetime.datetime | None = None
+    A change must happen once or not at all: a backend that relays it to another server never
+    sends it twice on its own, and the embedded ILS writes an audit row for it in the same
+    transaction. Look-ups are plain :class:`BackendRequest` objects and may be asked again.
+    """
 
-
-@attrs.frozen
-class PatronStatusFlags:
-    """The facts behind SIP2's 14-character patron status; True means the privilege is denied."""
-
-    charge_denied: bool = False
-    renewal_denied: bool = False
-    recall_denied: bool = False
-    hold_denied: bool = False
-    card_lost: bool = False
-    too_many_charged: bool = False
-    too_many_overdue: bool = False
-    too_many_renewals: bool = False
-    too_many_claims: bool = False
-    too_many_lost: bool = False
-    excessive_fines: bool = False
-    excessive_fees: bool = False
-    recall_overdue: bool = False
-    too_many_billed: bool = False
+    #: The name of the SIP request this carries out (``checkout``, ``patron_enable``), which the
+    #: embedded ILS writes to its audit trail; "" when it did not come from a terminal (the
+    #: operation's name is written then).
+    sip_request: str = ""
 
 
-@attrs.frozen
-class Patron:
-    """A patron as the ACS needs to describe it in 24, 26 and 64."""
+# --------------------------------------------------------------------------------------------------
+# Look-ups
 
-    barcode: str
-    name: str
-    status: PatronStatusFlags
-    pin_ok: bool | None = None  # None when no PIN was given
-    email: str = ""
-    phone: str = ""
-    address: str = ""
-    birth_date: datetime.date | None = None
-    patron_type: str = ""
-    home_library: str = ""
-    expires: datetime.date | None = None
-    internet_privileges: str = ""  # the PC-booking profile the ILS gives the patron ("" not known)
-    expired: bool = False
-    blocked: bool = False
-    block_reason: str = ""
-    internal_id: str = ""
-    fee_balance: str = "0.00"  # total owed, decimal string
-    fee_limit: str | None = None
-    hold_limit: int | None = None
-    overdue_limit: int | None = None
-    charged_limit: int | None = None
-    # Lists; their lengths are the 64 counts.
-    hold_items: tuple[ItemRef, ...] = ()  # holds available for pickup
-    unavailable_holds: tuple[ItemRef, ...] = ()
-    overdue_items: tuple[ItemRef, ...] = ()
-    charged_items: tuple[ItemRef, ...] = ()
-    fine_items: tuple[Fee, ...] = ()
-    recall_items: tuple[ItemRef, ...] = ()
+#: Most entries a summary list (64's AS, AT, AU...) carries, whatever range the terminal asks for.
+MAX_LIST_ITEMS = 50
 
 
-@attrs.frozen
-class Item:
-    """An item as 18 describes it."""
+@attrs.frozen(kw_only=True)
+class SummaryRequest:
+    """What a patron information request (63) asks beyond the patron's standing: the counts of the
+    patron's six lists and, when ``kind`` names one, its entries from ``first`` to ``last``
+    (BP and BQ: 1-based, inclusive; None when the terminal gave none, or no number)."""
 
-    barcode: str
-    title: str
-    status: CirculationStatus
-    author: str = ""
-    call_number: str = ""
-    media_type: str = "book"  # "book", "magazine", "audio", "video", "cd", "dvd", "other", ...
-    owner: str = ""
-    permanent_location: str = ""
+    kind: Summary | None = None
+    first: int | None = None
+    last: int | None = None
+
+    def part(self, entries: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+        """The entries in the range asked for: from ``first`` (else the first) to ``last`` (else
+        as many as fit), never more than :data:`MAX_LIST_ITEMS`."""
+        start = self.first if self.first is not None else 1
+        end = self.last if self.last is not None else start + MAX_LIST_ITEMS - 1
+        start = max(start, 1)
+        end = min(end, start + MAX_LIST_ITEMS - 1, len(entries))
+        return tuple(entries[start - 1 : max(end, start - 1)])
+
+
+@attrs.frozen(kw_only=True)
+class PatronRequest(BackendRequest[Patron | None]):
+    """Patron status (23) and, with a ``summary``, patron information (63): the patron, or None
+    when unknown. With a summary the answer carries :attr:`Patron.counts` and
+    :attr:`Patron.summary_items`."""
+
+    operation: ClassVar[str] = "patron"
+
+    patron: str
+    pin: str | None = None
+    language: str = ""  # the three-digit SIP language the reply is in
+    summary: SummaryRequest | None = None
+
+    def ask(self, backend: ILSBackend) -> Answer[Patron | None]:
+        return backend.patron(self)
+
+
+@attrs.frozen(kw_only=True)
+class ItemRequest(BackendRequest[Item | None]):
+    """Item information (17): the item, or None when unknown."""
+
+    operation: ClassVar[str] = "item"
+
+    item: str
+
+    def ask(self, backend: ILSBackend) -> Answer[Item | None]:
+        return backend.item(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# Circulation
+
+
+@attrs.frozen(kw_only=True)
+class CheckoutRequest(ChangeRequest[CheckoutResult]):
+    """Checkout (11). ``no_block`` (store and forward) records it whatever the rules say, with
+    ``nb_due`` as the due date when given; ``cancel`` undoes a checkin the terminal failed to
+    complete; ``renewal_allowed`` False refuses to renew an item the patron already has."""
+
+    operation: ClassVar[str] = "checkout"
+
+    patron: str
+    item: str
+    pin: str | None = None
+    fee_acknowledged: bool = False
+    no_block: bool = False
+    nb_due: datetime.datetime | None = None
+    renewal_allowed: bool = True
+    cancel: bool = False
+
+    def ask(self, backend: ILSBackend) -> Answer[CheckoutResult]:
+        return backend.checkout(self)
+
+
+@attrs.frozen(kw_only=True)
+class CheckinRequest(ChangeRequest[CheckinResult]):
+    """Checkin (09) at ``branch``, the branch the ACS resolved from the terminal's AP (else the
+    terminal's branch; "" when none is known). The backend charges overdue fines and routes the
+    item to the hold shelf or in transit: in transit only to another branch ``terminal.places``
+    knows (the item's home, or a hold's pickup branch). ``current_location`` is the AP as sent.
+    ``cancel`` undoes a checkout the terminal failed to complete."""
+
+    operation: ClassVar[str] = "checkin"
+
+    item: str
+    branch: str = ""
     current_location: str = ""
-    security_marker: str = "none"  # "none", "tattle_tape", "whisper_tape", "other"
-    price: str = ""
-    due: datetime.datetime | None = None
-    borrower: str = ""  # patron barcode when charged
-    hold_queue_length: int = 0
-    hold_pickup_date: datetime.datetime | None = None  # hold-shelf expiry when ON_HOLD_SHELF
-    recall_date: datetime.datetime | None = None
-    fee_type: str = ""  # fee for borrowing it (rental), if any
-    fee_amount: str = ""
-    properties: str = ""  # CH as last stored by item status update
+    return_date: datetime.datetime | None = None
+    no_block: bool = False
+    cancel: bool = False
+
+    def ask(self, backend: ILSBackend) -> Answer[CheckinResult]:
+        return backend.checkin(self)
 
 
-@attrs.frozen
-class CheckoutResult:
-    ok: bool
-    renewal: bool = False  # the patron already had it: this checkout was a renewal
-    refusal: Refusal | None = None
-    message: str = ""  # extra detail for the screen message (e.g. the limit)
-    item: Item | None = None
-    due: datetime.datetime | None = None
-    fee_type: str = ""  # set when a fee applies (refused without BO=Y, or charged)
-    fee_amount: str = ""
-    transaction_id: str = ""
-    desensitize: bool = True
+@attrs.frozen(kw_only=True)
+class RenewRequest(ChangeRequest[RenewResult]):
+    """Renew (29) the patron's loan of ``item`` (or of a copy of ``title``)."""
+
+    operation: ClassVar[str] = "renew"
+
+    patron: str
+    item: str = ""
+    pin: str | None = None
+    title: str = ""
+    fee_acknowledged: bool = False
+    no_block: bool = False
+    nb_due: datetime.datetime | None = None
+
+    def ask(self, backend: ILSBackend) -> Answer[RenewResult]:
+        return backend.renew(self)
 
 
-@attrs.frozen
-class CheckinResult:
-    ok: bool
-    refusal: Refusal | None = None
-    message: str = ""
-    item: Item | None = None
-    patron_barcode: str = ""  # who had it
-    resensitize: bool = True
-    alert: bool = False
-    hold_patron_barcode: str = ""  # item goes to the hold shelf for this patron
-    hold_patron_name: str = ""
-    hold_pickup_location: str = ""
-    transit_to: str = ""  # item must travel to this branch (CT)
-    alert_kind: str = ""  # "hold_here", "hold_other_branch", "transit", ""
-    fine_amount: str = ""  # overdue fine charged by this checkin
-    #: False when the item was not on loan (already on the shelf): still routed as any checkin,
-    #: but the ACS answers ok=0 unless the account's ``checkin_not_on_loan_ok`` says otherwise.
-    was_on_loan: bool = True
+@attrs.frozen(kw_only=True)
+class RenewAllRequest(ChangeRequest[RenewAllResult]):
+    """Renew all (65) of the patron's loans that may be renewed."""
 
+    operation: ClassVar[str] = "renew_all"
 
-@attrs.frozen
-class RenewResult:
-    ok: bool
-    refusal: Refusal | None = None
-    message: str = ""
-    item: Item | None = None
-    due: datetime.datetime | None = None
-    fee_type: str = ""
-    fee_amount: str = ""
-    transaction_id: str = ""
+    patron: str
+    pin: str | None = None
+    fee_acknowledged: bool = False
 
-
-@attrs.frozen
-class RenewAllResult:
-    ok: bool
-    refusal: Refusal | None = None
-    message: str = ""
-    renewed: tuple[str, ...] = ()
-    unrenewed: tuple[tuple[str, str], ...] = ()  # (barcode, reason text)
+    def ask(self, backend: ILSBackend) -> Answer[RenewAllResult]:
+        return backend.renew_all(self)
 
 
 class HoldMode(enum.Enum):
@@ -260,45 +332,113 @@ class HoldMode(enum.Enum):
     CHANGE = "*"
 
 
-@attrs.frozen
-class HoldResult:
-    ok: bool
-    refusal: Refusal | None = None
-    message: str = ""
-    available: bool = False  # the item/title is available now
-    queue_position: int | None = None
+@attrs.frozen(kw_only=True)
+class HoldRequest(ChangeRequest[HoldResult]):
+    """Hold (15): place, cancel or change the patron's hold on ``item`` or on ``title``.
+    ``pickup_location`` is the location the terminal asked for (BS) as sent; the embedded ILS
+    picks up at the branch it stands in."""
+
+    operation: ClassVar[str] = "hold"
+
+    mode: HoldMode
+    patron: str
+    pin: str | None = None
+    item: str = ""
+    title: str = ""
     pickup_location: str = ""
     expires: datetime.datetime | None = None
-    item_barcode: str = ""
-    title: str = ""
+    hold_type: str = ""  # BY as sent: "2" a title hold, "3" a copy hold
+    fee_acknowledged: bool = False
+
+    def ask(self, backend: ILSBackend) -> Answer[HoldResult]:
+        return backend.hold(self)
 
 
-@attrs.frozen
-class FeePaidResult:
-    ok: bool
-    refusal: Refusal | None = None
-    message: str = ""
+@attrs.frozen(kw_only=True)
+class FeePaidRequest(ChangeRequest[FeePaidResult]):
+    """Fee paid (37): a payment (partial allowed) against ``fee_id``, or against the oldest fees."""
+
+    operation: ClassVar[str] = "fee_paid"
+
+    patron: str
+    pin: str | None = None
+    amount: str
+    currency: str = ""
+    fee_type: str = ""  # "overdue", "rental"... ("" not said)
+    payment_type: str = ""  # "cash", "visa", "credit_card", "other"
+    fee_id: str = ""
     transaction_id: str = ""
-    balance: str = "0.00"  # what the patron still owes after the payment
+
+    def ask(self, backend: ILSBackend) -> Answer[FeePaidResult]:
+        return backend.fee_paid(self)
 
 
-@attrs.frozen
-class ItemStatusResult:
-    ok: bool
-    refusal: Refusal | None = None
-    message: str = ""
-    item: Item | None = None
+# --------------------------------------------------------------------------------------------------
+# The patron's card and session, the item's properties
+
+
+@attrs.frozen(kw_only=True)
+class BlockPatronRequest(ChangeRequest[Patron | None]):
+    """Block patron (01): block the card, for ``reason`` (the terminal's AL); the patron as it is
+    now, or None when unknown."""
+
+    operation: ClassVar[str] = "block_patron"
+
+    patron: str
+    card_retained: bool = False
+    reason: str = ""
+
+    def ask(self, backend: ILSBackend) -> Answer[Patron | None]:
+        return backend.block_patron(self)
+
+
+@attrs.frozen(kw_only=True)
+class EnablePatronRequest(ChangeRequest[Patron | None]):
+    """Patron enable (25): lift a block; the patron as it is now, or None when unknown."""
+
+    operation: ClassVar[str] = "enable_patron"
+
+    patron: str
+    pin: str | None = None
+
+    def ask(self, backend: ILSBackend) -> Answer[Patron | None]:
+        return backend.enable_patron(self)
+
+
+@attrs.frozen(kw_only=True)
+class ItemStatusUpdateRequest(ChangeRequest[ItemStatusResult]):
+    """Item status update (19): store the item's properties (CH)."""
+
+    operation: ClassVar[str] = "item_status_update"
+
+    item: str
+    properties: str = ""
+
+    def ask(self, backend: ILSBackend) -> Answer[ItemStatusResult]:
+        return backend.item_status_update(self)
+
+
+@attrs.frozen(kw_only=True)
+class EndSessionRequest(BackendRequest[bool]):
+    """End patron session (35): the terminal is done with this patron; True when ended."""
+
+    operation: ClassVar[str] = "end_session"
+
+    patron: str
+    pin: str | None = None
+
+    def ask(self, backend: ILSBackend) -> Answer[bool]:
+        return backend.end_session(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# The backend
 
 
 @runtime_checkable
 class ILSBackend(Protocol):
-    """What every backend implements. All methods return Deferreds.
-
-    Patron and item identifiers are barcodes as the terminal sent them. ``pin`` is ``None`` when the
-    request carried no AD; a backend checks it when it is given. Money is a decimal string.
-    Business refusals are *results* (``ok=False`` with a :class:`Refusal`), not exceptions;
-    ``BackendUnavailable`` means the ILS could not be asked.
-    """
+    """What every backend implements: its life cycle, and one method per request, named by the
+    request's :attr:`~BackendRequest.operation`, answering as :data:`Answer` says."""
 
     def start(self) -> Deferred[None]:
         """Open connections, migrate or check the schema, seed demo data. Called once at start-up."""
@@ -307,105 +447,28 @@ class ILSBackend(Protocol):
         """Close connections."""
 
     def health(self) -> Deferred[bool]:
-        """True when the ILS answers now (98's on-line flag, /health)."""
+        """True when the ILS answers now (98's on-line flag after an outage, /health)."""
 
-    def patron(
-        self, institution: str, barcode: str, pin: str | None, *, with_lists: bool = False
-    ) -> Deferred[Patron | None]:
-        """Look a patron up; None when unknown. Lists are filled only when ``with_lists``."""
+    def patron(self, request: PatronRequest) -> Answer[Patron | None]: ...
 
-    def item(self, institution: str, barcode: str) -> Deferred[Item | None]:
-        """Look an item up; None when unknown."""
+    def item(self, request: ItemRequest) -> Answer[Item | None]: ...
 
-    def checkout(
-        self,
-        ctx: TxContext,
-        patron: str,
-        item: str,
-        pin: str | None,
-        *,
-        fee_acknowledged: bool = False,
-        no_block: bool = False,
-        nb_due: datetime.datetime | None = None,
-        renewal_allowed: bool = True,
-        cancel: bool = False,
-    ) -> Deferred[CheckoutResult]:
-        """Check an item out. ``no_block`` (store-and-forward) records it whatever the rules say,
-        with ``nb_due`` as the due date when given. ``cancel`` undoes a checkin the terminal failed
-        to complete."""
+    def checkout(self, request: CheckoutRequest) -> Answer[CheckoutResult]: ...
 
-    def checkin(
-        self,
-        ctx: TxContext,
-        item: str,
-        location: str,
-        *,
-        return_date: datetime.datetime | None = None,
-        no_block: bool = False,
-        cancel: bool = False,
-    ) -> Deferred[CheckinResult]:
-        """Check an item in at the branch ``location`` (``""``: no known branch); charges overdue
-        fines and routes it to the hold shelf or in transit: in transit only to another branch that
-        ``ctx.places`` knows (the item's home, or a hold's pickup branch). The ACS resolves the
-        terminal's AP to the branch. ``cancel`` undoes a checkout the terminal failed to complete."""
+    def checkin(self, request: CheckinRequest) -> Answer[CheckinResult]: ...
 
-    def renew(
-        self,
-        ctx: TxContext,
-        patron: str,
-        item: str,
-        pin: str | None,
-        *,
-        title: str = "",
-        fee_acknowledged: bool = False,
-        no_block: bool = False,
-        nb_due: datetime.datetime | None = None,
-    ) -> Deferred[RenewResult]: ...
+    def renew(self, request: RenewRequest) -> Answer[RenewResult]: ...
 
-    def renew_all(
-        self, ctx: TxContext, patron: str, pin: str | None, *, fee_acknowledged: bool = False
-    ) -> Deferred[RenewAllResult]: ...
+    def renew_all(self, request: RenewAllRequest) -> Answer[RenewAllResult]: ...
 
-    def hold(
-        self,
-        ctx: TxContext,
-        mode: HoldMode,
-        patron: str,
-        pin: str | None,
-        *,
-        item: str = "",
-        title: str = "",
-        pickup_location: str = "",
-        expires: datetime.datetime | None = None,
-        hold_type: str = "",
-        fee_acknowledged: bool = False,
-    ) -> Deferred[HoldResult]: ...
+    def hold(self, request: HoldRequest) -> Answer[HoldResult]: ...
 
-    def fee_paid(
-        self,
-        ctx: TxContext,
-        patron: str,
-        pin: str | None,
-        amount: str,
-        *,
-        currency: str = "",
-        fee_type: str = "",
-        payment_type: str = "",
-        fee_id: str = "",
-        transaction_id: str = "",
-    ) -> Deferred[FeePaidResult]:
-        """Record a payment (partial allowed) against ``fee_id``, or against the oldest fees."""
+    def fee_paid(self, request: FeePaidRequest) -> Answer[FeePaidResult]: ...
 
-    def block_patron(
-        self, ctx: TxContext, patron: str, *, card_retained: bool = False, message: str = ""
-    ) -> Deferred[Patron | None]:
-        """Block the patron's card; returns the patron as it is now (None when unknown)."""
+    def block_patron(self, request: BlockPatronRequest) -> Answer[Patron | None]: ...
 
-    def enable_patron(self, ctx: TxContext, patron: str, pin: str | None) -> Deferred[Patron | None]:
-        """Lift a block; returns the patron as it is now (None when unknown)."""
+    def enable_patron(self, request: EnablePatronRequest) -> Answer[Patron | None]: ...
 
-    def item_status_update(self, ctx: TxContext, item: str, properties: str) -> Deferred[ItemStatusResult]:
-        """Store the item's properties (CH)."""
+    def item_status_update(self, request: ItemStatusUpdateRequest) -> Answer[ItemStatusResult]: ...
 
-    def end_session(self, ctx: TxContext, patron: str, pin: str | None) -> Deferred[bool]:
-        """The terminal is done with this patron; True when the session was ended."""
+    def end_session(self, request: EndSessionRequest) -> Answer[bool]: ...

@@ -9,10 +9,11 @@ outcomes and plain details only.
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 from sipserver.ils.embedded import dbtime
 from sipserver.ils.embedded.db.dialect import Tx
-from sipserver.ils.interface import Refusal, TxContext
+from sipserver.ils.interface import ChangeRequest, Refusal
 
 OK = "ok"
 
@@ -23,25 +24,27 @@ def outcome(refusal: Refusal | None) -> str:
 
 def record(
     tx: Tx,
-    ctx: TxContext,
+    request: ChangeRequest[Any],
     now: datetime.datetime,
-    request: str,
+    name: str,
     *,
     patron: str = "",
     item: str = "",
     result: str = OK,
     detail: str = "",
 ) -> None:
+    """The row of ``request``, named as the terminal's SIP request, else ``name``."""
+    terminal = request.terminal
     tx.execute(
         "INSERT INTO audit_log (logged_at, institution, login, location, peer, request, patron, item,"
         " outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             dbtime.stamp(now),
-            ctx.institution,
-            ctx.login,
-            ctx.location,
-            ctx.peer,
-            ctx.request or request,
+            terminal.institution,
+            terminal.login,
+            terminal.location,
+            terminal.peer,
+            request.sip_request or name,
             patron,
             item,
             result,

@@ -24,14 +24,18 @@ from sipserver.ils.embedded.money import format_cents
 from sipserver.ils.embedded.pins import PinVerifier
 from sipserver.ils.embedded.records import HoldRow, ItemRow, LoanRow, PatronRow
 from sipserver.ils.interface import (
+    CheckinRequest,
     CheckinResult,
+    CheckoutRequest,
     CheckoutResult,
     Item,
     ItemStatusResult,
+    ItemStatusUpdateRequest,
     Refusal,
+    RenewAllRequest,
     RenewAllResult,
+    RenewRequest,
     RenewResult,
-    TxContext,
 )
 
 NOT_CIRCULATING = frozenset({"lost", "missing", "in_process", "on_order", "claimed_returned"})
@@ -151,21 +155,10 @@ def _end_loan(
     return fine
 
 
-def checkout(
-    tx: Tx,
-    ctx: TxContext,
-    now: datetime.datetime,
-    pins: PinVerifier,
-    patron_barcode: str,
-    item_barcode: str,
-    pin: str | None,
-    *,
-    fee_acknowledged: bool = False,
-    no_block: bool = False,
-    nb_due: datetime.datetime | None = None,
-    renewal_allowed: bool = True,
-    cancel: bool = False,
-) -> CheckoutResult:
+def checkout(tx: Tx, request: CheckoutRequest, now: datetime.datetime, pins: PinVerifier) -> CheckoutResult:
+    patron_barcode, item_barcode, pin = request.patron, request.item, request.pin
+    no_block, fee_acknowledged = request.no_block, request.fee_acknowledged
+    nb_due = dbtime.local_naive(request.nb_due) if request.nb_due is not None else None
     read = circulation_reads.read_for_checkout(tx, patron_barcode, item_barcode, now)
     state: ItemState | None = None
     if read is not None:
@@ -182,7 +175,7 @@ def checkout(
             result = attrs.evolve(result, item=shown)
         audit.record(
             tx,
-            ctx,
+            request,
             now,
             "checkout",
             patron=patron_barcode,
@@ -223,7 +216,7 @@ def checkout(
         return refuse(Refusal.UNKNOWN_PATRON)
     if item is None:
         return refuse(Refusal.UNKNOWN_ITEM)
-    if cancel:
+    if request.cancel:
         state = None  # the undo changes the item: done() describes it as read afterwards
         return done(_undo_checkin(tx, patron, item, now))
     if read is None:  # both found by the look-ups after all (loaded a moment ago): read again
@@ -262,7 +255,7 @@ def checkout(
     assert facts is not None
     if loan is not None and own_loan:
         refusal = rules.patron_refusal(rules.Action.RENEW, pin_ok, facts, circ)
-        if refusal is None and not renewal_allowed:
+        if refusal is None and not request.renewal_allowed:
             return refuse(Refusal.ALREADY_CHECKED_OUT_TO_YOU, "this terminal does not renew by checkout")
         refusal = refusal or _renewal_refusal(item, loan, circ, state.queue, fee_acknowledged)
         if refusal is Refusal.FEE_NOT_ACKNOWLEDGED:
@@ -332,29 +325,23 @@ def _undo_checkin(tx: Tx, patron: PatronRow, item: ItemRow, now: datetime.dateti
 
 
 def checkin(
-    tx: Tx,
-    ctx: TxContext,
-    now: datetime.datetime,
-    item_barcode: str,
-    location: str,
-    *,
-    return_date: datetime.datetime | None = None,
-    no_block: bool = False,
-    cancel: bool = False,
+    tx: Tx, request: CheckinRequest, now: datetime.datetime, return_date: datetime.datetime | None
 ) -> CheckinResult:
+    """The checkin ``request``, returned at ``return_date`` (the terminal's, as local time; None: now)."""
+    item_barcode, no_block = request.item, request.no_block
     state = circulation_reads.read_for_checkin(tx, item_barcode, now)
     if state is None:
-        audit.record(tx, ctx, now, "checkin", item=item_barcode, result=audit.outcome(Refusal.UNKNOWN_ITEM))
+        audit.record(tx, request, now, "checkin", item=item_barcode, result=audit.outcome(Refusal.UNKNOWN_ITEM))
         return CheckinResult(ok=False, refusal=Refusal.UNKNOWN_ITEM, resensitize=False)
     item = state.item
     loan = state.loan
     borrower = state.borrower.barcode if state.borrower is not None else ""
-    if cancel:
+    if request.cancel:
         result = _undo_checkout(tx, item, loan, now)
         result = attrs.evolve(result, patron_barcode=borrower, item=_item_view(tx, item, now))
         audit.record(
             tx,
-            ctx,
+            request,
             now,
             "checkin",
             patron=borrower,
@@ -377,15 +364,15 @@ def checkin(
         # Online checkins are happening now; their return date is only the terminal's clock, which
         # may lag the server's by more than a loan made a moment ago is old.
         detail = f"returned {dbtime.stamp(return_date)}, before loan L{loan.id} began: loan kept"
-        audit.record(tx, ctx, now, "checkin", patron="", item=item_barcode, detail=detail)
+        audit.record(tx, request, now, "checkin", patron="", item=item_barcode, detail=detail)
         return CheckinResult(ok=True, message="returned before the current loan began", item=state.current_view())
 
     fine = 0
     if loan is not None:
         assert state.borrower is not None
         fine = _end_loan(tx, loan, state.borrower, item, return_date or now, now)
-    places = ctx.places
-    here = places.branch_of(location)
+    places = request.terminal.places
+    here = places.branch_of(request.branch)
     result = CheckinResult(
         ok=True, patron_barcode=borrower, fine_amount=format_cents(fine) if fine else "", was_on_loan=loan is not None
     )
@@ -422,7 +409,7 @@ def checkin(
         )
         if part
     )
-    audit.record(tx, ctx, now, "checkin", patron=borrower, item=item_barcode, detail=detail)
+    audit.record(tx, request, now, "checkin", patron=borrower, item=item_barcode, detail=detail)
     return result
 
 
@@ -490,20 +477,9 @@ def _loan_to_renew(
     return item, loan, None
 
 
-def renew(
-    tx: Tx,
-    ctx: TxContext,
-    now: datetime.datetime,
-    pins: PinVerifier,
-    patron_barcode: str,
-    item_barcode: str,
-    pin: str | None,
-    *,
-    title: str = "",
-    fee_acknowledged: bool = False,
-    no_block: bool = False,
-    nb_due: datetime.datetime | None = None,
-) -> RenewResult:
+def renew(tx: Tx, request: RenewRequest, now: datetime.datetime, pins: PinVerifier) -> RenewResult:
+    patron_barcode, item_barcode, title, no_block = request.patron, request.item, request.title, request.no_block
+    nb_due = dbtime.local_naive(request.nb_due) if request.nb_due is not None else None
     patron = records.find_patron(tx, patron_barcode, lock=True)
     item: ItemRow | None = None
 
@@ -512,7 +488,7 @@ def renew(
             result = attrs.evolve(result, item=records.item_view(tx, records.item_by_id(tx, item.id), now))
         audit.record(
             tx,
-            ctx,
+            request,
             now,
             "renew",
             patron=patron_barcode,
@@ -527,14 +503,16 @@ def renew(
     circ = records.rules_for(tx, patron.patron_type)
     facts = records.standing(tx, patron, now)
     if not no_block:
-        refusal = rules.patron_refusal(rules.Action.RENEW, _pin_ok(pins, patron, pin), facts, circ)
+        refusal = rules.patron_refusal(rules.Action.RENEW, _pin_ok(pins, patron, request.pin), facts, circ)
         if refusal is not None:
             return done(RenewResult(ok=False, refusal=refusal, message=rules.refusal_detail(refusal, facts, circ)))
     item, loan, refusal = _loan_to_renew(tx, patron, item_barcode, title)
     if refusal is not None or loan is None or item is None:
         return done(RenewResult(ok=False, refusal=refusal))
     if not no_block:
-        refusal = _renewal_refusal(item, loan, circ, lambda: records.hold_queue(tx, item, now), fee_acknowledged)
+        refusal = _renewal_refusal(
+            item, loan, circ, lambda: records.hold_queue(tx, item, now), request.fee_acknowledged
+        )
         if refusal is Refusal.FEE_NOT_ACKNOWLEDGED:
             return done(RenewResult(False, refusal, fee_type="rental", fee_amount=format_cents(item.rental_fee)))
         if refusal is not None:
@@ -552,26 +530,18 @@ def renew(
     )
 
 
-def renew_all(
-    tx: Tx,
-    ctx: TxContext,
-    now: datetime.datetime,
-    pins: PinVerifier,
-    patron_barcode: str,
-    pin: str | None,
-    *,
-    fee_acknowledged: bool = False,
-) -> RenewAllResult:
+def renew_all(tx: Tx, request: RenewAllRequest, now: datetime.datetime, pins: PinVerifier) -> RenewAllResult:
+    patron_barcode, fee_acknowledged = request.patron, request.fee_acknowledged
     patron = records.find_patron(tx, patron_barcode, lock=True)
     if patron is None:
-        audit.record(tx, ctx, now, "renew_all", patron=patron_barcode, result=Refusal.UNKNOWN_PATRON.value)
+        audit.record(tx, request, now, "renew_all", patron=patron_barcode, result=Refusal.UNKNOWN_PATRON.value)
         return RenewAllResult(ok=False, refusal=Refusal.UNKNOWN_PATRON)
     circ = records.rules_for(tx, patron.patron_type)
     facts = records.standing(tx, patron, now)
-    refusal = rules.patron_refusal(rules.Action.RENEW, _pin_ok(pins, patron, pin), facts, circ)
+    refusal = rules.patron_refusal(rules.Action.RENEW, _pin_ok(pins, patron, request.pin), facts, circ)
     if refusal is not None:
         message = rules.refusal_detail(refusal, facts, circ)
-        audit.record(tx, ctx, now, "renew_all", patron=patron_barcode, result=refusal.value, detail=message)
+        audit.record(tx, request, now, "renew_all", patron=patron_barcode, result=refusal.value, detail=message)
         return RenewAllResult(ok=False, refusal=refusal, message=message)
     loans = tx.all(
         "SELECT l.id, l.item_id, i.barcode FROM loans l JOIN items i ON i.id = l.item_id"
@@ -600,18 +570,24 @@ def renew_all(
             detail = rules.reason_text(refusal or Refusal.NOT_CHECKED_OUT)
             unrenewed.append((barcode, detail))
         audit.record(
-            tx, ctx, now, "renew_all", patron=patron_barcode, item=barcode, result=audit.outcome(refusal), detail=detail
+            tx,
+            request,
+            now,
+            "renew_all",
+            patron=patron_barcode,
+            item=barcode,
+            result=audit.outcome(refusal),
+            detail=detail,
         )
     return RenewAllResult(ok=True, renewed=tuple(renewed), unrenewed=tuple(unrenewed))
 
 
-def item_status_update(
-    tx: Tx, ctx: TxContext, now: datetime.datetime, item_barcode: str, properties: str
-) -> ItemStatusResult:
+def item_status_update(tx: Tx, request: ItemStatusUpdateRequest, now: datetime.datetime) -> ItemStatusResult:
+    item_barcode, properties = request.item, request.properties
     item = records.find_item(tx, item_barcode, lock=True)
     if item is None:
-        audit.record(tx, ctx, now, "item_status_update", item=item_barcode, result=Refusal.UNKNOWN_ITEM.value)
+        audit.record(tx, request, now, "item_status_update", item=item_barcode, result=Refusal.UNKNOWN_ITEM.value)
         return ItemStatusResult(ok=False, refusal=Refusal.UNKNOWN_ITEM)
     tx.execute("UPDATE items SET properties = ? WHERE id = ?", (properties, item.id))
-    audit.record(tx, ctx, now, "item_status_update", item=item_barcode, detail=f"properties {properties!r}")
+    audit.record(tx, request, now, "item_status_update", item=item_barcode, detail=f"properties {properties!r}")
     return ItemStatusResult(ok=True, item=records.item_view(tx, records.item_by_id(tx, item.id), now))

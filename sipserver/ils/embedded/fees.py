@@ -14,7 +14,7 @@ from sipserver.ils.embedded.db.dialect import Tx
 from sipserver.ils.embedded.limits import parse_id
 from sipserver.ils.embedded.money import MAX_CENTS, format_cents, parse_amount
 from sipserver.ils.embedded.pins import PinVerifier
-from sipserver.ils.interface import FeePaidResult, Refusal, TxContext
+from sipserver.ils.interface import FeePaidRequest, FeePaidResult, Refusal
 
 _INSERT_FEE = (
     "INSERT INTO fees (patron_id, fee_type, amount, balance, item_id, loan_id, created, description)"
@@ -66,25 +66,14 @@ def void_unpaid(tx: Tx, loan_id: int, fee_type: str, *, since: str | None = None
         tx.execute("DELETE FROM fees WHERE id = ?", (fee["id"],))
 
 
-def fee_paid(
-    tx: Tx,
-    ctx: TxContext,
-    now: datetime.datetime,
-    pins: PinVerifier,
-    patron_barcode: str,
-    pin: str | None,
-    amount: str,
-    *,
-    currency: str = "",
-    fee_type: str = "",
-    payment_type: str = "",
-    fee_id: str = "",
-    transaction_id: str = "",
-) -> FeePaidResult:
+def fee_paid(tx: Tx, request: FeePaidRequest, now: datetime.datetime, pins: PinVerifier) -> FeePaidResult:
+    patron_barcode, pin, amount, currency = request.patron, request.pin, request.amount, request.currency
+    fee_id, transaction_id, payment_type = request.fee_id, request.transaction_id, request.payment_type
+
     def done(result: FeePaidResult, detail: str = "") -> FeePaidResult:
         audit.record(
             tx,
-            ctx,
+            request,
             now,
             "fee_paid",
             patron=patron_barcode,
@@ -142,7 +131,7 @@ def fee_paid(
     payment_id = tx.insert(
         "INSERT INTO payments (patron_id, transaction_id, amount, currency, payment_type, fee_type, paid)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (patron.id, transaction_id, cents, currency, payment_type, fee_type, dbtime.stamp(now)),
+        (patron.id, transaction_id, cents, currency, payment_type, request.fee_type, dbtime.stamp(now)),
     )
     if not transaction_id:
         transaction_id = f"PAY{payment_id:08d}"

@@ -25,7 +25,7 @@ from sipserver.ils.embedded.circulation_reads import ItemState
 from sipserver.ils.embedded.db.dialect import Tx
 from sipserver.ils.embedded.pins import PinVerifier
 from sipserver.ils.embedded.records import HoldRow, ItemRow, PatronRow
-from sipserver.ils.interface import HoldMode, HoldResult, Refusal, TxContext
+from sipserver.ils.interface import HoldMode, HoldRequest, HoldResult, Refusal, Terminal
 
 #: SIP2 hold type (BY) for "any copy of a title".
 ANY_COPY = "2"
@@ -208,38 +208,28 @@ def _result(tx: Tx, hold_id: int, now: datetime.datetime) -> HoldResult:
     )
 
 
-def _pickup(ctx: TxContext, asked: str, patron: PatronRow, copy: ItemRow | None) -> str:
+def _pickup(terminal: Terminal, asked: str, patron: PatronRow, copy: ItemRow | None) -> str:
     """Where a new hold is picked up: the branch the terminal asked for (BS), else the patron's
     home library, else the branch the terminal stands in, else the copy's home; a code that stands
     in no branch the institution knows is passed over (undeclared places take every code)."""
-    places = ctx.places
+    places = terminal.places
     return (
         places.branch_of(asked)
         or places.branch_of(patron.home_library)
-        or places.branch_of(ctx.branch)
+        or places.branch_of(terminal.branch)
         or places.branch_of(copy.home if copy is not None else "")
     )
 
 
-def hold(
-    tx: Tx,
-    ctx: TxContext,
-    now: datetime.datetime,
-    pins: PinVerifier,
-    mode: HoldMode,
-    patron_barcode: str,
-    pin: str | None,
-    *,
-    item: str = "",
-    title: str = "",
-    pickup_location: str = "",
-    expires: datetime.datetime | None = None,
-    hold_type: str = "",
-) -> HoldResult:
+def hold(tx: Tx, request: HoldRequest, now: datetime.datetime, pins: PinVerifier) -> HoldResult:
+    mode, patron_barcode, pin = request.mode, request.patron, request.pin
+    item, title, pickup_location = request.item, request.title, request.pickup_location
+    expires = dbtime.local_naive(request.expires) if request.expires is not None else None
+
     def done(result: HoldResult, detail: str = "") -> HoldResult:
         audit.record(
             tx,
-            ctx,
+            request,
             now,
             f"hold{mode.value}",
             patron=patron_barcode,
@@ -274,7 +264,7 @@ def hold(
         tx.execute(
             "UPDATE holds SET pickup_location = ?, expires = ? WHERE id = ?",
             (
-                ctx.places.branch_of(pickup_location) or existing.pickup_location,
+                request.terminal.places.branch_of(pickup_location) or existing.pickup_location,
                 dbtime.stamp(expires) if expires is not None else existing.expires,
                 existing.id,
             ),
@@ -292,8 +282,8 @@ def hold(
         loan = records.open_loan(tx, copy.id)
         if loan is not None and loan.patron_id == patron.id:
             return done(HoldResult(False, Refusal.ALREADY_CHECKED_OUT_TO_YOU, title=the_title))
-    item_level = copy is not None and hold_type != ANY_COPY
-    pickup = _pickup(ctx, pickup_location, patron, copy)
+    item_level = copy is not None and request.hold_type != ANY_COPY
+    pickup = _pickup(request.terminal, pickup_location, patron, copy)
     hold_id = tx.insert(
         "INSERT INTO holds (patron_id, item_id, title, state, pickup_location, expires, placed)"
         " VALUES (?, ?, ?, 'queued', ?, ?, ?)",

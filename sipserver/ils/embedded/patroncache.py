@@ -2,8 +2,9 @@
 
 Authentication services and PC-booking systems ask about the same patron again and again (a 23,
 then a 63, then a 23 per resource), and a sorter or self-check in a busy hour repeats the same few
-cards. A look-up is three SQL statements and their mapping, about ten times the cost of the rest of
-the exchange, so the embedded backend remembers its answers, under strict conditions:
+cards. A look-up is three SQL statements and their mapping, most of what such an exchange costs
+(``docs/performance.md``, step 6), so the embedded backend remembers its answers, under strict
+conditions:
 
 * an entry is valid only under the **stamp** it was made under: the backend's write counter and the
   database's own record of commits (sqlite's WAL-index header, :mod:`~sipserver.ils.embedded.db.sqlite_commits`,

@@ -11,28 +11,32 @@ import datetime
 from sipserver.ils.embedded import audit, dbtime, records
 from sipserver.ils.embedded.db.dialect import Tx
 from sipserver.ils.embedded.pins import PinVerifier
-from sipserver.ils.interface import Patron, Refusal, TxContext
+from sipserver.ils.interface import (
+    BlockPatronRequest,
+    EnablePatronRequest,
+    EndSessionRequest,
+    Patron,
+    PatronRequest,
+    Refusal,
+)
 
 CARD_RETAINED = "card retained"
 
 
-def lookup(
-    tx: Tx, now: datetime.datetime, pins: PinVerifier, barcode: str, pin: str | None, *, with_lists: bool = False
-) -> Patron | None:
-    patron = records.find_patron(tx, barcode)
+def lookup(tx: Tx, request: PatronRequest, now: datetime.datetime, pins: PinVerifier) -> Patron | None:
+    patron = records.find_patron(tx, request.patron)
     if patron is None:
         return None
+    pin = request.pin
     pin_ok = None if pin is None else pins.verify(patron.barcode, pin, patron.pin_hash)
-    return records.patron_view(tx, patron, pin_ok, now, with_lists=with_lists)
+    return records.patron_view(tx, patron, pin_ok, now, summary=request.summary)
 
 
 #: Longest a remembered patron stands without a look at the database's clock-driven facts.
 MAX_STANDING = datetime.timedelta(seconds=60)
 
 
-def lookup_for_cache(
-    tx: Tx, now: datetime.datetime, barcode: str
-) -> tuple[Patron | None, str, datetime.datetime]:
+def lookup_for_cache(tx: Tx, now: datetime.datetime, barcode: str) -> tuple[Patron | None, str, datetime.datetime]:
     """For :mod:`sipserver.ils.embedded.patroncache`: the patron without a PIN verdict, the stored PIN
     hash to check PINs against later, and the last moment at which, short of a write, this view
     is still true: before the next loan falls overdue, a hold lapses (queued, or on the hold shelf)
@@ -65,38 +69,36 @@ def _standing_until(tx: Tx, patron: records.PatronRow, now: datetime.datetime) -
     return until
 
 
-def block_patron(
-    tx: Tx, ctx: TxContext, now: datetime.datetime, barcode: str, *, card_retained: bool = False, message: str = ""
-) -> Patron | None:
+def block_patron(tx: Tx, request: BlockPatronRequest, now: datetime.datetime) -> Patron | None:
+    barcode = request.patron
     patron = records.find_patron(tx, barcode, lock=True)
     if patron is None:
-        audit.record(tx, ctx, now, "block_patron", patron=barcode, result=Refusal.UNKNOWN_PATRON.value)
+        audit.record(tx, request, now, "block_patron", patron=barcode, result=Refusal.UNKNOWN_PATRON.value)
         return None
-    reason = message.strip() or "blocked by a terminal"
-    if card_retained:
+    reason = request.reason.strip() or "blocked by a terminal"
+    if request.card_retained:
         reason = f"{reason} ({CARD_RETAINED})"
     tx.execute("UPDATE patrons SET blocked = ?, block_reason = ? WHERE id = ?", (True, reason, patron.id))
-    audit.record(tx, ctx, now, "block_patron", patron=barcode, detail=reason)
+    audit.record(tx, request, now, "block_patron", patron=barcode, detail=reason)
     return records.patron_view(tx, records.patron_by_id(tx, patron.id), None, now)
 
 
-def enable_patron(
-    tx: Tx, ctx: TxContext, now: datetime.datetime, pins: PinVerifier, barcode: str, pin: str | None
-) -> Patron | None:
+def enable_patron(tx: Tx, request: EnablePatronRequest, now: datetime.datetime, pins: PinVerifier) -> Patron | None:
     """Lift a block. With a wrong PIN nothing changes, and the patron comes back with ``pin_ok`` False."""
+    barcode, pin = request.patron, request.pin
     patron = records.find_patron(tx, barcode, lock=True)
     if patron is None:
-        audit.record(tx, ctx, now, "enable_patron", patron=barcode, result=Refusal.UNKNOWN_PATRON.value)
+        audit.record(tx, request, now, "enable_patron", patron=barcode, result=Refusal.UNKNOWN_PATRON.value)
         return None
     pin_ok = None if pin is None else pins.verify(patron.barcode, pin, patron.pin_hash)
     if pin_ok is False:
-        audit.record(tx, ctx, now, "enable_patron", patron=barcode, result=Refusal.WRONG_PIN.value)
+        audit.record(tx, request, now, "enable_patron", patron=barcode, result=Refusal.WRONG_PIN.value)
         return records.patron_view(tx, patron, pin_ok, now)
     tx.execute("UPDATE patrons SET blocked = ?, block_reason = '' WHERE id = ?", (False, patron.id))
-    audit.record(tx, ctx, now, "enable_patron", patron=barcode, detail=f"was: {patron.block_reason}")
+    audit.record(tx, request, now, "enable_patron", patron=barcode, detail=f"was: {patron.block_reason}")
     return records.patron_view(tx, records.patron_by_id(tx, patron.id), pin_ok, now)
 
 
-def end_session(tx: Tx, barcode: str) -> bool:
+def end_session(tx: Tx, request: EndSessionRequest) -> bool:
     """The embedded ILS keeps no per-patron session; ending one succeeds for any known patron."""
-    return records.find_patron(tx, barcode) is not None
+    return records.find_patron(tx, request.patron) is not None

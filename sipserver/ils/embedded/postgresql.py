@@ -456,10 +456,10 @@ class PostgreSQLBackend(SQLBackend):
             raise BackendUnavailable(f"postgresql backend {self.name!r} is stopped")
         return failure
 
-    def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+    def read_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         return self._run(False, fn, *args, **kwargs)
 
-    def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+    def write_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         return self._run(True, fn, *args, **kwargs)
 
     # -- life cycle -------------------------------------------------------------------------------

@@ -14,7 +14,16 @@ import attrs
 from sipserver.ils.embedded import dbtime, rules
 from sipserver.ils.embedded.db.dialect import Row, Tx
 from sipserver.ils.embedded.money import format_cents
-from sipserver.ils.interface import CirculationStatus, Fee, Item, ItemRef, Patron
+from sipserver.ils.interface import (
+    CirculationStatus,
+    Fee,
+    Item,
+    ItemRef,
+    Patron,
+    PatronCounts,
+    Summary,
+    SummaryRequest,
+)
 
 #: Hold states in which a hold still wants (or holds) a copy.
 ACTIVE_HOLD_STATES = ("queued", "in_transit", "waiting")
@@ -44,8 +53,7 @@ def live_trap_sql(alias: str = "") -> str:
     """
     a = f"{alias}." if alias else ""
     return (
-        f"({a}state = 'in_transit'"
-        f" OR ({a}state = 'waiting' AND ({a}shelf_expires IS NULL OR {a}shelf_expires >= ?)))"
+        f"({a}state = 'in_transit' OR ({a}state = 'waiting' AND ({a}shelf_expires IS NULL OR {a}shelf_expires >= ?)))"
     )
 
 
@@ -266,9 +274,7 @@ def item_view(tx: Tx, item: ItemRow, now: datetime.datetime) -> Item:
     )
 
 
-def describe_item(
-    item: ItemRow, *, due: str | None, borrower: str, queue_length: int, trapped: HoldRow | None
-) -> Item:
+def describe_item(item: ItemRow, *, due: str | None, borrower: str, queue_length: int, trapped: HoldRow | None) -> Item:
     """The interface's Item from the row and what the caller knows of its loan and holds (read here
     by :func:`item_view`, or kept by a circulation transaction that just changed them).
 
@@ -349,14 +355,31 @@ def _fees(tx: Tx, patron_id: int) -> list[Fee]:
     ]
 
 
+def _summary_entries(kind: Summary | None, lists: dict[str, Any]) -> list[str]:
+    """The list a summary names, each entry as a terminal shows it: a barcode (a title for a
+    title hold), or a fee's balance, type and item."""
+    if kind is Summary.HOLD_ITEMS or kind is Summary.UNAVAILABLE_HOLDS:
+        refs = lists["hold_items" if kind is Summary.HOLD_ITEMS else "unavailable_holds"]
+        return [ref.barcode or ref.title for ref in refs]
+    if kind is Summary.OVERDUE_ITEMS or kind is Summary.CHARGED_ITEMS:
+        return [ref.barcode for ref in lists["overdue_items" if kind is Summary.OVERDUE_ITEMS else "charged_items"]]
+    if kind is Summary.FINE_ITEMS:
+        return [
+            " ".join(part for part in (fee.balance, fee.fee_type, fee.item_barcode or fee.title) if part)
+            for fee in lists["fine_items"]
+        ]
+    return []  # recalls: the embedded ILS has none
+
+
 def patron_view(
-    tx: Tx, patron: PatronRow, pin_ok: bool | None, now: datetime.datetime, *, with_lists: bool = False
+    tx: Tx, patron: PatronRow, pin_ok: bool | None, now: datetime.datetime, *, summary: SummaryRequest | None = None
 ) -> Patron:
-    """The patron as the interface describes it; the lists only when asked for."""
+    """The patron as the interface describes it; with a summary, the lists, their counts and the
+    entries the summary asks for."""
     circ = rules_for(tx, patron.patron_type)
     facts = standing(tx, patron, now)
     lists: dict[str, Any] = {}
-    if with_lists:
+    if summary is not None:
         charged = _loan_refs(tx, patron.id)
         on_shelf, unavailable = _hold_refs(tx, patron.id, now)
         lists = {
@@ -366,6 +389,14 @@ def patron_view(
             "unavailable_holds": tuple(unavailable),
             "fine_items": tuple(_fees(tx, patron.id)),
         }
+        lists["counts"] = PatronCounts(
+            hold_items=len(lists["hold_items"]),
+            overdue_items=len(lists["overdue_items"]),
+            charged_items=len(lists["charged_items"]),
+            fine_items=len(lists["fine_items"]),
+            unavailable_holds=len(lists["unavailable_holds"]),
+        )
+        lists["summary_items"] = summary.part(_summary_entries(summary.kind, lists))
     return Patron(
         barcode=patron.barcode,
         name=patron.name,

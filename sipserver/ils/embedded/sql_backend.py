@@ -1,11 +1,11 @@
 """The ILS interface on top of the portable transaction functions, for any SQL database.
 
 :class:`SQLBackend` implements every :class:`~sipserver.ils.interface.ILSBackend` method by handing
-one function of this package (``accounts``, ``circulation``, ``holds``, ``fees``) to
-:meth:`SQLBackend.run_read` or :meth:`SQLBackend.run_write`. A concrete backend supplies only
-those two (how to get a cursor in a transaction, on which thread) plus ``start``/``stop``/``health``:
-sqlite in :mod:`sipserver.ils.embedded.sqlite`, PostgreSQL through ``adbapi.ConnectionPool.runInteraction``
-later. The rules therefore cannot differ between databases.
+the request to one function of this package (``patrons``, ``circulation``, ``holds``, ``fees``)
+through :meth:`SQLBackend.read_transaction` or :meth:`SQLBackend.write_transaction`. A concrete
+backend supplies only those two (how to get a cursor in a transaction, on which thread) plus
+``start``/``stop``: sqlite in :mod:`sipserver.ils.embedded.sqlite`, PostgreSQL in
+:mod:`sipserver.ils.embedded.postgresql`. The rules therefore cannot differ between databases.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import datetime
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 
 from sipserver.ils.embedded import circulation, dbtime, fees, holds, loader, patrons, seedcheck
 from sipserver.ils.embedded.db.dialect import Dialect, Tx
@@ -22,18 +22,32 @@ from sipserver.ils.embedded.patroncache import PatronCache
 from sipserver.ils.embedded.pins import PinVerifier
 from sipserver.ils.embedded.records import find_item, item_view
 from sipserver.ils.interface import (
+    Answer,
     BackendConfigError,
+    BlockPatronRequest,
+    CheckinRequest,
     CheckinResult,
+    CheckoutRequest,
     CheckoutResult,
+    EnablePatronRequest,
+    EndSessionRequest,
+    FeePaidRequest,
     FeePaidResult,
-    HoldMode,
+    HoldRequest,
     HoldResult,
     Item,
+    ItemRequest,
     ItemStatusResult,
+    ItemStatusUpdateRequest,
     Patron,
+    PatronRequest,
+    RenewAllRequest,
     RenewAllResult,
+    RenewRequest,
     RenewResult,
-    TxContext,
+    Terminal,
+    as_deferred,
+    when_answered,
 )
 from sipserver.observe.loglevel import logger
 
@@ -55,20 +69,30 @@ class SQLBackend:
         self.pins = PinVerifier()
         self.patron_cache: PatronCache | None = None  # a backend that has change_stamp() sets one
 
-    def now(self, ctx: TxContext | None = None) -> datetime.datetime:
-        """The transaction's time: the context's, else the clock's; local, naive, whole seconds."""
-        moment = ctx.now if ctx is not None and ctx.now is not None else self._clock()
+    def now(self, terminal: Terminal | None = None) -> datetime.datetime:
+        """The transaction's time: the terminal's, else the clock's; local, naive, whole seconds."""
+        moment = terminal.now if terminal is not None and terminal.now is not None else self._clock()
         return dbtime.local_naive(moment)
 
     # -- what a concrete backend provides --------------------------------------------------------
 
-    def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
-        """Call ``fn(tx, *args, **kwargs)`` in a read transaction."""
+    def read_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
+        """``fn(tx, *args, **kwargs)`` in a read transaction: its result when it ran on the calling
+        thread, else a Deferred of it."""
         raise NotImplementedError
 
-    def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
-        """Call ``fn(tx, *args, **kwargs)`` in a write transaction, committed when it returns."""
+    def write_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
+        """``fn(tx, *args, **kwargs)`` in a write transaction, committed when it returns: its result
+        when it ran on the calling thread, else a Deferred of it."""
         raise NotImplementedError
+
+    def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """:meth:`read_transaction`, always as a Deferred (for tools and tests that chain callbacks)."""
+        return as_deferred(self.read_transaction(fn, *args, **kwargs))
+
+    def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """:meth:`write_transaction`, always as a Deferred (the data loader, tools and tests)."""
+        return as_deferred(self.write_transaction(fn, *args, **kwargs))
 
     def check_seed(self) -> None:
         """Refuse (BackendConfigError, one line) a seed file that ``start`` would refuse to load,
@@ -92,194 +116,69 @@ class SQLBackend:
         (:mod:`sipserver.ils.embedded.patroncache`)."""
         return None
 
-    def patron(
-        self, institution: str, barcode: str, pin: str | None, *, with_lists: bool = False
-    ) -> Deferred[Patron | None]:
+    def patron(self, request: PatronRequest) -> Answer[Patron | None]:
         now = self.now()
-        stamp = None if with_lists or self.patron_cache is None else self.change_stamp()
+        stamp = None if request.summary is not None or self.patron_cache is None else self.change_stamp()
         if stamp is None:
-            return self.run_read(patrons.lookup, now, self.pins, barcode, pin, with_lists=with_lists)
+            return self.read_transaction(patrons.lookup, request, now, self.pins)
         cache = self.patron_cache
         assert cache is not None
+        barcode, pin = request.patron, request.pin
         entry = cache.get(barcode, stamp, now)
         if entry is not None:
-            return succeed(cache.answer(entry, pin))
+            return cache.answer(entry, pin)
 
         def remember(found: tuple[Patron | None, str, datetime.datetime]) -> Patron | None:
             return cache.answer(cache.put(barcode, stamp, *found), pin)
 
-        return self.run_read(patrons.lookup_for_cache, now, barcode).addCallback(remember)
+        return when_answered(self.read_transaction(patrons.lookup_for_cache, now, barcode), remember)
 
-    def item(self, institution: str, barcode: str) -> Deferred[Item | None]:
+    def item(self, request: ItemRequest) -> Answer[Item | None]:
         now = self.now()
+        barcode = request.item
 
         def look(tx: Tx) -> Item | None:
             row = find_item(tx, barcode)
             return item_view(tx, row, now) if row is not None else None
 
-        return self.run_read(look)
+        return self.read_transaction(look)
 
-    def checkout(
-        self,
-        ctx: TxContext,
-        patron: str,
-        item: str,
-        pin: str | None,
-        *,
-        fee_acknowledged: bool = False,
-        no_block: bool = False,
-        nb_due: datetime.datetime | None = None,
-        renewal_allowed: bool = True,
-        cancel: bool = False,
-    ) -> Deferred[CheckoutResult]:
-        return self.run_write(
-            circulation.checkout,
-            ctx,
-            self.now(ctx),
-            self.pins,
-            patron,
-            item,
-            pin,
-            fee_acknowledged=fee_acknowledged,
-            no_block=no_block,
-            nb_due=dbtime.local_naive(nb_due) if nb_due is not None else None,
-            renewal_allowed=renewal_allowed,
-            cancel=cancel,
-        )
+    def checkout(self, request: CheckoutRequest) -> Answer[CheckoutResult]:
+        return self.write_transaction(circulation.checkout, request, self.now(request.terminal), self.pins)
 
-    def checkin(
-        self,
-        ctx: TxContext,
-        item: str,
-        location: str,
-        *,
-        return_date: datetime.datetime | None = None,
-        no_block: bool = False,
-        cancel: bool = False,
-    ) -> Deferred[CheckinResult]:
-        now = self.now(ctx)
-        returned = dbtime.local_naive(return_date) if return_date is not None else None
+    def checkin(self, request: CheckinRequest) -> Answer[CheckinResult]:
+        now = self.now(request.terminal)
+        returned = dbtime.local_naive(request.return_date) if request.return_date is not None else None
         if returned is not None and returned > now:  # the rules count it as now (circulation.checkin)
             log.warn(
                 "checkin of {item} by {login}: the terminal's return date {returned} is in the future;"
                 " counted as now (is the terminal's clock right?)",
-                item=item,
-                login=ctx.login or "-",
+                item=request.item,
+                login=request.terminal.login or "-",
                 returned=returned.isoformat(),
             )
-        return self.run_write(
-            circulation.checkin,
-            ctx,
-            now,
-            item,
-            location,
-            return_date=returned,
-            no_block=no_block,
-            cancel=cancel,
-        )
+        return self.write_transaction(circulation.checkin, request, now, returned)
 
-    def renew(
-        self,
-        ctx: TxContext,
-        patron: str,
-        item: str,
-        pin: str | None,
-        *,
-        title: str = "",
-        fee_acknowledged: bool = False,
-        no_block: bool = False,
-        nb_due: datetime.datetime | None = None,
-    ) -> Deferred[RenewResult]:
-        return self.run_write(
-            circulation.renew,
-            ctx,
-            self.now(ctx),
-            self.pins,
-            patron,
-            item,
-            pin,
-            title=title,
-            fee_acknowledged=fee_acknowledged,
-            no_block=no_block,
-            nb_due=dbtime.local_naive(nb_due) if nb_due is not None else None,
-        )
+    def renew(self, request: RenewRequest) -> Answer[RenewResult]:
+        return self.write_transaction(circulation.renew, request, self.now(request.terminal), self.pins)
 
-    def renew_all(
-        self, ctx: TxContext, patron: str, pin: str | None, *, fee_acknowledged: bool = False
-    ) -> Deferred[RenewAllResult]:
-        return self.run_write(
-            circulation.renew_all, ctx, self.now(ctx), self.pins, patron, pin, fee_acknowledged=fee_acknowledged
-        )
+    def renew_all(self, request: RenewAllRequest) -> Answer[RenewAllResult]:
+        return self.write_transaction(circulation.renew_all, request, self.now(request.terminal), self.pins)
 
-    def hold(
-        self,
-        ctx: TxContext,
-        mode: HoldMode,
-        patron: str,
-        pin: str | None,
-        *,
-        item: str = "",
-        title: str = "",
-        pickup_location: str = "",
-        expires: datetime.datetime | None = None,
-        hold_type: str = "",
-        fee_acknowledged: bool = False,
-    ) -> Deferred[HoldResult]:
-        return self.run_write(
-            holds.hold,
-            ctx,
-            self.now(ctx),
-            self.pins,
-            mode,
-            patron,
-            pin,
-            item=item,
-            title=title,
-            pickup_location=pickup_location,
-            expires=dbtime.local_naive(expires) if expires is not None else None,
-            hold_type=hold_type,
-        )
+    def hold(self, request: HoldRequest) -> Answer[HoldResult]:
+        return self.write_transaction(holds.hold, request, self.now(request.terminal), self.pins)
 
-    def fee_paid(
-        self,
-        ctx: TxContext,
-        patron: str,
-        pin: str | None,
-        amount: str,
-        *,
-        currency: str = "",
-        fee_type: str = "",
-        payment_type: str = "",
-        fee_id: str = "",
-        transaction_id: str = "",
-    ) -> Deferred[FeePaidResult]:
-        return self.run_write(
-            fees.fee_paid,
-            ctx,
-            self.now(ctx),
-            self.pins,
-            patron,
-            pin,
-            amount,
-            currency=currency,
-            fee_type=fee_type,
-            payment_type=payment_type,
-            fee_id=fee_id,
-            transaction_id=transaction_id,
-        )
+    def fee_paid(self, request: FeePaidRequest) -> Answer[FeePaidResult]:
+        return self.write_transaction(fees.fee_paid, request, self.now(request.terminal), self.pins)
 
-    def block_patron(
-        self, ctx: TxContext, patron: str, *, card_retained: bool = False, message: str = ""
-    ) -> Deferred[Patron | None]:
-        return self.run_write(
-            patrons.block_patron, ctx, self.now(ctx), patron, card_retained=card_retained, message=message
-        )
+    def block_patron(self, request: BlockPatronRequest) -> Answer[Patron | None]:
+        return self.write_transaction(patrons.block_patron, request, self.now(request.terminal))
 
-    def enable_patron(self, ctx: TxContext, patron: str, pin: str | None) -> Deferred[Patron | None]:
-        return self.run_write(patrons.enable_patron, ctx, self.now(ctx), self.pins, patron, pin)
+    def enable_patron(self, request: EnablePatronRequest) -> Answer[Patron | None]:
+        return self.write_transaction(patrons.enable_patron, request, self.now(request.terminal), self.pins)
 
-    def item_status_update(self, ctx: TxContext, item: str, properties: str) -> Deferred[ItemStatusResult]:
-        return self.run_write(circulation.item_status_update, ctx, self.now(ctx), item, properties)
+    def item_status_update(self, request: ItemStatusUpdateRequest) -> Answer[ItemStatusResult]:
+        return self.write_transaction(circulation.item_status_update, request, self.now(request.terminal))
 
-    def end_session(self, ctx: TxContext, patron: str, pin: str | None) -> Deferred[bool]:
-        return self.run_read(patrons.end_session, patron)
+    def end_session(self, request: EndSessionRequest) -> Answer[bool]:
+        return self.read_transaction(patrons.end_session, request)

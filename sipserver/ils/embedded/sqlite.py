@@ -16,16 +16,17 @@ Options (the backend's mapping in the configuration):
     ``true`` (default): with ``threaded`` and a database file, reads (patron and item look-ups,
     health) run at once on the calling (reactor) thread, on a second connection of their own, and
     only writes go to the worker thread. In WAL mode a reader never waits for a writer, and a
-    demo-data patron look-up with a remembered PIN takes about 0.1 ms, less than the thread hop
-    it saves (a hop costs the reactor a wake-up and, worse, GIL hand-offs that add milliseconds of
-    latency to every other terminal under load; see ``docs/performance.md``). A read that finds
+    look-up costs less than the thread hop it saves (a hop costs the reactor a wake-up and, worse,
+    GIL hand-offs that add latency to every other terminal under load; the figures are in
+    ``docs/performance.md``, step 1). A read that finds
     the database busy anyway (rare in WAL mode: recovery, a schema change) is retried on the
     worker thread, so the reactor never sleeps on a lock. ``false``: reads use the worker thread too.
 ``inline_writes``
     ``true`` (default): with ``threaded`` and a database file, writes (checkout, checkin...) also
     run at once on the calling thread, on a third connection that never waits for a lock and never
     checkpoints: a commit in WAL mode with ``synchronous = NORMAL`` appends to the log without an
-    fsync, a fraction of a millisecond, less than the GIL hand-offs of a thread hop under load.
+    fsync, which costs less than the GIL hand-offs of a thread hop under load (step 9 of
+    ``docs/performance.md``).
     A write that finds the database locked (another process writing, ``sipserver load``) is
     rolled back at once, having changed nothing, and handed to the worker thread, which waits
     for the lock up to ``busy_timeout``. The log is checkpointed by the worker thread about once
@@ -68,7 +69,7 @@ from sipserver.ils.embedded.db.dialect import SQLITE, Tx
 from sipserver.ils.embedded.db.sqlite_commits import WalHeader
 from sipserver.ils.embedded.patroncache import PatronCache
 from sipserver.ils.embedded.sql_backend import Clock, SQLBackend
-from sipserver.ils.interface import BackendConfigError, BackendUnavailable
+from sipserver.ils.interface import Answer, BackendConfigError, BackendUnavailable
 from sipserver.observe.loglevel import logger
 
 T = TypeVar("T")
@@ -141,7 +142,9 @@ class SQLiteBackend(SQLBackend):
 
     # -- running SQL ------------------------------------------------------------------------------
 
-    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+    def _on_worker(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        """``fn`` on the worker thread (unthreaded: here), as a Deferred: start, stop, checkpoints,
+        and the transactions that do not run on the calling thread."""
         if not self.threaded:
             try:
                 return succeed(fn(*args, **kwargs))
@@ -158,10 +161,11 @@ class SQLiteBackend(SQLBackend):
             self._reactor = reactor
         return self._reactor
 
-    def _transaction(self, write: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return self._transaction_on(self._conn, write, fn, *args, **kwargs)
+    def _main_transaction(self, write: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A transaction on the main connection: the worker thread's (unthreaded: the only one)."""
+        return self._transaction(self._conn, write, fn, *args, **kwargs)
 
-    def _transaction_on(
+    def _transaction(
         self,
         conn: sqlite3.Connection | None,
         write: bool,
@@ -170,6 +174,8 @@ class SQLiteBackend(SQLBackend):
         _cancelled: threading.Event | None = None,
         **kwargs: Any,
     ) -> T:
+        """``fn(tx, ...)`` in one transaction on ``conn``, committed when it returns; rolled back
+        when it raises, or when the caller gave up (``_cancelled``) before the commit."""
         if conn is None:
             raise BackendUnavailable(f"sqlite backend {self.name!r} is not started")
         try:
@@ -193,54 +199,65 @@ class SQLiteBackend(SQLBackend):
                 self.log.failure("sqlite error in {fn}", fn=getattr(fn, "__name__", fn))
             raise BackendUnavailable(f"sqlite {self.path}: {exc}") from exc
 
-    def run_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+    def _unthreaded(self, write: bool, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
+        """Unthreaded: the transaction on the calling thread; its result, or a failed Deferred."""
+        try:
+            return self._main_transaction(write, fn, *args, **kwargs)
+        except BaseException:
+            return fail()
+
+    def read_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
         conn = self._read_conn
         if conn is not None:
             try:
-                return succeed(self._transaction_on(conn, False, fn, *args, **kwargs))
+                return self._transaction(conn, False, fn, *args, **kwargs)
             except BackendUnavailable as exc:
                 if not _busy(exc):
                     return fail()
                 # Locked (WAL recovery, a schema change): wait on the worker thread, not here.
             except BaseException:
                 return fail()
-        return self._call(self._transaction, False, fn, *args, **kwargs)
+        if not self.threaded:
+            return self._unthreaded(False, fn, *args, **kwargs)
+        return self._on_worker(self._main_transaction, False, fn, *args, **kwargs)
 
-    def run_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+    def write_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
         # Before: a look-up while the write runs must not be remembered past it. After: one that
         # ran before the commit is stale now. (data_version alone misses a single connection's
         # own writes.)
         self._writes += 1
-        d = self._inline_write(fn, *args, **kwargs)
-        if d is None:
-            d = self._call_write(fn, *args, **kwargs)
+        answer = self._write_here_or_on_worker(fn, *args, **kwargs)
+        if isinstance(answer, Deferred):
+            return answer.addBoth(self._written)
+        self._writes += 1
+        return answer
 
-        def written(result: Any) -> Any:
-            self._writes += 1
-            return result
+    def _written(self, result: T) -> T:
+        self._writes += 1
+        return result
 
-        return d.addBoth(written)
-
-    def _inline_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T] | None:
-        """The write done here and now, or None when the database was locked (nothing was done)."""
+    def _write_here_or_on_worker(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
+        """The write done here and now on the inline connection; on the worker thread when there
+        is none, or when the database was locked (then nothing was done here)."""
         conn = self._write_conn
-        if conn is None:
-            return None
-        try:
-            result = self._transaction_on(conn, True, fn, *args, **kwargs)
-        except BackendUnavailable as exc:
-            if _busy(exc):
-                return None  # rolled back by _transaction_on: the worker thread waits for the lock
-            return fail()
-        except BaseException:
-            return fail()
-        self._uncheckpointed += 1
-        return succeed(result)
+        if conn is not None:
+            try:
+                result = self._transaction(conn, True, fn, *args, **kwargs)
+            except BackendUnavailable as exc:
+                if not _busy(exc):
+                    return fail()
+                # Rolled back by _transaction: the worker thread waits for the lock.
+            except BaseException:
+                return fail()
+            else:
+                self._uncheckpointed += 1
+                return result
+        return self._write_on_worker(fn, *args, **kwargs)
 
     def _checkpoint_soon(self) -> None:
         if self._uncheckpointed and self._pool is not None:
             self._uncheckpointed = 0
-            self._call(self._checkpoint).addErrback(
+            self._on_worker(self._checkpoint).addErrback(
                 lambda failure: self.log.warn(
                     "sqlite {backend}: checkpoint failed: {why}", backend=self.name, why=failure.getErrorMessage()
                 )
@@ -250,12 +267,14 @@ class SQLiteBackend(SQLBackend):
         if self._conn is not None:  # PASSIVE: waits for no reader and no writer
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
-    def _call_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+    def _write_on_worker(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Answer[T]:
         """A write on the worker thread whose Deferred can be cancelled (the ACS does after the
         institution's timeout): the transaction then rolls back instead of committing, so the
         terminal's "not available" stays true. (The last instant before COMMIT remains a race.)"""
-        if not self.threaded or self._pool is None:
-            return self._call(self._transaction, True, fn, *args, **kwargs)
+        if not self.threaded:
+            return self._unthreaded(True, fn, *args, **kwargs)
+        if self._pool is None:
+            return self._on_worker(self._main_transaction, True, fn, *args, **kwargs)
         cancelled = threading.Event()
         d: Deferred[T] = Deferred(lambda _: cancelled.set())
         reactor = self._get_reactor()
@@ -272,7 +291,7 @@ class SQLiteBackend(SQLBackend):
 
         self._pool.callInThreadWithCallback(
             lambda success, result: reactor.callFromThread(deliver, success, result),
-            self._transaction,  # reads self._conn on the worker thread, in order with stop()
+            self._main_transaction,  # reads self._conn on the worker thread, in order with stop()
             True,
             fn,
             *args,
@@ -306,7 +325,7 @@ class SQLiteBackend(SQLBackend):
             self._pool = ThreadPool(1, 1, name=f"sipserver-sqlite-{self.name}")
             self._pool.start()
             self._shutdown_trigger = self._get_reactor().addSystemEventTrigger("during", "shutdown", self._stop_pool)
-        return self._call(self._open).addCallback(self._start_checkpoints)
+        return self._on_worker(self._open).addCallback(self._start_checkpoints)
 
     def _start_checkpoints(self, result: Any) -> Any:
         if self._write_conn is not None and self._checkpoints is None:
@@ -330,9 +349,9 @@ class SQLiteBackend(SQLBackend):
             raise BackendUnavailable(f"sqlite database {self.path}: {exc}") from exc
         self._conn = conn
         try:
-            self._transaction(True, schema.apply_migrations, self.now())
-            if self.seed and self._transaction(False, loader.is_empty):
-                self._transaction(True, loader.load_data_file, self.seed, self.now())
+            self._main_transaction(True, schema.apply_migrations, self.now())
+            if self.seed and self._main_transaction(False, loader.is_empty):
+                self._main_transaction(True, loader.load_data_file, self.seed, self.now())
             if self.threaded and self.inline_reads and self.path != ":memory:":
                 self._read_conn = self._connect_reader()
             if self.threaded and self.inline_writes and self.path != ":memory:":
@@ -397,7 +416,7 @@ class SQLiteBackend(SQLBackend):
         detached = tuple(c for c in (self._read_conn, self._write_conn) if c is not None)
         self._read_conn = self._write_conn = None
         self._drop_wal_header()  # on the reactor thread too: change_stamp reads it there
-        d = self._call(self._close, detached)
+        d = self._on_worker(self._close, detached)
         if self.threaded:
             if self._shutdown_trigger is not None:
                 self._get_reactor().removeSystemEventTrigger(self._shutdown_trigger)

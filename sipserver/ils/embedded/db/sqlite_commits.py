@@ -1,14 +1,15 @@
 """Has any connection, in any process, committed to a sqlite database in WAL mode since we looked?
 
 The patron cache asks before every patron look-up on the reactor thread (half of the status mix),
-and ``PRAGMA data_version`` answers it in about 7 µs: a read transaction that takes and drops
-the shared-memory locks, three system calls. The answer is also in memory the process already
+and ``PRAGMA data_version`` answers it with a read transaction that takes and drops the
+shared-memory locks, three system calls. The answer is also in memory the process already
 shares: every connection maps the database's ``-shm`` file, whose first bytes are the WAL-index
 header (sqlite's documented format: https://www.sqlite.org/walformat.html, "The WAL-Index
 Header"). A commit rewrites it before it returns, with a change counter, the last valid frame and
 the WAL's salts, at least one of which moves on every commit and every reset of the WAL. Reading
-those bytes with one ``pread`` takes about 1.4 µs. (Mapping the file would save another microsecond
-but turns a truncated file into a SIGBUS that kills the daemon; a short read is merely no answer.)
+those bytes is one ``pread``, a fraction of the PRAGMA's cost (``docs/performance.md``, step 13).
+(Mapping the file would save a little more but turns a truncated file into a SIGBUS that kills
+the daemon; a short read is merely no answer.)
 
 sqlite writes the header twice (the second copy first, then the first one), and its own readers
 trust the header only when the two copies agree. So does :meth:`WalHeader.read`: when they differ,
