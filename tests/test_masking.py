@@ -80,6 +80,9 @@ def test_what_follows_a_secret_is_kept_up_to_the_same_delimiter():
     assert mask_secrets("93  COpa ss|CNsco|") == "93  CO***"
     # No delimiter before the id: where the value ends cannot be known, so everything goes.
     assert mask_secrets("9300CNsip_sco_mainCOsecretCPDESK") == "9300CNsip_sco_mainCO***"
+    # An id inside another field's value (a location code "_CO") starts a span of its own that
+    # ends where the real CO begins: the real password is hidden all the same.
+    assert mask_secrets("9300CN0|CP_CO|CO_000|") == "9300CN0|CP_CO***|"
 
 
 @given(frame_with_secret())

@@ -23,11 +23,14 @@ _IDS = tuple(sorted(SECRET_FIELDS))
 
 
 def mask_secrets(text: str) -> str:
-    """``text`` with the value after every CO, AC and AD replaced by ``***`` (see the module docstring)."""
+    """``text`` with the value after every CO, AC and AD replaced by ``***`` (see the module docstring).
+
+    Every occurrence of an id is a possible field start, also one inside what another occurrence
+    already hides (``CP_CO|CO_000|``: the ``_CO`` in a location code must not make the real CO's
+    value look like the end of its own), so the hidden spans of all occurrences are joined."""
     if not any(fid in text for fid in _IDS):
         return text
-    pieces: list[str] = []
-    position = 0  # text before this has been copied or masked
+    spans: list[tuple[int, int]] = []
     start = _next_id(text, 0)
     while start >= 0:
         value = start + 2
@@ -37,9 +40,16 @@ def mask_secrets(text: str) -> str:
             end = len(text) if end < 0 else end
         else:
             end = len(text)
+        if spans and value <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((value, end))
+        start = _next_id(text, start + 1)
+    pieces: list[str] = []
+    position = 0
+    for value, end in spans:
         pieces.append(text[position:value] + MASK)
         position = end
-        start = _next_id(text, end)
     pieces.append(text[position:])
     return "".join(pieces)
 
