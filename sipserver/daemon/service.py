@@ -27,9 +27,10 @@ from sipserver.accounts.registry import Registry
 from sipserver.acs import ACS
 from sipserver.config import Config, ConfigError, load_config
 from sipserver.daemon import sdnotify
-from sipserver.daemon.transport.base import CLOSE_GRACE, ListenerFactory
-from sipserver.daemon.transport.raw import RawSIPProtocol
-from sipserver.daemon.transport.telnet import telnet_protocol
+from sipserver.daemon.serving import Serving
+from sipserver.daemon.transport.base import CLOSE_GRACE
+from sipserver.daemon.transport.protocol import ListenerFactory
+from sipserver.daemon.transport.telnet import TelnetListenerFactory
 from sipserver.daemon.workers import WorkerPool
 from sipserver.ils.factory import create_backend
 from sipserver.ils.interface import BackendConfigError, ILSBackend
@@ -94,7 +95,7 @@ class SIPServer(MultiService):
         self.backends = backends
         self.acs = ACS(backends, reactor, server_name=config.server.name)
         self.acs.health.starter = self._start_backend
-        self.connection_count = 0
+        self.serving = Serving(self.registry, config.server, self.acs, self.events, self.password_checks)
         self._attempted: set[str] = set()  # backends whose first start has come back
         self.factories: dict[str, ListenerFactory] = {}
         self.status_site: Any = None  # the HTTP status listener's factory, when there is one
@@ -144,12 +145,13 @@ class SIPServer(MultiService):
     def from_config_file(cls, path: str, reactor: Any) -> SIPServer:
         return cls(load_config(path), reactor)
 
+    @property
+    def connection_count(self) -> int:
+        return self.serving.connections
+
     def _factory_for(self, listener: Any) -> ListenerFactory:
-        if listener.transport == "telnet":
-            factory = ListenerFactory(self, listener, lambda: telnet_protocol(factory))
-        else:
-            factory = ListenerFactory(self, listener, RawSIPProtocol)
-        return factory
+        kind = TelnetListenerFactory if listener.transport == "telnet" else ListenerFactory
+        return kind(self.serving, listener, self.reactor, lambda: self.events.log.flush())
 
     # ---------------------------------------------------------------------------------------------
     # Lifecycle
@@ -423,7 +425,8 @@ class SIPServer(MultiService):
             return False
         lockout = new.server.lockout
         self.lockout.reconfigure(lockout.failures, lockout.window, lockout.duration)
-        self.registry = Registry.from_config(live, self.lockout)
+        self.registry = self.serving.registry = Registry.from_config(live, self.lockout)
+        self.serving.settings = live.server
         self.events.set_level(new.logging.level)
         loglevel.set_level(LEVELS[new.logging.level])
         predicate = getattr(self, "_log_predicate", None)
