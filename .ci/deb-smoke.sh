@@ -217,7 +217,7 @@ grep -Eq '^[[:space:]]+path:[[:space:]]+/var/lib/sipserver/sipserver\.sqlite3' /
     || fail "/etc/sipserver/sip.yaml does not keep its database in /var/lib/sipserver"
 if [ -f /etc/sipserver/demo-data.yaml ]; then DEMO=1; note "demo data: /etc/sipserver/demo-data.yaml"; else
     DEMO=0; note "no /etc/sipserver/demo-data.yaml: the patron status check is skipped"; fi
-for f in /usr/bin/sipserver /usr/bin/sipclient /lib/systemd/system/sipserver.daemon.service \
+for f in /usr/bin/sipserver /usr/bin/sipclient /lib/systemd/system/sipserver.service \
     /lib/systemd/system/sipserver.socket /usr/lib/python3/dist-packages/twisted/plugins/sipserver_plugin.py \
     /usr/share/doc/sipserver/install.md; do  # the last: the unit's Documentation= and the man page
     [ -e "$f" ] || fail "$f is missing"
@@ -242,7 +242,7 @@ CHECK_OUT=$(cd / && as_service /usr/bin/twistd3 sip --config=/etc/sipserver/sip.
     || fail "the shipped config does not pass --check as $SVC_USER: $CHECK_OUT"
 note "as $SVC_USER: $(tail -n 1 <<<"$CHECK_OUT")"
 if command -v systemd-analyze >/dev/null; then
-    UNIT_OUT=$(systemd-analyze verify /lib/systemd/system/sipserver.daemon.service \
+    UNIT_OUT=$(systemd-analyze verify /lib/systemd/system/sipserver.service \
         /lib/systemd/system/sipserver.socket 2>&1) || fail "systemd-analyze verify: $UNIT_OUT"
     [ -z "$UNIT_OUT" ] || note "systemd-analyze verify: $UNIT_OUT"
     note "systemd-analyze verify: units OK"
@@ -250,11 +250,11 @@ fi
 if [ -d /run/systemd/system ]; then   # a real systemd: the package has started the service
     for _ in $(seq 30); do systemctl is-active -q sipserver && break; sleep 1; done
     systemctl is-active -q sipserver \
-        || { journalctl -u sipserver -n 30 --no-pager >&2 || true; fail "sipserver.daemon.service is not active"; }
+        || { journalctl -u sipserver -n 30 --no-pager >&2 || true; fail "sipserver.service is not active"; }
     systemctl reload sipserver || fail "systemctl reload sipserver failed"
     sleep 1
-    systemctl is-active -q sipserver || fail "sipserver.daemon.service died on reload"
-    note "sipserver.daemon.service is active and survived a reload"
+    systemctl is-active -q sipserver || fail "sipserver.service died on reload"
+    note "sipserver.service is active and survived a reload"
     systemctl is-enabled -q sipserver.socket 2>/dev/null && fail "sipserver.socket is enabled by default"
 else
     note "no systemd running here: the unit was verified, not started"
