@@ -218,12 +218,12 @@ def test_the_last_reply_goes_out_before_the_connection_closes(sockets, tmp_path)
 def test_replies_waiting_for_the_turn_go_out_when_the_server_drains(sockets, tmp_path):
     """SIGTERM answers the requests in flight: a reply written in the reactor's last turn, whose
     end never comes once the reactor drops every connection, is sent by the drain itself."""
-    from sipserver.daemon.service import SIPServer
+    from sipserver.daemon.service import build
 
     server_sock, terminal = sockets
     reactor = MemoryReactorClock()
     config = make_config(tmp_path)
-    daemon = SIPServer(config, reactor, {"embedded": sync_backend()}, listen=False)
+    daemon = build(config, reactor, backends={"embedded": sync_backend()}, listen=False)
     factory = daemon.factories["raw"]
     protocol = factory.buildProtocol(None)
     protocol.makeConnection(tcp.Server(server_sock, protocol, ("127.0.0.1", 40000), None, 1, reactor))
@@ -231,21 +231,20 @@ def test_replies_waiting_for_the_turn_go_out_when_the_server_drains(sockets, tmp
     protocol.dataReceived(b"9900302.00\r")
     assert waiting(terminal) == b""  # the 98 waits for the end of the turn
 
-    drained = daemon._drain()
+    drained = daemon.drain.answer_in_flight()
     assert drained.called
     assert waiting(terminal).startswith(b"98")
 
 
 def test_the_lines_of_a_turn_are_written_before_its_replies_leave(sockets, tmp_path, monkeypatch):
     """A terminal never holds a reply whose exchange line is still only in memory."""
-    from sipserver.daemon.service import SIPServer
-    from sipserver.observe.exchangelog import LogFile, LogWriter, TextLines
+    from sipserver.daemon.service import build
 
     server_sock, terminal = sockets
     reactor = MemoryReactorClock()
-    daemon = SIPServer(make_config(tmp_path), reactor, {"embedded": sync_backend()}, listen=False)
     path = tmp_path / "sip.log"
-    daemon.log = daemon.events.log = LogWriter(LogFile(str(path)), TextLines(), reactor)
+    config = make_config(tmp_path, {"logging": {"level": "info", "destination": "file", "file": str(path)}})
+    daemon = build(config, reactor, backends={"embedded": sync_backend()}, listen=False)
     written_when_sent: list[str] = []
 
     class Watched(ReplyChannel):
