@@ -56,7 +56,7 @@ class ListeningService(Service):
     @property
     def bound(self) -> bool:
         """The socket is listening (a port that cannot be bound stops the daemon)."""
-        return self.running and self.port is not None
+        return bool(self.running) and self.port is not None
 
     @property
     def connections(self) -> int:

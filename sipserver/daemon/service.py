@@ -114,7 +114,7 @@ def build(
             service.setServiceParent(daemon)
             listeners[listener.name] = service
         if config.server.workers > 1:
-            pool = WorkerPool(reactor, factories, list(listeners.values()), config.server.workers, config.path, logfile)
+            pool = WorkerPool(reactor, factories, listeners, config.server.workers, config.path, logfile)
             pool.setServiceParent(daemon)
             reload.workers = pool
         if config.http is not None:

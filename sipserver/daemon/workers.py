@@ -37,7 +37,7 @@ import errno
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.service import Service
@@ -137,7 +137,7 @@ class WorkerPool(Service):
     """The parent's side: children started once the listeners are bound, stopped with the server.
 
     ``factories`` are the SIP listeners' factories by listener name (the parent's share of the
-    connections is adopted with them); ``listeners`` their listening services."""
+    connections is adopted with them); ``listeners`` their listening services, by the same names."""
 
     name = "workers"
 
@@ -145,7 +145,7 @@ class WorkerPool(Service):
         self,
         reactor: Any,
         factories: Mapping[str, Any],
-        listeners: Sequence[ListeningService],
+        listeners: Mapping[str, ListeningService],
         count: int,
         config_path: str,
         logfile: str | None = None,
@@ -164,14 +164,14 @@ class WorkerPool(Service):
     def startService(self) -> None:
         """Once every SIP listener is bound: the children, and the dealing."""
         super().startService()
-        bound = [listener.when_bound() for listener in self.listeners]
+        bound = [listener.when_bound() for listener in self.listeners.values()]
         defer.gatherResults(bound).addCallback(lambda _: self.spawn_all())
 
     def spawn_all(self) -> None:
         """Start the children and deal out the connections of every listener that can be shared."""
         parent_only = []
-        for listener in self.listeners:
-            name, port = listener.name.removeprefix("listener:"), listener.port
+        for name, listener in self.listeners.items():
+            port = listener.port
             family = family_of(port) if port is not None else None
             if family is None or not listener.shareable:
                 parent_only.append(name)  # TLS: each connection is decrypted where it was accepted

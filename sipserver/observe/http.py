@@ -113,8 +113,8 @@ def render_metrics(sources: StatusSources, status_site: CappedFactory | None = N
         out.append(f"# TYPE {name} {kind}")
 
     family("sip_connections_open", "gauge", "Open SIP connections by listener.")
-    for name, listener in sorted(sources.listeners.items()):
-        out.append(f'sip_connections_open{{listener="{_label(name)}"}} {listener.connections}')
+    for name in sorted(sources.listeners):
+        out.append(f'sip_connections_open{{listener="{_label(name)}"}} {sources.listeners[name].connections}')
     family("sip_connections_by_login", "gauge", "Open logged-in SIP connections by listener and login.")
     for (listener, login), count in sorted(m.open_by_login.items()):
         if count > 0:

@@ -72,6 +72,13 @@ class FrameSplitter:
         A frame over the limit is never returned, even when it arrived whole in one read: the
         frames before it are, and ``overflowed`` tells the caller to close instead of running it."""
         buffer = self._buffer + data if self._buffer else data
+        if buffer[-1:] == b"\r" and buffer.count(b"\r") == 1 and b"\n" not in buffer:
+            # One whole frame, as a terminal that waits for each reply sends it.
+            self._buffer = b""
+            frame = buffer[:-1]
+            if len(frame) > self.limit:
+                return [], True
+            return ([frame] if frame.strip(b" \0\t") else []), False
         if b"\r" not in buffer and b"\n" not in buffer:
             self._buffer = buffer
             return [], len(buffer) > self.limit

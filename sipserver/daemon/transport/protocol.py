@@ -200,11 +200,15 @@ class SIPProtocol(Protocol, TimeoutMixin):
         connection = self.connection
         assert connection is not None
         while event is not None:
-            if not self._carry_out(event, started):
+            if isinstance(event, Request):  # the most of them, answered at once
+                if not self._ask(event.message, started):
+                    return
+            elif not self._carry_out(event, started):
                 return
-            if not isinstance(event, ProtocolError):  # a protocol error is followed by its frame's answer
+            following = connection.next_event()
+            if following is not None and not isinstance(event, ProtocolError):  # an error precedes its answer
                 started = _now()
-            event = connection.next_event()
+            event = following
 
     def _carry_out(self, event: Event, started: float) -> bool:
         """True when the next event may follow at once."""
