@@ -109,9 +109,9 @@ class Connection:
         self._last_reply: bytes | None = None
         self._answered: tuple[bytes | None, bytes] | None = None
         self._ed_seen = False  # the terminal has used error detection on this connection
-        self._waiting: deque[bytes] = deque()
+        self._waiting: deque[bytes] | None = None  # made for the first frame that has to wait
         self._waiting_bytes = 0
-        self._events: deque[Event] = deque()  # what follows the event last returned
+        self._events: list[Event] = []  # what follows the event last returned (one or two)
         self._request: Message | None = None  # the request being answered (or the 93 being checked)
         self._key: bytes | None = None  # its normalised frame, when it carried error detection
 
@@ -129,12 +129,15 @@ class Connection:
             return self._frame(frame)
         if self.state is CLOSED or self.state is DRAINING:
             return None
-        if len(self._waiting) >= MAX_PIPELINED or self._waiting_bytes + len(frame) > MAX_PIPELINED_BYTES:
+        waiting = self._waiting
+        if waiting is None:
+            waiting = self._waiting = deque()
+        if len(waiting) >= MAX_PIPELINED or self._waiting_bytes + len(frame) > MAX_PIPELINED_BYTES:
             self._events.append(self._closing("too many pipelined requests"))
             return ProtocolError(
                 f"more than {MAX_PIPELINED} requests or {MAX_PIPELINED_BYTES} bytes waiting for replies"
             )
-        self._waiting.append(frame)
+        waiting.append(frame)
         self._waiting_bytes += len(frame)
         return self.next_event()
 
@@ -142,7 +145,7 @@ class Connection:
         """What comes next: an event that follows the last one, or the next waiting frame's once
         nothing is being answered; None when there is nothing to do until an outcome comes back."""
         if self._events:
-            return self._events.popleft()
+            return self._events.pop(0)
         if self.state is IDLE and self._waiting:
             frame = self._waiting.popleft()
             self._waiting_bytes -= len(frame)
@@ -313,5 +316,5 @@ class Connection:
         return Close(reason)
 
     def _drop_waiting(self) -> None:
-        self._waiting.clear()
+        self._waiting = None
         self._waiting_bytes = 0
