@@ -49,7 +49,7 @@ from sipserver.daemon.transport.telnet import TelnetListenerFactory
 from sipserver.daemon.workers import WorkerPool
 from sipserver.ils.factory import create_backend
 from sipserver.ils.interface import ILSBackend
-from sipserver.observe import exchangelog, http, logsetup
+from sipserver.observe import exchangelog, logsetup
 from sipserver.observe.events import Events
 from sipserver.observe.loglevel import logger
 
@@ -118,6 +118,8 @@ def build(
             pool.setServiceParent(daemon)
             reload.workers = pool
         if config.http is not None:
+            from sipserver.observe import http  # twisted.web: imported only by a daemon that serves it
+
             sources = http.StatusSources(
                 name=lambda: serving.settings.name,
                 listeners=listeners,
