@@ -3,7 +3,11 @@
 ``twistd -n sip -c /etc/sipserver/sip.yaml`` runs the server; ``--check`` validates the file (and
 the backends' seed data files) and exits 0 or 1. A bad config or seed file stops start-up with one
 line naming the file, the key and what was expected, before any port is open; a listener that
-cannot bind stops it with one line too (see ``SIPServer``).
+cannot bind stops it with one line too (see ``sipserver.daemon.service``).
+
+``makeService(options, reactor)`` builds the daemon from small services
+(:func:`sipserver.daemon.service.build`); the reactor is a parameter so that tests build it on a
+memory reactor, without sockets.
 """
 
 from __future__ import annotations
@@ -60,9 +64,9 @@ class Options(usage.Options):
 def _check_endpoints(config: Any) -> None:
     """Parse every endpoint as start-up will (certificates included), binding nothing. A
     ``systemd:`` endpoint needs the sockets systemd passes, so only start-up can check it."""
-    from twisted.internet import protocol, reactor
+    from twisted.internet import reactor
 
-    from sipserver.daemon.service import endpoint_service
+    from sipserver.daemon.listeners import endpoint_for
 
     endpoints = [(f"listeners[{i}].endpoint", listener.endpoint) for i, listener in enumerate(config.listeners)]
     if config.http is not None:
@@ -71,7 +75,7 @@ def _check_endpoints(config: Any) -> None:
         if endpoint.startswith("systemd:"):
             continue
         try:
-            endpoint_service(key, endpoint, protocol.Factory(), reactor)
+            endpoint_for(key, endpoint, reactor)
         except ValueError as exc:
             _fail(f"{config.path}: {exc}")
 
@@ -127,7 +131,7 @@ def makeService(options: Options, reactor: Any = None) -> Any:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    from sipserver.daemon.service import SIPServer
+    from sipserver.daemon.service import build
     from sipserver.ils.interface import BackendConfigError
 
     config = getattr(options, "loaded", None)
@@ -136,10 +140,10 @@ def makeService(options: Options, reactor: Any = None) -> Any:
 
         config = load_config(options["config"])
     try:
-        server = SIPServer(config, reactor, logfile=twistd_logfile(options))
+        daemon = build(config, reactor, logfile=twistd_logfile(options))
     except BackendConfigError as exc:
         _fail(f"{config.path}: backends: {exc}")
     except ValueError as exc:  # an endpoint Twisted cannot use; the message names its key
         _fail(f"{config.path}: {exc}")
-    _check_seeds(server.backends)  # nothing is bound until twistd starts the service
-    return server
+    _check_seeds(daemon.backends.backends)  # nothing is bound until twistd starts the service
+    return daemon

@@ -36,7 +36,7 @@ def backend(request):
 @pytest.fixture(autouse=True)
 def _every_log_level():
     """sipserver's loggers share one process-wide threshold (``sipserver.observe.loglevel``), set by any
-    SIPServer a test builds. Open it before each test, so what a test sees depends only on the
+    daemon a test builds. Open it before each test, so what a test sees depends only on the
     levels it sets itself (``Events``' own, or a config it loads)."""
     from twisted.logger import LogLevel
 

@@ -1,5 +1,6 @@
 """Shared test helpers: a config built in the test, the real embedded backend run synchronously, and a
-session harness that feeds bytes in and collects the bytes out (no sockets, no reactor)."""
+terminal harness that feeds bytes to the real SIP protocol and collects the bytes out (no sockets,
+the memory clock)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from typing import Any
 
 import attrs
 import yaml
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from sipserver.accounts.lockout import Lockout
 from sipserver.accounts.registry import Registry
 from sipserver.acs import ACS
 from sipserver.config import Config, parse_config
-from sipserver.connection.session import Session
+from sipserver.connection import Connection
+from sipserver.daemon.serving import Serving
+from sipserver.daemon.transport.protocol import ListenerFactory, SIPProtocol
 from sipserver.ils.embedded.loader import load_file
 from sipserver.ils.embedded.sqlite import SQLiteBackend
 from sipserver.observe.events import Events
@@ -94,8 +99,9 @@ def sync_backend(data_file: Path = DEMO_DATA, path: str = ":memory:") -> SQLiteB
     return backend
 
 
-class Hub:
-    """What a session needs from the server, built from a real config, registry and ACS."""
+class Hub(Serving):
+    """What the connections are served with, built from a real config, registry and ACS, on the
+    memory clock (``clock``); ``config`` and ``lockout`` are at hand for the tests."""
 
     def __init__(self, config: Config, backend: SQLiteBackend, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
@@ -103,9 +109,10 @@ class Hub:
         self.lockout = Lockout(
             config.server.lockout.failures, config.server.lockout.window, config.server.lockout.duration, self.clock
         )
-        self.registry = Registry.from_config(config, self.lockout)
-        self.acs = ACS({"embedded": backend}, self.clock)
-        self.events = Events("error")
+        super().__init__(
+            Registry.from_config(config, self.lockout), config.server, ACS({"embedded": backend}, self.clock),
+            Events("error"),
+        )  # fmt: skip
 
 
 def log_to_file(hub: Hub, path: Path, level: str = "debug") -> Path:
@@ -115,25 +122,51 @@ def log_to_file(hub: Hub, path: Path, level: str = "debug") -> Path:
     return path
 
 
+class Replies(StringTransport):
+    """A transport that keeps each write apart: one reply each."""
+
+    def __init__(self, peer: str) -> None:
+        super().__init__(peerAddress=IPv4Address("TCP", peer, 40000))
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+
+
 class Terminal:
-    """One session with its output captured: ``send(b"...")`` returns the replies it caused."""
+    """One connection of the real SIP protocol, bytes in and replies out over a memory transport:
+    ``send(b"...")`` returns the replies it caused (the listener's own framing is bypassed, as a
+    device's frames arrive whole)."""
 
     def __init__(self, hub: Hub, listener: str = "raw", peer: str = "127.0.0.1") -> None:
         self.hub = hub
-        self.out: list[bytes] = []
-        self.closed: str | None = None
-        listener_config = hub.config.listener(listener)
-        self.session = Session(hub, listener_config, peer, self.out.append, self._close)
+        factory = ListenerFactory(hub, hub.config.listener(listener), hub.clock)
+        self.protocol: SIPProtocol = factory.buildProtocol(None)
+        self.transport = Replies(peer)
+        self.protocol.makeConnection(self.transport)
+        self.out = self.transport.writes
 
-    def _close(self, reason: str) -> None:
-        self.closed = reason
+    @property
+    def connection(self) -> Connection:
+        assert self.protocol.connection is not None
+        return self.protocol.connection
+
+    @property
+    def closed(self) -> str | None:
+        """Why the server hung up, None while the connection is open."""
+        return self.connection.close_reason if self.transport.disconnecting else None
 
     def send(self, frame: bytes) -> list[bytes]:
         before = len(self.out)
         for piece in frame.replace(b"\n", b"\r").split(b"\r"):
             if piece.strip(b" \0\t"):
-                self.session.frame_received(piece)
+                self.protocol.frame_received(piece)
         return self.out[before:]
+
+    def hang_up(self) -> None:
+        """The terminal goes away."""
+        self.protocol.connectionLost(None)
 
     def one(self, frame: bytes) -> bytes:
         replies = self.send(frame)
@@ -142,7 +175,7 @@ class Terminal:
 
 
 class PendingThreads:
-    """Threads that run nothing until told: what a session does while a password check is still
+    """Threads that run nothing until told: what a connection does while a password check is still
     on its thread can then be seen step by step (``use_pending_threads``)."""
 
     def __init__(self) -> None:

@@ -481,7 +481,7 @@ def outage_terminal(tmp_path, backend):
 def test_backend_outage_gets_a_sip_answer_and_98_says_off_line(tmp_path, backend, mode):
     outage, hub, term = outage_terminal(tmp_path, backend)
     outage.mode = mode
-    term.session.frame_received(encode(make("11", AO="MAIN", AA=JANE, AB=FREE, AC=""), sequence="0")[:-1])
+    term.protocol.frame_received(encode(make("11", AO="MAIN", AA=JANE, AB=FREE, AC=""), sequence="0")[:-1])
     if mode == "stall":
         assert term.out[-1].startswith(b"94")  # nothing yet: waiting on the backend
         hub.clock.advance(5)  # the institution's timeout

@@ -93,8 +93,8 @@ def test_the_login_refused_line_never_carries_the_secret(case):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "sip.log"
             events = Events("info", LogWriter(LogFile(str(path)), lines))
-            events.login(terminal.session, text, False, "locked_out")
-            events.login(terminal.session, text, False, "wrong_password")
+            events.login(terminal.connection, text, False, "locked_out")
+            events.login(terminal.connection, text, False, "wrong_password")
             events.log.close()
             written = path.read_text(encoding="utf-8").splitlines()
         assert len(written) == 2 and all("login refused" in line for line in written)

@@ -64,7 +64,7 @@ def test_parallel_guesses_get_no_more_checks_than_the_lockout_allows(tmp_path):
     threads.finish_all()
     assert len(threads.ran) == 5  # the lockout's failures, not 1,000
     assert all(answer(t) == "refused" for t in guesses)
-    assert answer(right) == "refused" and not right.session.logged_in  # refused without being checked
+    assert answer(right) == "refused" and not right.connection.logged_in  # refused without being checked
     assert "scpass" not in passwords_run(threads)
     assert hub.lockout.is_locked("127.0.0.9")
     assert hub.password_checks.waiting == 0 and hub.events.in_flight == 0
@@ -142,7 +142,7 @@ def test_a_connection_that_closes_takes_its_waiting_check_with_it(tmp_path):
     threads = use_pending_threads(hub, THREADS)
     terminals = [attempt(hub, "127.0.0.9", "sorter", f"wrong{i}") for i in range(200)]
     for terminal in terminals[:150]:
-        terminal.session.connection_lost()
+        terminal.hang_up()
     assert hub.password_checks.waiting == 50  # the 148 closed while waiting left; 2 were running
     threads.finish_all()
     assert len(threads.ran) == 50 + THREADS  # the closed ones that were already running finished
@@ -155,8 +155,8 @@ def test_a_check_cancelled_while_running_still_counts_against_its_address(tmp_pa
     threads = use_pending_threads(hub, THREADS)
     first = attempt(hub, "127.0.0.9", "sco", "wrong1")
     second = attempt(hub, "127.0.0.9", "sco", "wrong2")
-    first.session.connection_lost()  # the guesser does not wait for the answer
-    second.session.connection_lost()
+    first.hang_up()  # the guesser does not wait for the answer
+    second.hang_up()
     threads.finish_all()
     assert hub.lockout.is_locked("127.0.0.9")  # both guesses were checked, and counted
     late = attempt_or_answer(hub, "127.0.0.9", "sco", "scpass")

@@ -381,12 +381,17 @@ def refused(port: int) -> bool:
 
 
 def test_sigterm_stops_accepting_answers_requests_in_flight_and_exits(tmp_path):
-    daemon = Daemon(write_config(tmp_path, slow_config(tmp_path, delay=4.0)), tmp_path / "daemon.log").wait_ready(2)
+    data = slow_config(tmp_path, delay=4.0)
+    data["backends"]["embedded"]["mark"] = str(tmp_path / "checkouts")
+    daemon = Daemon(write_config(tmp_path, data), tmp_path / "daemon.log").wait_ready(2)
     port = daemon.port("raw")
     sock, reader = login(port)
     with sock:
         sock.sendall(checkout())
-        time.sleep(0.3)  # the checkout is now waiting on the backend, for 4 s
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "checkouts").exists():  # the checkout is now waiting on the backend, for 4 s
+            assert time.monotonic() < deadline, "the checkout never reached the backend"
+            time.sleep(0.02)
         daemon.signal(signal.SIGTERM)
         deadline = time.monotonic() + 3
         while not refused(port):

@@ -193,7 +193,7 @@ def test_a_retransmission_is_recognised_after_a_leading_lf(hub):
     login(terminal)
     request = framed(make("11", AO="MAIN", AA=JANE, AB=FREE_ITEM, AC="", AD=JANE_PIN), "1")
     first = terminal.one(request)
-    terminal.session.frame_received(b"\n" + request.rstrip(b"\r"))
+    terminal.protocol.frame_received(b"\n" + request.rstrip(b"\r"))
     assert terminal.out[-1] == first
 
 
@@ -247,7 +247,7 @@ def test_pipelined_requests_are_answered_in_order(hub):
 
 
 def test_what_waits_behind_a_request_is_bounded_in_bytes_too(hub):
-    from sipserver.connection.session import MAX_PIPELINED_BYTES
+    from sipserver.connection import MAX_PIPELINED_BYTES
 
     hash_the_password(hub, "sco", "scpass", cheap=True)
     use_pending_threads(hub)  # the login waits for its check: the frames behind it wait in the session
@@ -255,9 +255,9 @@ def test_what_waits_behind_a_request_is_bounded_in_bytes_too(hub):
     terminal.send(framed(make("93", CN="sco", CO="scpass"), "0"))
     big = b"99" + b"0" * 6998
     for _ in range(MAX_PIPELINED_BYTES // len(big)):
-        terminal.session.frame_received(big)
+        terminal.protocol.frame_received(big)
     assert terminal.closed is None
-    terminal.session.frame_received(big)  # 9 of them fit in 64 KB; the tenth does not
+    terminal.protocol.frame_received(big)  # 9 of them fit in 64 KB; the tenth does not
     assert terminal.closed == "too many pipelined requests"
 
 
@@ -309,8 +309,8 @@ def test_the_open_connections_by_login_gauge_follows_logins_again_refusals_and_r
     )
     first.send(framed(make("99", protocol_version="2.00"), "2"))
     assert first.closed == "account no longer valid"
-    hub.events.connection_closed(first.session)  # what the transport reports once the socket closed
-    hub.events.connection_closed(second.session)
+    hub.events.connection_closed(first.connection)  # what the transport reports once the socket closed
+    hub.events.connection_closed(second.connection)
     assert (gauge[("raw", "sco")], gauge[("raw", "sorter")]) == (0, 0)
 
 
@@ -353,7 +353,7 @@ def test_an_scrypt_check_runs_off_the_session_and_the_frames_after_it_wait_their
     right = framed(make("93", CN="sco", CO="scpass"), "2")
     assert terminal.send(right) == []
     threads.finish_all()
-    assert decode(terminal.out[-1]).fixed["ok"] == "1" and terminal.session.logged_in
+    assert decode(terminal.out[-1]).fixed["ok"] == "1" and terminal.connection.logged_in
     assert decode(terminal.one(framed(make("93", CN="sco", CO="scpass"), "3"))).fixed["ok"] == "1"  # remembered
     assert threads.waiting == []
 

@@ -8,8 +8,7 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from sipserver.daemon.transport.base import ListenerFactory
-from sipserver.daemon.transport.raw import RawSIPProtocol
+from sipserver.daemon.transport.protocol import ListenerFactory
 from sipserver.sip2 import encode, make
 from tests.support import Hub, hash_the_password, make_config, sync_backend, take, use_pending_threads
 
@@ -18,17 +17,14 @@ STATUS = b"9900802.00AY1AZFCA0\r"
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
+def hub(tmp_path):
     config = make_config(tmp_path)
     server = attrs.evolve(config.server, login_timeout=LOGIN_TIMEOUT, idle_timeout=IDLE_TIMEOUT, max_frame_bytes=256)
-    hub = Hub(attrs.evolve(config, server=server), sync_backend())
-    hub.connection_count = 0
-    monkeypatch.setattr(RawSIPProtocol, "callLater", hub.clock.callLater, raising=False)
-    return hub
+    return Hub(attrs.evolve(config, server=server), sync_backend())
 
 
 def connect(hub):
-    factory = ListenerFactory(hub, hub.config.listener("raw"), RawSIPProtocol)
+    factory = ListenerFactory(hub, hub.config.listener("raw"), hub.clock)
     protocol = factory.buildProtocol(None)
     transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
     protocol.makeConnection(transport)
@@ -48,7 +44,7 @@ def test_status_before_login_does_not_extend_the_login_deadline(hub):
     assert not transport.disconnecting
     hub.clock.advance(2)
     assert transport.disconnecting
-    assert protocol.session.closed
+    assert protocol.closed
 
 
 def test_after_login_every_frame_resets_the_idle_timeout(hub):
@@ -123,7 +119,7 @@ def test_a_peer_whose_replies_stay_unread_is_closed(hub):
     assert not transport.disconnecting
     hub.clock.advance(1)
     assert transport.disconnecting and transport.producer is None  # unregistered, so the close finishes
-    assert protocol.session.closed
+    assert protocol.closed
 
 
 def test_a_stopping_server_stops_reading_and_starts_no_new_request(hub):

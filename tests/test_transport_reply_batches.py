@@ -16,8 +16,7 @@ from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from sipserver.daemon.transport.base import ListenerFactory
-from sipserver.daemon.transport.raw import RawSIPProtocol
+from sipserver.daemon.transport.protocol import ListenerFactory
 from sipserver.daemon.transport.reply_batches import MAX_WAIT, ReplyChannel, TurnWriter
 from tests.support import Hub, make_config, sync_backend
 
@@ -199,35 +198,32 @@ def test_other_transports_write_at_once_through_twisted():
     assert transport.value() == b"98\r"
 
 
-def test_the_last_reply_goes_out_before_the_connection_closes(sockets, tmp_path, monkeypatch):
+def test_the_last_reply_goes_out_before_the_connection_closes(sockets, tmp_path):
     """The third wrong login is answered, then the connection closes: the 94 may not wait for a
     turn's end that comes after the close."""
     server, terminal = sockets
     hub = Hub(make_config(tmp_path), sync_backend())
-    hub.connection_count = 0
-    monkeypatch.setattr(RawSIPProtocol, "callLater", hub.clock.callLater, raising=False)
     reactor = MemoryReactorClock()
-    factory = ListenerFactory(hub, hub.config.listener("raw"), RawSIPProtocol)
+    factory = ListenerFactory(hub, hub.config.listener("raw"), hub.clock)
     protocol = factory.buildProtocol(None)
     conn = tcp.Server(server, protocol, ("127.0.0.1", 40000), None, 1, reactor)
     protocol.makeConnection(conn)
 
     protocol.dataReceived(b"9300CNkiosk|COwrong|CPMAIN|\r" * 3)
-    assert protocol.session is not None and protocol.session.closed
+    assert protocol.connection is not None and protocol.closed
     assert conn.disconnecting
     assert waiting(terminal) == b"940\r" * 3
 
 
-def test_replies_waiting_for_the_turn_go_out_when_the_server_drains(sockets, tmp_path, monkeypatch):
+def test_replies_waiting_for_the_turn_go_out_when_the_server_drains(sockets, tmp_path):
     """SIGTERM answers the requests in flight: a reply written in the reactor's last turn, whose
     end never comes once the reactor drops every connection, is sent by the drain itself."""
-    from sipserver.daemon.service import SIPServer
+    from sipserver.daemon.service import build
 
     server_sock, terminal = sockets
     reactor = MemoryReactorClock()
     config = make_config(tmp_path)
-    daemon = SIPServer(config, reactor, {"embedded": sync_backend()}, listen=False)
-    monkeypatch.setattr(RawSIPProtocol, "callLater", reactor.callLater, raising=False)
+    daemon = build(config, reactor, backends={"embedded": sync_backend()}, listen=False)
     factory = daemon.factories["raw"]
     protocol = factory.buildProtocol(None)
     protocol.makeConnection(tcp.Server(server_sock, protocol, ("127.0.0.1", 40000), None, 1, reactor))
@@ -235,21 +231,20 @@ def test_replies_waiting_for_the_turn_go_out_when_the_server_drains(sockets, tmp
     protocol.dataReceived(b"9900302.00\r")
     assert waiting(terminal) == b""  # the 98 waits for the end of the turn
 
-    drained = daemon._drain()
+    drained = daemon.drain.answer_in_flight()
     assert drained.called
     assert waiting(terminal).startswith(b"98")
 
 
 def test_the_lines_of_a_turn_are_written_before_its_replies_leave(sockets, tmp_path, monkeypatch):
     """A terminal never holds a reply whose exchange line is still only in memory."""
-    from sipserver.daemon.service import SIPServer
-    from sipserver.observe.exchangelog import LogFile, LogWriter, TextLines
+    from sipserver.daemon.service import build
 
     server_sock, terminal = sockets
     reactor = MemoryReactorClock()
-    daemon = SIPServer(make_config(tmp_path), reactor, {"embedded": sync_backend()}, listen=False)
     path = tmp_path / "sip.log"
-    daemon.log = daemon.events.log = LogWriter(LogFile(str(path)), TextLines(), reactor)
+    config = make_config(tmp_path, {"logging": {"level": "info", "destination": "file", "file": str(path)}})
+    daemon = build(config, reactor, backends={"embedded": sync_backend()}, listen=False)
     written_when_sent: list[str] = []
 
     class Watched(ReplyChannel):
@@ -257,8 +252,7 @@ def test_the_lines_of_a_turn_are_written_before_its_replies_leave(sockets, tmp_p
             written_when_sent.append(path.read_text())
             super().flush()
 
-    monkeypatch.setattr("sipserver.daemon.transport.base.ReplyChannel", Watched)
-    monkeypatch.setattr(RawSIPProtocol, "callLater", reactor.callLater, raising=False)
+    monkeypatch.setattr("sipserver.daemon.transport.protocol.ReplyChannel", Watched)
     protocol = daemon.factories["raw"].buildProtocol(None)
     protocol.makeConnection(tcp.Server(server_sock, protocol, ("127.0.0.1", 40000), None, 1, reactor))
 

@@ -10,8 +10,7 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-from sipserver.daemon.transport.base import ListenerFactory
-from sipserver.daemon.transport.telnet import SIPTelnetProtocol, telnet_protocol
+from sipserver.daemon.transport.telnet import TelnetListenerFactory
 from sipserver.sip2 import encode, make
 from tests.support import (
     Hub,
@@ -30,15 +29,12 @@ LOGGED_IN = b"\r\nLogin OK. Send SIP2 messages, one per line.\r\n"
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
-    hub = Hub(make_config(tmp_path), sync_backend())
-    hub.connection_count = 0
-    monkeypatch.setattr(SIPTelnetProtocol, "callLater", hub.clock.callLater, raising=False)
-    return hub
+def hub(tmp_path):
+    return Hub(make_config(tmp_path), sync_backend())
 
 
 def connect(hub):
-    factory = ListenerFactory(hub, hub.config.listener("telnet"), lambda: telnet_protocol(factory))
+    factory = TelnetListenerFactory(hub, hub.config.listener("telnet"), hub.clock)
     protocol = factory.buildProtocol(None)
     transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
     protocol.makeConnection(transport)
@@ -92,7 +88,7 @@ def test_negotiation_bytes_never_reach_the_user_name(hub):
         protocol.dataReceived(chunk)
     assert take(transport).endswith(b"password: ")
     protocol.dataReceived(b"scpass\r\n")
-    assert protocol.protocol.session.login == "sco"
+    assert protocol.protocol.connection.login == "sco"
     assert take(transport) == LOGGED_IN
     protocol.dataReceived(b"9900802.00\r")
     assert take(transport).startswith(b"98Y")
@@ -151,7 +147,7 @@ def test_a_password_typed_as_the_login_is_masked_in_the_login_refused_line(hub, 
 def test_sip_replies_on_telnet_escape_0xff(hub):
     protocol, transport = connect(hub)
     log_in(protocol, transport)
-    protocol.protocol.session._send(b"AB\xffCD\r")
+    protocol.protocol.channel.write(b"AB\xffCD\r")
     assert take(transport) == b"AB\xff\xffCD\r"
 
 
@@ -170,16 +166,13 @@ def test_what_a_device_sends_while_its_password_is_checked_is_answered_once_it_i
 
 
 @pytest.fixture
-def people_hub(tmp_path, monkeypatch):
+def people_hub(tmp_path):
     """A telnet listener for people testing by hand: ``terminator: CRLF``."""
     listeners = [
         {"name": "raw", "transport": "raw", "endpoint": "tcp:0:interface=127.0.0.1"},
         {"name": "telnet", "transport": "telnet", "endpoint": "tcp:0:interface=127.0.0.1", "terminator": "CRLF"},
     ]
-    hub = Hub(make_config(tmp_path, {"listeners": listeners}), sync_backend())
-    hub.connection_count = 0
-    monkeypatch.setattr(SIPTelnetProtocol, "callLater", hub.clock.callLater, raising=False)
-    return hub
+    return Hub(make_config(tmp_path, {"listeners": listeners}), sync_backend())
 
 
 def test_a_person_at_a_telnet_client_reads_each_reply_on_its_own_line(people_hub):

@@ -114,7 +114,7 @@ class Registry:
     lockout: Lockout = attrs.field(eq=False, repr=False)
     _accounts: Mapping[str, AccountConfig] = attrs.field(repr=False)
     #: The field delimiters accounts use other than ``|``: a 93 arrives before the session knows
-    #: its account, so these are the ones it may be written with (``sipserver.connection.session``).
+    #: its account, so these are the ones it may be written with (``sipserver.connection``).
     other_delimiters: frozenset[bytes] = attrs.field(default=frozenset(), repr=False)
 
     @classmethod

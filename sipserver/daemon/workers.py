@@ -5,8 +5,8 @@ processes. The design, in the order things happen:
 
 * The **parent** (the ``twistd sip`` process) binds every listener itself, so a port in use still
   stops start-up with one line, exactly as with one process.
-* It starts N-1 **children** with ``python -m sipserver.daemon.workers``. Each runs its own
-  :class:`~sipserver.daemon.service.SIPServer` built from the same file (``listen=False``): its own backend
+* It starts N-1 **children** with ``python -m sipserver.daemon.child``. Each runs its own
+  daemon built from the same file (``sipserver.daemon.service.build`` with ``listen=False``): its own backend
   connection (sqlite in WAL mode serves several processes; writes wait for each other up to
   ``busy_timeout``), its own registry and lockout table, its own health probe.
 * The parent accepts every new connection and deals them out in turn, itself included: a child's
@@ -14,7 +14,9 @@ processes. The design, in the order things happen:
   ``reactor.adoptStreamConnection``. A connection then stays with its process for its life.
   Why not let every process accept from the shared listening socket? Twisted accepts as many
   queued connections as it can per wake-up, so one process takes a whole burst (50 terminals
-  connecting after a network outage) and the others sit idle; dealing them out is exact.
+  connecting after a network outage) and the others sit idle; dealing them out is exact. The
+  parent's dealer accepts on its own copy of the listening socket (the port's ``fileno()``
+  duplicated), once the reactor no longer reads the port itself (``removeReader``).
 * Signals go to the parent: SIGHUP reloads the parent and is forwarded to every child, and so is
   SIGUSR1, which reopens the log file (each process writes its own lines to it); SIGTERM
   stops the parent accepting, is forwarded, and the parent waits (bounded) for the children to
@@ -31,23 +33,20 @@ one worker, which is how the end-to-end test sees both answer.
 
 from __future__ import annotations
 
-import argparse
 import errno
 import os
-import signal
 import socket
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import address, defer, error, protocol
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
+from sipserver.daemon.listeners import ListeningService
 from sipserver.observe.loglevel import logger
-
-if TYPE_CHECKING:
-    from sipserver.daemon.service import SIPServer
 
 log = logger("sipserver.daemon.workers")
 
@@ -114,14 +113,15 @@ class _Dealer:
     def __init__(self, pool: WorkerPool, name: str, port: Any, family: int) -> None:
         self.pool = pool
         self.name = name
-        self.port = port
         self.family = family
-        self.reader = _Reader(port.socket, self.accept)
+        self.socket = socket.socket(fileno=os.dup(port.fileno()))  # closed by close(); the port keeps its own
+        self.socket.setblocking(False)
+        self.reader = _Reader(self.socket, self.accept)
 
     def accept(self) -> None:
         for _ in range(64):  # bounded, so one busy listener cannot monopolise the reactor
             try:
-                conn, _addr = self.port.socket.accept()
+                conn, _addr = self.socket.accept()
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED, errno.EINTR):
                     log.warn("accept on {name} failed: {why}", name=self.name, why=exc)
@@ -129,32 +129,56 @@ class _Dealer:
             with conn:
                 self.pool.deal(self, conn)
 
+    def close(self) -> None:
+        self.socket.close()
+
 
 class WorkerPool(Service):
-    """The parent's side: children started once the listeners are bound, stopped with the server."""
+    """The parent's side: children started once the listeners are bound, stopped with the server.
+
+    ``factories`` are the SIP listeners' factories by listener name (the parent's share of the
+    connections is adopted with them); ``listeners`` their listening services, by the same names."""
 
     name = "workers"
 
-    def __init__(self, server: SIPServer, count: int) -> None:
-        self.server = server
+    def __init__(
+        self,
+        reactor: Any,
+        factories: Mapping[str, Any],
+        listeners: Mapping[str, ListeningService],
+        count: int,
+        config_path: str,
+        logfile: str | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.factories = factories
+        self.listeners = listeners
         self.count = count
+        self.config_path = config_path
+        self.logfile = logfile
         self.children: dict[int, _Child] = {}
         self.dealers: list[_Dealer] = []
         self._turn = 0
         self._stopping = False
 
-    def spawn_all(self, ports: dict[str, Any]) -> None:
+    def startService(self) -> None:
+        """Once every SIP listener is bound: the children, and the dealing."""
+        super().startService()
+        bound = [listener.when_bound() for listener in self.listeners.values()]
+        defer.gatherResults(bound).addCallback(lambda _: self.spawn_all())
+
+    def spawn_all(self) -> None:
         """Start the children and deal out the connections of every listener that can be shared."""
-        reactor = self.server.reactor
         parent_only = []
-        for name, port in ports.items():
-            family = family_of(port)
-            if family is None or getattr(port, "factory", None) is not self.server.factories.get(name):
-                parent_only.append(name)  # TLS: the endpoint wrapped our factory
+        for name, listener in self.listeners.items():
+            port = listener.port
+            family = family_of(port) if port is not None else None
+            if family is None or not listener.shareable:
+                parent_only.append(name)  # TLS: each connection is decrypted where it was accepted
                 continue
             dealer = _Dealer(self, name, port, family)
-            port.stopReading()  # the dealer accepts instead of Twisted's own loop
-            reactor.addReader(dealer.reader)
+            self.reactor.removeReader(port)  # the dealer accepts instead of Twisted's own loop
+            self.reactor.addReader(dealer.reader)
             self.dealers.append(dealer)
         if parent_only:
             log.warn(
@@ -169,14 +193,14 @@ class WorkerPool(Service):
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
-        argv = [sys.executable, "-m", "sipserver.daemon.workers", "--config", self.server.config.path,
+        argv = [sys.executable, "-m", "sipserver.daemon.child", "--config", self.config_path,
                 "--index", str(index), "--channel", str(CHILD_FD)]  # fmt: skip
-        if self.server.logfile is not None:
-            argv += ["--logfile", self.server.logfile]
+        if self.logfile is not None:
+            argv += ["--logfile", self.logfile]
         child = _Child(self, index, ours)
         try:
             fds = {0: 0, 1: 1, 2: 2, CHILD_FD: theirs.fileno()}
-            self.server.reactor.spawnProcess(child, sys.executable, argv, env=_child_environment(), childFDs=fds)
+            self.reactor.spawnProcess(child, sys.executable, argv, env=_child_environment(), childFDs=fds)
         finally:
             theirs.close()
         self.children[index] = child
@@ -193,14 +217,14 @@ class WorkerPool(Service):
                 return
             except OSError:
                 pass
-        self.server.reactor.adoptStreamConnection(conn.fileno(), dealer.family, self.server.factories[dealer.name])
+        self.reactor.adoptStreamConnection(conn.fileno(), dealer.family, self.factories[dealer.name])
 
     def _ended(self, child: _Child) -> None:
         if self.children.get(child.index) is child:
             del self.children[child.index]
         if not self._stopping:
             log.error("worker {index} exited unexpectedly; starting it again", index=child.index)
-            self.server.reactor.callLater(RESTART_DELAY, self._spawn, child.index)
+            self.reactor.callLater(RESTART_DELAY, self._spawn, child.index)
 
     def signal_all(self, name: str) -> None:
         for child in list(self.children.values()):
@@ -217,13 +241,14 @@ class WorkerPool(Service):
         super().stopService()
         self._stopping = True
         for dealer in self.dealers:
-            self.server.reactor.removeReader(dealer.reader)
+            self.reactor.removeReader(dealer.reader)
+            dealer.close()
         self.dealers = []
         waiting = [child.ended for child in self.children.values()]
         if not waiting:
             return defer.succeed(None)
         self.signal_all("TERM")
-        killer = self.server.reactor.callLater(STOP_GRACE, self.signal_all, "KILL")
+        killer = self.reactor.callLater(STOP_GRACE, self.signal_all, "KILL")
 
         def finished(result: Any) -> Any:
             if killer.active():
@@ -237,13 +262,22 @@ class WorkerPool(Service):
 # The child
 
 
-class _Inbox:
-    """The child's end of its socket pair: each message is a listener name and one connection."""
+class Inbox:
+    """The child's end of its socket pair: each message is a listener name and one connection,
+    adopted with that listener's factory while ``accepting()`` says so."""
 
-    def __init__(self, server: SIPServer, channel: socket.socket, on_lost: Any) -> None:
-        self.server = server
+    def __init__(
+        self,
+        reactor: Any,
+        factories: Mapping[str, Any],
+        accepting: Callable[[], bool],
+        channel: socket.socket,
+        on_lost: Callable[[], None],
+    ) -> None:
+        self.reactor = reactor
+        self.factories = factories
+        self.accepting = accepting
         self.channel = channel
-        self.families: dict[str, int] = {}
         self.reader = _Reader(channel, self.receive, on_lost)
 
     def receive(self) -> Any:
@@ -263,10 +297,10 @@ class _Inbox:
 
     def adopt(self, name: str, fd: int) -> None:
         try:
-            factory = self.server.factories.get(name)
-            if factory is None or not self.server.running:
+            factory = self.factories.get(name)
+            if factory is None or not self.accepting():
                 return  # stopping: the connection closes, and the terminal connects again
-            self.server.reactor.adoptStreamConnection(fd, _family(fd), factory)
+            self.reactor.adoptStreamConnection(fd, _family(fd), factory)
         except Exception:
             log.failure("could not adopt a connection for {name}", name=name)
         finally:
@@ -282,53 +316,3 @@ def _child_environment() -> dict[str, str]:
     """The parent's environment without ``NOTIFY_SOCKET``: only the process systemd started
     reports readiness (``NotifyAccess=main`` would log every child's message as refused)."""
     return {key: value for key, value in os.environ.items() if key != "NOTIFY_SOCKET"}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """A worker child: ``python -m sipserver.daemon.workers --config PATH --index N --channel FD``."""
-    parser = argparse.ArgumentParser(prog="sipserver.daemon.workers", description="one sipserver worker process")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--index", type=int, required=True)
-    parser.add_argument("--channel", type=int, required=True, help="descriptor of the socket pair to the parent")
-    parser.add_argument("--logfile", help="the parent's log file when twistd's --logfile named one")
-    args = parser.parse_args(argv)
-
-    from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner
-
-    from sipserver.config import ConfigError, load_config
-    from sipserver.daemon.service import SIPServer
-    from sipserver.observe import exchangelog
-    from sipserver.observe.events import LEVELS
-
-    try:
-        config = load_config(args.config)
-        server = SIPServer(config, reactor, listen=False, worker=args.index, logfile=args.logfile)
-    except (ConfigError, ValueError) as exc:
-        print(f"sipserver worker {args.index}: {exc}", file=sys.stderr)
-        return 1
-    observer, predicate = exchangelog.observer(server.log, LEVELS[config.logging.level])
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    server._log_predicate = predicate
-    channel = socket.socket(fileno=args.channel)
-    channel.setblocking(False)
-
-    def stop() -> None:
-        if reactor.running:
-            reactor.stop()
-
-    inbox = _Inbox(server, channel, stop)
-    reactor.addReader(inbox.reader)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C in a terminal reaches the parent, which stops us
-    for name in ("SIGHUP", "SIGUSR1"):  # forwarded by the parent; handled once started (reload, reopen)
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
-    reactor.callWhenRunning(server.startService)
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: reactor.removeReader(inbox.reader))
-    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
-    log.info("worker {index} (pid {pid}) ready", index=args.index, pid=os.getpid())
-    reactor.run()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

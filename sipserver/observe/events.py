@@ -2,7 +2,7 @@
 
 One line per SIP exchange (listener, peer, login, message, outcome, milliseconds), and one per
 connection opened, closed or refused with its reason: the first things an administrator needs when a
-self-check stops working. No line ever carries a terminal password or a patron PIN: the session
+self-check stops working. No line ever carries a terminal password or a patron PIN: a connection
 reports message *names* and outcomes, never field values.
 
 The lines go to the exchange log (:mod:`sipserver.observe.exchangelog`), built from the values at hand,
@@ -23,7 +23,7 @@ from sipserver.observe.exchangelog import LogWriter, Stream, TextLines
 from sipserver.sip2.masking import mask_secrets
 
 if TYPE_CHECKING:
-    from sipserver.connection.session import Session
+    from sipserver.connection import Connection
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 
@@ -61,7 +61,7 @@ def _stdout_log() -> LogWriter:
 
 
 class Events:
-    """The server's :class:`~sipserver.connection.session.SessionEvents`: log lines and metrics."""
+    """What the connections report (:mod:`sipserver.daemon.transport.protocol`): log lines and metrics."""
 
     def __init__(self, level: str = "info", log: LogWriter | None = None) -> None:
         self.metrics = Metrics()
@@ -78,10 +78,10 @@ class Events:
 
     # Connections ------------------------------------------------------------------------------------
 
-    def connection_opened(self, session: Session) -> None:
-        self.metrics.connections_opened[session.listener.name] += 1
+    def connection_opened(self, connection: Connection) -> None:
+        self.metrics.connections_opened[connection.listener.name] += 1
         if self._info:
-            listener, peer, worker = session.listener.name, session.peer, self.worker
+            listener, peer, worker = connection.listener.name, connection.peer, self.worker
             text = f"connection opened listener={listener} peer={peer}"
             if worker is None:
                 self.log.line("info", text, listener=listener, peer=peer)
@@ -95,33 +95,33 @@ class Events:
                           listener=listener, peer=peer, reason=reason)  # fmt: skip
             self.log.flush()  # the peer sees the close at once: the line is there before it
 
-    def closing(self, session: Session, reason: str) -> None:
+    def closing(self, connection: Connection, reason: str) -> None:
         if self._info:
-            listener, peer, login = session.listener.name, session.peer, session.login or "-"
+            listener, peer, login = connection.listener.name, connection.peer, connection.login or "-"
             self.log.line("info", f"closing connection listener={listener} peer={peer} login={login} reason={reason}",
                           listener=listener, peer=peer, login=login, reason=reason)  # fmt: skip
             self.log.flush()  # the peer sees the close at once: the line is there before it
 
-    def logged_out(self, session: Session) -> None:
-        """The session is about to drop its account (a new 93, or a reload that removed it)."""
-        if session.login:
-            self.metrics.open_by_login[(session.listener.name, session.login)] -= 1
+    def logged_out(self, connection: Connection) -> None:
+        """The connection is about to drop its account (a new 93, or a reload that removed it)."""
+        if connection.login:
+            self.metrics.open_by_login[(connection.listener.name, connection.login)] -= 1
 
-    def connection_closed(self, session: Session) -> None:
-        self.logged_out(session)
+    def connection_closed(self, connection: Connection) -> None:
+        self.logged_out(connection)
         if self._info:
-            listener, peer, login = session.listener.name, session.peer, session.login or "-"
+            listener, peer, login = connection.listener.name, connection.peer, connection.login or "-"
             self.log.line("info", f"connection closed listener={listener} peer={peer} login={login}",
                           listener=listener, peer=peer, login=login)  # fmt: skip
 
-    # Sessions ---------------------------------------------------------------------------------------
+    # Exchanges --------------------------------------------------------------------------------------
 
-    def login(self, session: Session, login: str, ok: bool, reason: str | None) -> None:
-        """A 93 answered. The session's previous login, if any, ends here whatever the outcome:
-        the session takes the new account, or none."""
+    def login(self, connection: Connection, login: str, ok: bool, reason: str | None) -> None:
+        """A login answered (a 93 or telnet's prompts). The connection's previous login, if any,
+        ends here whatever the outcome: the connection takes the new account, or none."""
         self.metrics.logins[("ok" if ok else "refused", reason or "")] += 1
-        self.logged_out(session)
-        listener, peer = session.listener.name, session.peer
+        self.logged_out(connection)
+        listener, peer = connection.listener.name, connection.peer
         if ok:
             self.metrics.open_by_login[(listener, login)] += 1
             if self._info:
@@ -132,16 +132,17 @@ class Events:
             self.log.line("warn", f"login refused listener={listener} peer={peer} login={tried} reason={reason}",
                           listener=listener, peer=peer, login=tried, reason=reason)  # fmt: skip
 
-    def exchange(self, session: Session, request: str, outcome: str, elapsed: float) -> None:
+    def exchange(self, connection: Connection, request: str, outcome: str, elapsed: float) -> None:
         self.metrics.messages[(request, outcome)] += 1
         self.metrics.observe(elapsed)
         if self._info:
-            self.log.exchange(session.listener.name, session.peer, session.login or "-", request, outcome, elapsed)
+            login = connection.login or "-"
+            self.log.exchange(connection.listener.name, connection.peer, login, request, outcome, elapsed)
 
-    def protocol_error(self, session: Session, what: str) -> None:
+    def protocol_error(self, connection: Connection, what: str) -> None:
         self.metrics.protocol_errors += 1
         if self._warn:
-            listener, peer, login = session.listener.name, session.peer, session.login or "-"
+            listener, peer, login = connection.listener.name, connection.peer, connection.login or "-"
             self.log.line("warn", f"protocol listener={listener} peer={peer} login={login}: {what}",
                           listener=listener, peer=peer, login=login, what=what)  # fmt: skip
 

@@ -13,39 +13,68 @@ every file descriptor the daemon had, and the SIP terminals' logins with them.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
 from twisted.protocols import policies
 from twisted.web import resource, server
 
-from sipserver.observe.events import LATENCY_BUCKETS
+from sipserver.config import HttpConfig
+from sipserver.observe.events import LATENCY_BUCKETS, Metrics
+from sipserver.observe.exchangelog import LogWriter
 
 if TYPE_CHECKING:
-    from sipserver.daemon.service import SIPServer
+    from sipserver.accounts.lockout import Lockout
+    from sipserver.acs import BackendHealth
+
+
+class ListenerStatus(Protocol):
+    """What the pages read of one SIP listener."""
+
+    @property
+    def bound(self) -> bool: ...  # its socket listens (a port that cannot be bound stops the daemon)
+
+    @property
+    def connections(self) -> int: ...  # its open connections
+
+
+@attrs.frozen
+class StatusSources:
+    """Everything the status pages read, each a narrow part of the running daemon."""
+
+    name: Callable[[], str]  # server.name (a reload may change it)
+    listeners: Mapping[str, ListenerStatus]  # by listener name
+    connections: Callable[[], int]  # open SIP connections on every listener
+    metrics: Metrics
+    health: BackendHealth
+    lockout: Lockout
+    log: LogWriter
 
 
 class Health(resource.Resource):
     isLeaf = True
 
-    def __init__(self, sip: SIPServer) -> None:
+    def __init__(self, sources: StatusSources) -> None:
         super().__init__()
-        self.sip = sip
+        self.sources = sources
 
     def render_GET(self, request: Any) -> Any:
-        d = self.sip.acs.health.probe_all()
+        sources = self.sources
+        d = sources.health.probe_all()
 
         def answer(_: Any) -> None:
-            listeners = {name: _listening(self.sip, name) for name in self.sip.factories}
-            backends = self.sip.acs.health.snapshot()
+            listeners = {name: listener.bound for name, listener in sources.listeners.items()}
+            backends = sources.health.snapshot()
             healthy = all(listeners.values()) and all(backends.values())
             body = {
                 "status": "ok" if healthy else "unavailable",
                 "listeners": {name: "up" if up else "down" for name, up in listeners.items()},
                 "backends": {name: "up" if up else "down" for name, up in backends.items()},
-                "connections": self.sip.connection_count,
-                "name": self.sip.config.server.name,
+                "connections": sources.connections(),
+                "name": sources.name(),
                 # the log's own trouble (syslog unreachable, lines dropped): shown, but SIP still works
-                "log": self.sip.log.problem or "ok",
+                "log": sources.log.problem or "ok",
             }
             request.setResponseCode(200 if healthy else 503)
             request.setHeader(b"content-type", b"application/json")
@@ -57,30 +86,26 @@ class Health(resource.Resource):
         return server.NOT_DONE_YET
 
 
-def _listening(sip: SIPServer, name: str) -> bool:
-    """A listener service runs only once bound: a port that cannot be bound stops the daemon."""
-    return bool(sip.getServiceNamed(f"listener:{name}").running)
-
-
-class Metrics(resource.Resource):
+class MetricsPage(resource.Resource):
     isLeaf = True
 
-    def __init__(self, sip: SIPServer) -> None:
+    def __init__(self, sources: StatusSources) -> None:
         super().__init__()
-        self.sip = sip
+        self.sources = sources
+        self.site: CappedFactory | None = None  # the status site itself, for its own refusals
 
     def render_GET(self, request: Any) -> bytes:
         request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-        return render_metrics(self.sip).encode("utf-8")
+        return render_metrics(self.sources, self.site).encode("utf-8")
 
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_metrics(sip: SIPServer) -> str:
+def render_metrics(sources: StatusSources, status_site: CappedFactory | None = None) -> str:
     """The Prometheus text exposition format (0.0.4) of the server's counters."""
-    m = sip.events.metrics
+    m = sources.metrics
     out: list[str] = []
 
     def family(name: str, kind: str, help_text: str) -> None:
@@ -88,8 +113,8 @@ def render_metrics(sip: SIPServer) -> str:
         out.append(f"# TYPE {name} {kind}")
 
     family("sip_connections_open", "gauge", "Open SIP connections by listener.")
-    for name, factory in sorted(sip.factories.items()):
-        out.append(f'sip_connections_open{{listener="{_label(name)}"}} {factory.connections}')
+    for name in sorted(sources.listeners):
+        out.append(f'sip_connections_open{{listener="{_label(name)}"}} {sources.listeners[name].connections}')
     family("sip_connections_by_login", "gauge", "Open logged-in SIP connections by listener and login.")
     for (listener, login), count in sorted(m.open_by_login.items()):
         if count > 0:
@@ -115,8 +140,7 @@ def render_metrics(sip: SIPServer) -> str:
     for (result, reason), count in sorted(m.logins.items()):
         out.append(f'sip_logins_total{{result="{result}",reason="{_label(reason)}"}} {count}')
     family("sip_lockouts_active", "gauge", "Peer addresses locked out now after repeated failed logins.")
-    out.append(f"sip_lockouts_active {sip.lockout.locked_count()}")
-    status_site = getattr(sip, "status_site", None)
+    out.append(f"sip_lockouts_active {sources.lockout.locked_count()}")
     if status_site is not None:
         family("sip_http_connections_refused_total", "counter", "Status connections closed over http.max_connections.")
         out.append(f"sip_http_connections_refused_total {status_site.refused}")
@@ -126,10 +150,10 @@ def render_metrics(sip: SIPServer) -> str:
     for result in ("ok", "refused"):
         out.append(f'sip_config_reloads_total{{result="{result}"}} {m.reloads[result]}')
     family("sip_log_lines_dropped_total", "counter", "Log lines not written: the destination failed or lagged.")
-    out.append(f"sip_log_lines_dropped_total {sip.log.dropped}")
+    out.append(f"sip_log_lines_dropped_total {sources.log.dropped}")
     family("sip_log_destination_up", "gauge", "1 when log lines reach their destination (0: failing, or on stderr).")
-    out.append(f"sip_log_destination_up {int(sip.log.problem is None)}")
-    health = sip.acs.health
+    out.append(f"sip_log_destination_up {int(sources.log.problem is None)}")
+    health = sources.health
     family("sip_backend_up", "gauge", "1 when the backend answered its last call or probe.")
     for name, up in sorted(health.snapshot().items()):
         out.append(f'sip_backend_up{{backend="{_label(name)}"}} {int(up)}')
@@ -170,13 +194,15 @@ class CappedFactory(policies.WrappingFactory):
         return super().buildProtocol(addr)
 
 
-def site(sip: SIPServer) -> CappedFactory:
-    http = sip.config.http
-    assert http is not None
+def site(http: HttpConfig, sources: StatusSources) -> CappedFactory:
+    """The status listener's factory: ``/health`` and ``/metrics`` over ``sources``, within the
+    ``http:`` block's budget."""
     root = resource.Resource()
-    root.putChild(b"health", Health(sip))
-    root.putChild(b"metrics", Metrics(sip))
+    root.putChild(b"health", Health(sources))
+    metrics = MetricsPage(sources)
+    root.putChild(b"metrics", metrics)
     factory = _UnloggedSite(root, timeout=http.timeout)
     factory.noisy = False
     factory.displayTracebacks = False
-    return CappedFactory(factory, http.max_connections)
+    metrics.site = CappedFactory(factory, http.max_connections)
+    return metrics.site

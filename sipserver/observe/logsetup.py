@@ -1,4 +1,5 @@
-"""Twisted's log events into the exchange log's writer, so that every line has one destination.
+"""Twisted's log events into the exchange log's writer, so that every line has one destination; and
+the thresholds ``logging.level`` moves.
 
 twistd starts logging *after* the service is made, and uses an ``ILogObserver`` component of the
 application when one is set. The server's writer (:mod:`sipserver.observe.exchangelog`, chosen by the
@@ -15,8 +16,8 @@ from typing import Any
 from twisted.logger import ILogObserver, LogLevelFilterPredicate
 
 from sipserver.config import LoggingConfig
-from sipserver.observe import exchangelog
-from sipserver.observe.events import LEVELS
+from sipserver.observe import exchangelog, loglevel
+from sipserver.observe.events import LEVELS, Events
 
 
 def install(application: Any, writer: exchangelog.LogWriter, config: LoggingConfig) -> LogLevelFilterPredicate | None:
@@ -27,3 +28,22 @@ def install(application: Any, writer: exchangelog.LogWriter, config: LoggingConf
     observer, predicate = exchangelog.observer(writer, LEVELS[config.level])
     application.setComponent(ILogObserver, observer)
     return predicate
+
+
+class LogLevels:
+    """Every threshold ``logging.level`` sets, moved together at start-up and on each reload: the
+    exchange lines' (``events``), our loggers' (:data:`sipserver.observe.loglevel.LEVEL`), and the
+    log observer's, once twistd (or a worker process) has installed one (:meth:`follow`)."""
+
+    def __init__(self, events: Events) -> None:
+        self.events = events
+        self._predicates: list[LogLevelFilterPredicate] = []
+
+    def follow(self, predicate: LogLevelFilterPredicate) -> None:
+        self._predicates.append(predicate)
+
+    def set(self, level: str) -> None:
+        self.events.set_level(level)
+        loglevel.set_level(LEVELS[level])
+        for predicate in self._predicates:
+            loglevel.set_level(LEVELS[level], predicate)

@@ -55,7 +55,7 @@ class ReadGate:
     """See the module docstring. ``on_open`` hands the kept frames on once reading resumes;
     ``on_stalled`` closes the connection (with its reason) when the replies stay unread."""
 
-    __slots__ = ("_clock", "_holds", "_on_open", "_on_stalled", "_registered", "_stall", "kept", "transport")
+    __slots__ = ("_clock", "_holds", "_on_open", "_on_stalled", "_registered", "_stall", "kept", "open", "transport")
 
     def __init__(
         self,
@@ -66,6 +66,8 @@ class ReadGate:
     ) -> None:
         self.transport = byte_stream(transport)
         self.kept: deque[bytes] = deque()
+        #: True while the peer is read and what it sent may be handed on (read per frame).
+        self.open = True
         self._clock = clock
         self._on_open = on_open
         self._on_stalled = on_stalled
@@ -75,21 +77,18 @@ class ReadGate:
         self.transport.registerProducer(self, True)
         self._registered = True
 
-    @property
-    def open(self) -> bool:
-        """True while the peer is read and what it sent may be handed on."""
-        return not self._holds
-
     def hold(self, reason: str) -> None:
         if not self._holds:
             self.transport.pauseProducing()
         self._holds.add(reason)
+        self.open = False
 
     def release(self, reason: str) -> None:
         if reason not in self._holds:
             return
         self._holds.discard(reason)
         if not self._holds:
+            self.open = True
             self.transport.resumeProducing()
             self._on_open()
 

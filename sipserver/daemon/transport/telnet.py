@@ -1,4 +1,11 @@
-"""The telnet listener: ``login:`` and ``password:`` prompts, then SIP2 over the same connection.
+"""The telnet listener: a login prelude (``login:`` and ``password:`` prompts) in front of the same
+SIP protocol the raw listener runs.
+
+:class:`TelnetLogin` is the telnet transport of one connection. It starts the
+:class:`~.protocol.SIPProtocol` at once (so the connection is counted, timed and logged as any
+other), asks for a login and a password, has the protocol check them (the same registry, lockout,
+password-check queue and three-failures rule as a 93), and from a good password on hands it every
+byte the terminal sends, as cowrie hands a telnet session to its shell once authenticated.
 
 Legacy terminals connect here. Three things break naive telnet servers and are handled here:
 negotiation bytes must never reach the user name or a SIP frame (Twisted's TelnetTransport strips
@@ -18,15 +25,14 @@ stopped being read once its answers fill the transport's buffer (:mod:`.backpres
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
-from twisted.conch.telnet import ECHO, SGA, TelnetProtocol, TelnetTransport
-from twisted.protocols.policies import TimeoutMixin
+from twisted.conch.telnet import ECHO, SGA, TelnetTransport
+from twisted.internet.defer import Deferred
 
-from sipserver.connection.session import MAX_LOGIN_FAILURES, Session
-
-from .backpressure import ReadGate
-from .base import TLS_CLIENT_HELLO, Drained, FrameSplitter, ListenerFactory, deliver, hand_on, peer_host
+from .base import TLS_CLIENT_HELLO
+from .protocol import ListenerFactory, SIPProtocol
 
 LOGIN_PROMPT = b"login: "
 PASSWORD_PROMPT = b"password: "
@@ -35,6 +41,8 @@ PASSWORD_PROMPT = b"password: "
 #: services print such a line too, so telnet terminals expect one. TelnetTransport.write sends
 #: each LF as CR LF.
 LOGGED_IN = b"\nLogin OK. Send SIP2 messages, one per line.\n"
+#: TelnetTransport.write turns each LF into CR LF: bare LFs here, or the wire would show CR CR LF.
+LOGIN_INCORRECT = b"\nLogin incorrect\n"
 MAX_PROMPT_LINE = 256
 #: What a terminal may send while its password is checked (a SIP device sends its first frames
 #: right after the password); more than this is no terminal.
@@ -42,19 +50,71 @@ MAX_WHILE_CHECKING = 65536
 #: Bytes an unfinished telnet command (a subnegotiation without its IAC SE) may hold. Terminal type,
 #: window size and environment subnegotiations are tens of bytes.
 MAX_UNFINISHED_COMMAND = 1024
-_SUBNEGOTIATING = ("subnegotiation", "subnegotiation-escaped")
+
+#: TelnetTransport's private parser states this module reads (``tests/test_twisted_internals.py``
+#: fails loudly if a Twisted release renames them).
+NEWLINE = "newline"
+SUBNEGOTIATING = ("subnegotiation", "subnegotiation-escaped")
 
 
-class EagerCRTelnetTransport(TelnetTransport):
-    """TelnetTransport that delivers a CR ending a packet immediately and bounds what an unfinished
-    command holds (see the module docstring).
+class Prompt(enum.Enum):
+    """Where a telnet connection is in its login."""
 
-    Relies on TelnetTransport's private ``state`` and ``commands`` attributes, identical on Twisted
-    22.4 and current releases; ``tests/test_transport_telnet.py`` pins the behaviour.
-    """
+    LOGIN = "login"  # waiting for the login name
+    PASSWORD = "password"  # waiting for the password (echo off)
+    CHECKING = "checking"  # the password is being checked; what the terminal sends meanwhile waits
+    SIP = "sip"  # logged in: every byte goes to the SIP protocol
 
+
+class TelnetLogin(TelnetTransport):
+    """One telnet connection: negotiation and the login prelude, then SIP (see the module docstring).
+
+    Relies on TelnetTransport's private ``state`` and ``commands`` attributes for the eager CR
+    and the subnegotiation bound, the same on Twisted 22.4 and current releases."""
+
+    protocol: SIPProtocol
     _drop_after_cr = False
     _first = True
+
+    def __init__(self, sip: SIPProtocol) -> None:
+        super().__init__()
+        self.sip = sip
+        self.prompt = Prompt.LOGIN
+        self._login = ""
+        self._line = b""
+
+    def connectionMade(self) -> None:
+        self.protocol = self.sip
+        self.sip.makeConnection(self)
+        if self.sip.connection is not None:  # not refused at the cap
+            self.write(LOGIN_PROMPT)
+
+    def abortConnection(self) -> None:
+        """A connection refused at the cap is closed (nothing has been written on it)."""
+        self.transport.loseConnection()
+
+    # Negotiation: accept the client's own offers of SGA and ECHO handling; refuse everything else
+    # politely. (TelnetTransport would ask its protocol, which is the SIP protocol here.)
+
+    def enableLocal(self, option: bytes) -> bool:
+        return option in (ECHO, SGA)
+
+    def enableRemote(self, option: bytes) -> bool:
+        return option == SGA
+
+    def disableLocal(self, option: bytes) -> None:
+        pass
+
+    def disableRemote(self, option: bytes) -> None:
+        pass
+
+    def unhandledCommand(self, command: bytes, argument: bytes | None) -> None:
+        pass
+
+    def unhandledSubnegotiation(self, command: bytes, data: list[bytes]) -> None:
+        pass
+
+    # Bytes in ------------------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
         if self._first:
@@ -67,8 +127,8 @@ class EagerCRTelnetTransport(TelnetTransport):
             if getattr(self.transport, "disconnecting", False):
                 return
             self._received(data[start : start + MAX_UNFINISHED_COMMAND])
-            if self.state in _SUBNEGOTIATING and len(self.commands) > MAX_UNFINISHED_COMMAND:
-                self.protocol.close_for(f"telnet subnegotiation longer than {MAX_UNFINISHED_COMMAND} bytes")
+            if self.state in SUBNEGOTIATING and len(self.commands) > MAX_UNFINISHED_COMMAND:
+                self.sip.close(f"telnet subnegotiation longer than {MAX_UNFINISHED_COMMAND} bytes")
                 return
 
     def _received(self, data: bytes) -> None:
@@ -83,172 +143,114 @@ class EagerCRTelnetTransport(TelnetTransport):
         except ValueError:
             # TelnetTransport raises on command sequences it cannot parse; that is the client's
             # fault, so close cleanly instead of logging a traceback.
-            self.protocol.close_for("a telnet command that does not parse")
+            self.sip.close("a telnet command that does not parse")
             return
-        if self.state == "newline":
+        if self.state == NEWLINE:
             self.state = "data"
             self._drop_after_cr = True
             self.applicationDataReceived(b"\r")
 
-
-class SIPTelnetProtocol(Drained, TelnetProtocol, TimeoutMixin):
-    """The application inside the telnet transport: prompts, then frames to a :class:`Session`."""
-
-    factory: ListenerFactory
-    session: Session | None = None
-    _counted = False
-
-    def __init__(self, factory: ListenerFactory) -> None:
-        self.factory = factory
-        self.state = "login"
-        self._login = ""
-        self._line = b""
-
-    def connectionMade(self) -> None:
-        server = self.factory.server
-        self.peer = peer_host(self.transport)
-        refusal = self.factory.over_limit()
-        if refusal:
-            server.events.connection_refused(self.factory.listener.name, self.peer, refusal)
-            self.transport.loseConnection()
+    def applicationDataReceived(self, data: bytes) -> None:
+        """What the terminal typed, negotiation removed: to the prompts, or once logged in, to SIP."""
+        if self.sip.closed:
             return
-        self.factory.opened(self)
-        self._counted = True
-        self.splitter = FrameSplitter(server.config.server.max_frame_bytes)
-        self.session = Session(server, self.factory.listener, self.peer, self._write_frame, self._close)
-        # On the socket under TelnetTransport: negotiation answers are held there too.
-        self.gate = ReadGate(self.transport, self, self._hand_on, self._close)
-        server.events.connection_opened(self.session)
-        self.setTimeout(server.config.server.login_timeout)
-        self.transport.write(LOGIN_PROMPT)
-
-    # Accept the client's own offers of SGA and ECHO handling; refuse everything else politely.
-    def enableLocal(self, option: bytes) -> bool:
-        return option in (ECHO, SGA)
-
-    def enableRemote(self, option: bytes) -> bool:
-        return option == SGA
-
-    def disableLocal(self, option: bytes) -> None:
-        pass
-
-    def disableRemote(self, option: bytes) -> None:
-        pass
-
-    def dataReceived(self, data: bytes) -> None:
-        session = self.session
-        if session is None or session.closed:
+        if self.prompt is Prompt.SIP:
+            self.sip.dataReceived(data)
             return
-        if self.state == "sip":
-            deliver(self.splitter, session, data, self.resetTimeout, self._close, self.gate)
-            return
-        if self.state == "checking":  # the password is being checked: keep what comes meanwhile
+        if self.prompt is Prompt.CHECKING:  # the password is being checked: keep what comes meanwhile
             self._line += data
             if len(self._line) > MAX_WHILE_CHECKING:
-                self._close("too much input while the password was checked")
+                self.sip.close("too much input while the password was checked")
             return
         if not self._line and data.startswith(TLS_CLIENT_HELLO):
-            self._close("TLS handshake on a plain listener")
+            self.sip.close("TLS handshake on a plain listener")
             return
         self._line += data
-        while self.state in ("login", "password") and (b"\r" in self._line or b"\n" in self._line):
+        while self.prompt in (Prompt.LOGIN, Prompt.PASSWORD) and (b"\r" in self._line or b"\n" in self._line):
             cut = min(i for i in (self._line.find(b"\r"), self._line.find(b"\n")) if i >= 0)
             line, self._line = self._line[:cut], self._line[cut + 1 :]
-            if not line.strip() and self.state == "login":
+            if not line.strip() and self.prompt is Prompt.LOGIN:
                 continue  # a stray line end (CR LF split across packets): not a user name
             self._prompt_line(line.decode("utf-8", "replace").strip())
-            if session.closed:
+            if self.sip.closed:
                 return
-        if self.state == "sip" and self._line:
+        if self.prompt is Prompt.SIP and self._line:
             rest, self._line = self._line, b""
-            self.dataReceived(rest.lstrip(b"\r\n"))
-        elif self.state != "checking" and len(self._line) > MAX_PROMPT_LINE:
-            self._close("login line too long")
+            self.applicationDataReceived(rest.lstrip(b"\r\n"))
+        elif self.prompt is not Prompt.CHECKING and len(self._line) > MAX_PROMPT_LINE:
+            self.sip.close("login line too long")
 
     def _prompt_line(self, line: str) -> None:
-        assert self.session is not None
-        if self.state == "login":
+        if self.prompt is Prompt.LOGIN:
             self._login = line
-            self.state = "password"
-            self._negotiate(self.transport.will(ECHO))
-            self.transport.write(PASSWORD_PROMPT)
+            self.prompt = Prompt.PASSWORD
+            self._negotiate(self.will(ECHO))
+            self.write(PASSWORD_PROMPT)
             return
         # The password line: turn echo back on whether or not the client ever answered.
-        self._negotiate(self.transport.wont(ECHO))
-        outcome = self.session.authenticate(self._login, line)
+        self._negotiate(self.wont(ECHO))
+        outcome = self.sip.log_in(self._login, line)
         if isinstance(outcome, bool):
             self._login_checked(outcome)
             return
-        self.state = "checking"  # scrypt runs on a thread; lines that come meanwhile wait in _line
+        self.prompt = Prompt.CHECKING  # scrypt runs on a thread; lines that come meanwhile wait in _line
         outcome.addCallback(self._checked_later)
-        outcome.addErrback(lambda _failure: self._close("internal error checking the password"))
+        outcome.addErrback(lambda _failure: self.sip.close("internal error checking the password"))
 
     def _checked_later(self, ok: bool) -> None:
-        if self.session is None or self.session.closed:
+        if self.sip.closed:
             return
         self._login_checked(ok)
-        if self.session.closed:
+        if self.sip.closed:
             return
         rest, self._line = self._line, b""
         if rest:
-            self.dataReceived(rest.lstrip(b"\r\n") if self.state == "sip" else rest)
+            self.applicationDataReceived(rest.lstrip(b"\r\n") if self.prompt is Prompt.SIP else rest)
 
     def _login_checked(self, ok: bool) -> None:
-        assert self.session is not None
+        """In: say so and hand over to SIP. Refused: prompt again, unless that was the third."""
         if ok:
-            self.state = "sip"
-            self.resetTimeout()
-            self.setTimeout(self.factory.server.config.server.idle_timeout)
-            self.transport.write(LOGGED_IN)
+            self.prompt = Prompt.SIP
+            self.write(LOGGED_IN)
             return
-        if self.session.login_failures >= MAX_LOGIN_FAILURES:
-            self._close(f"{self.session.login_failures} failed logins")
+        if self.sip.closed:
             return
-        self.state = "login"
-        # TelnetTransport.write turns each LF into CR LF: write bare LFs, or the wire shows CR CR LF.
-        self.transport.write(b"\nLogin incorrect\n" + LOGIN_PROMPT)
+        self.prompt = Prompt.LOGIN
+        self.write(LOGIN_INCORRECT + LOGIN_PROMPT)
 
     @staticmethod
-    def _negotiate(d: Any) -> None:
+    def _negotiate(d: Deferred[Any]) -> None:
         """Negotiation may fail (AlreadyNegotiating, or refused); the login goes on regardless."""
         d.addErrback(lambda _failure: None)
 
-    def _write_frame(self, data: bytes) -> None:
-        # TelnetTransport.write would turn LF into CRLF and double 0xFF; SIP replies carry neither LF
-        # nor 0xFF in cp850/latin-1 as text, but write through writeSequence to send the bytes as made.
+
+class TelnetReplies:
+    """A telnet connection's way out for SIP replies: at once, 0xFF doubled as telnet needs, and
+    nothing else changed (``TelnetTransport.write`` would also turn LF into CR LF)."""
+
+    __slots__ = ("transport",)
+    direct = False
+
+    def __init__(self, transport: TelnetTransport) -> None:
+        self.transport = transport
+
+    def write(self, data: bytes) -> None:
         self.transport.writeSequence([data.replace(b"\xff", b"\xff\xff")])
 
-    def _hand_on(self) -> None:
-        """Reading resumed: the frames kept meanwhile go to the session."""
-        if self.session is not None and self.state == "sip":
-            hand_on(self.session, self.gate)
+    def flush(self) -> None:
+        pass
 
-    def close_for(self, reason: str) -> None:
-        """Close the connection, saying why (the telnet transport's own refusals come here)."""
-        self._close(reason)
-
-    def _close(self, reason: str) -> None:
-        if self.session is not None:
-            self.session.closed = True
-            self.factory.server.events.closing(self.session, reason)
-            self.gate.detach()
-        self.setTimeout(None)
-        self.transport.loseConnection()
-
-    def timeoutConnection(self) -> None:
-        session = self.session
-        self._close("idle timeout" if session is not None and session.logged_in else "login timeout")
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.setTimeout(None)
-        if self._counted:
-            self._counted = False
-            self.factory.closed(self)
-            if self.session is not None:
-                self.session.connection_lost()
-                self.factory.server.events.connection_closed(self.session)
+    def discard(self) -> None:
+        pass
 
 
-def telnet_protocol(factory: ListenerFactory) -> EagerCRTelnetTransport:
-    """The protocol a telnet listener's factory builds: the transport wrapping the SIP application."""
-    return EagerCRTelnetTransport(SIPTelnetProtocol, factory)
+class TelnetListenerFactory(ListenerFactory):
+    """A telnet listener's factory: each connection is a :class:`TelnetLogin` around the SIP protocol."""
+
+    refuses_tls_hello = False  # TelnetLogin does, before any negotiation
+
+    def buildProtocol(self, addr: Any) -> Any:
+        return TelnetLogin(super().buildProtocol(addr))
+
+    def reply_channel(self, transport: Any) -> Any:
+        return TelnetReplies(transport)
