@@ -286,3 +286,25 @@ def test_sipserver_instances_lists_the_default_server_and_each_instance_but_not_
     if not os.path.isdir("/run/systemd/system"):  # no systemd to ask: said once, states unknown
         assert len(rows) == 3 and all(row[2:4] == ["-", "-"] for row in rows[1:])
         assert listed.stderr == "sipserver-instances: systemd is not running here: states are unknown (-)\n"
+
+
+# --- what setup.cfg ships -----------------------------------------------------------------------------
+
+
+def test_every_source_folder_is_a_package_that_setup_cfg_ships() -> None:
+    """setup.cfg lists packages by name (twisted/plugins must stay without an __init__.py), so a
+    new folder left off the list builds a package that fails at import; CI's Debian build found one."""
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    listed = {name.strip() for name in parser["options"]["packages"].split() if name.strip()}
+    folders = {
+        ".".join(folder.relative_to(ROOT).parts)
+        for folder in (ROOT / "sipserver").rglob("*")
+        if folder.is_dir() and "__pycache__" not in folder.parts and any(folder.glob("*.py"))
+    } | {"sipserver"}
+    for folder in folders:
+        assert (ROOT / folder.replace(".", "/") / "__init__.py").exists(), f"{folder} has no __init__.py"
+    assert folders <= listed, f"setup.cfg does not list {sorted(folders - listed)}"
+    assert listed - {"twisted.plugins"} <= folders, f"setup.cfg lists missing {sorted(listed - folders)}"
