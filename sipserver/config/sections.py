@@ -31,6 +31,7 @@ from sipserver.config.model import (
     LockoutConfig,
     LoggingConfig,
     PolicyConfig,
+    ProxyProtocolConfig,
     ServerConfig,
 )
 from sipserver.config.places import Places, fold
@@ -329,6 +330,30 @@ HTTP = Section(
     ),
 )
 
+PROXY_PROTOCOL = Section(
+    ProxyProtocolConfig,
+    (
+        Key(
+            "trusted",
+            ListOf(Network(), scalar=True, non_empty=True, what="a non-empty list of networks", doc="list of networks"),
+            default=REQUIRED,
+            example="trusted: [127.0.0.1/32]",
+            doc="The balancers' addresses or networks: only a connection from one of them may send the PROXY "
+            "header (v1 or v2), and its terminal's address is then the one `allow_from`, the lockout, the logs, "
+            "the metrics and the audit trail see ([scale-out](scale-out.md)).",
+        ),
+        Key(
+            "required",
+            Flag(),
+            doc="`true`: every connection must come from a trusted balancer and start with the header; any other "
+            "is closed with a `connection refused` line. `false`: terminals may also connect directly (a header "
+            "from them is refused), and a trusted balancer may leave the header out.",
+        ),
+    ),
+    null=False,
+    doc="mapping",
+)
+
 LISTENER = Section(
     ListenerConfig,
     (
@@ -369,6 +394,14 @@ LISTENER = Section(
             doc="What ends every reply on this listener, whatever the account's `terminator` says. `CRLF` on a "
             "telnet listener that people test by hand shows each reply on its own line ([Testing by "
             "telnet](troubleshooting.md#4-testing-by-telnet)); SIP2 devices expect a bare CR, the default.",
+        ),
+        Key(
+            "proxy_protocol",
+            PROXY_PROTOCOL,
+            nullable=True,
+            default_doc="none (no header is read)",
+            doc="Behind HAProxy or a cloud balancer: read the PROXY protocol header before anything else (before "
+            "TLS and telnet too), from the `trusted` addresses only ([PROXY protocol](#proxy-protocol)).",
         ),
     ),
 )

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if reactor.running:
             reactor.stop()
 
-    inbox = Inbox(reactor, daemon.factories, lambda: bool(daemon.running), channel, stop)
+    inbox = Inbox(reactor, daemon.fronts, lambda: bool(daemon.running), channel, stop)
     reactor.addReader(inbox.reader)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C in a terminal reaches the parent, which stops us
     for name in ("SIGHUP", "SIGUSR1"):  # forwarded by the parent; handled once started (reload, reopen)

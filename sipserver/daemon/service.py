@@ -32,6 +32,7 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, threads
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 
 from sipserver.accounts.lockout import Lockout
 from sipserver.accounts.password_checks import PasswordChecks
@@ -45,6 +46,7 @@ from sipserver.daemon.listeners import ListeningService, endpoint_for
 from sipserver.daemon.reload import Reloader
 from sipserver.daemon.serving import Serving
 from sipserver.daemon.transport.protocol import ListenerFactory
+from sipserver.daemon.transport.proxied import ProxyHeaderFactory
 from sipserver.daemon.transport.telnet import TelnetListenerFactory
 from sipserver.daemon.workers import WorkerPool
 from sipserver.ils.factory import create_backend
@@ -96,7 +98,12 @@ def build(
     checks = PasswordChecks(lockout, functools.partial(run_in_thread, reactor), threads=PASSWORD_THREADS)
     serving = Serving(Registry.from_config(config, lockout), config.server, acs, events, checks)
     factories = {listener.name: listener_factory(listener, serving, reactor, writer) for listener in config.listeners}
+    fronts = {
+        listener.name: front_factory(listener, factories[listener.name], serving, reactor)
+        for listener in config.listeners
+    }
     daemon = SIPDaemon(config, reactor, writer, levels, serving, factories, notify=listen)
+    daemon.fronts = fronts
 
     reload = Reloader(config, reactor, serving, lockout, levels, writer, backends)
     reload.setServiceParent(daemon)
@@ -110,11 +117,17 @@ def build(
         listeners: dict[str, ListeningService] = {}
         for index, listener in enumerate(config.listeners):
             endpoint = endpoint_for(f"listeners[{index}].endpoint", listener.endpoint, reactor)
-            service = ListeningService(f"listener:{listener.name}", endpoint, factories[listener.name])
+            front, shareable = fronts[listener.name], None
+            if listener.proxy_protocol is not None and isinstance(endpoint, SSL4ServerEndpoint):
+                endpoint, front = tls_behind_proxy(endpoint, reactor, factories[listener.name], front)
+                shareable = False  # TLS: each connection is decrypted where it was accepted
+            service = ListeningService(
+                f"listener:{listener.name}", endpoint, front, counted=factories[listener.name], shareable=shareable
+            )
             service.setServiceParent(daemon)
             listeners[listener.name] = service
         if config.server.workers > 1:
-            pool = WorkerPool(reactor, factories, listeners, config.server.workers, config.path, logfile)
+            pool = WorkerPool(reactor, fronts, listeners, config.server.workers, config.path, logfile)
             pool.setServiceParent(daemon)
             reload.workers = pool
         if config.http is not None:
@@ -144,6 +157,36 @@ def listener_factory(
     return kind(serving, listener, reactor, writer.flush)
 
 
+def front_factory(listener: ListenerConfig, factory: ListenerFactory, serving: Serving, reactor: Any) -> Any:
+    """The factory a listener's sockets are accepted (or adopted, in a worker) with: the SIP one,
+    behind the PROXY header's reader when the listener sits behind a balancer."""
+    proxy = listener.proxy_protocol
+    if proxy is None:
+        return factory
+    return ProxyHeaderFactory(
+        factory,
+        listener.name,
+        proxy.trusted,
+        proxy.required,
+        serving.events,
+        reactor,
+        lambda: serving.settings.login_timeout,
+    )
+
+
+def tls_behind_proxy(endpoint: SSL4ServerEndpoint, reactor: Any, factory: Any, front: Any) -> tuple[Any, Any]:
+    """A TLS listener behind a balancer: the balancer sends the PROXY header before the TLS
+    handshake, so the header is read on the plain socket and TLS runs inside it. Twisted's ``ssl:``
+    endpoint does TLS in the port itself; its port, certificate options and interface are taken
+    from it (attributes pinned in tests/test_twisted_internals.py)."""
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    tcp = TCP4ServerEndpoint(reactor, endpoint._port, endpoint._backlog, endpoint._interface)
+    tls = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)
+    front.wrappedFactory = tls
+    return tcp, front
+
+
 def run_in_thread(reactor: Any, f: Any, *args: Any) -> defer.Deferred[Any]:
     """``f(*args)`` on the reactor's thread pool: scrypt (about 50 ms and 16 MB each, the GIL
     released) must not stall the reactor. The password checks run at most PASSWORD_THREADS at
@@ -159,6 +202,8 @@ class SIPDaemon(MultiService):
     worker child tells systemd nothing)."""
 
     backends: BackendsService
+    #: What each listener's sockets are accepted with, by name (see :func:`front_factory`).
+    fronts: Mapping[str, Any]
 
     def __init__(
         self,
