@@ -156,7 +156,7 @@ def test_an_untrusted_peer_is_refused_at_once_when_the_header_is_required():
 
 
 def test_a_missing_header_closes_when_required_and_passes_when_not():
-    wrapper, transport, seen, refusals, _ = connect("127.0.0.1")
+    wrapper, _transport, seen, refusals, _ = connect("127.0.0.1")
     wrapper.dataReceived(b"9300CNsco|COx|\r")
     assert refusals.lines == [("sip", "127.0.0.1", "PROXY header missing")] and seen.data == b""
     wrapper, _transport, seen, refusals, _ = connect("127.0.0.1", required=False)
