@@ -8,6 +8,7 @@
       health-probe      every backend's health each few seconds, for 98 and /health
       listener:NAME     one per listener: its endpoint's listen(), the SIP protocol (sipserver.daemon.listeners)
       workers           server.workers > 1: the children and the dealing    (sipserver.daemon.workers)
+                        and one lockout and one view over them              (sipserver.daemon.control)
       http              the status site, when there is an http: block        (sipserver.observe.http)
 
 Each is handed the few things it needs: the listeners' connections what every connection is served
@@ -41,6 +42,7 @@ from sipserver.acs import ACS
 from sipserver.config import Config, ListenerConfig
 from sipserver.daemon import sdnotify
 from sipserver.daemon.backends import BackendsService
+from sipserver.daemon.control import Hub
 from sipserver.daemon.drain import Drain
 from sipserver.daemon.listeners import ListeningService, endpoint_for
 from sipserver.daemon.reload import Reloader
@@ -54,6 +56,7 @@ from sipserver.ils.interface import ILSBackend
 from sipserver.observe import exchangelog, logsetup
 from sipserver.observe.events import Events
 from sipserver.observe.loglevel import logger
+from sipserver.observe.snapshots import Gathered, Snapshots
 
 log = logger("sipserver.daemon.service")
 
@@ -104,6 +107,11 @@ def build(
     }
     daemon = SIPDaemon(config, reactor, writer, levels, serving, factories, notify=listen)
     daemon.fronts = fronts
+    daemon.lockout = lockout
+    daemon.snapshots = snapshots = Snapshots()
+    snapshots.register("metrics", events.metrics.snapshot)
+    snapshots.register("connections", functools.partial(_connections, serving, factories))
+    gather: Any = lambda: defer.succeed(Gathered(snapshots.take()))  # noqa: E731
 
     reload = Reloader(config, reactor, serving, lockout, levels, writer, backends)
     reload.setServiceParent(daemon)
@@ -127,7 +135,9 @@ def build(
             service.setServiceParent(daemon)
             listeners[listener.name] = service
         if config.server.workers > 1:
-            pool = WorkerPool(reactor, fronts, listeners, config.server.workers, config.path, logfile)
+            hub = Hub(reactor, lockout, snapshots, config.server.workers)
+            gather = hub.gather
+            pool = WorkerPool(reactor, fronts, listeners, config.server.workers, config.path, logfile, hub)
             pool.setServiceParent(daemon)
             reload.workers = pool
         if config.http is not None:
@@ -141,6 +151,7 @@ def build(
                 health=acs.health,
                 lockout=lockout,
                 log=writer,
+                gather=gather,
             )
             endpoint = endpoint_for("http.endpoint", config.http.endpoint, reactor)
             ListeningService("http", endpoint, http.site(config.http, sources)).setServiceParent(daemon)
@@ -155,6 +166,11 @@ def listener_factory(
     """The factory of one SIP listener: the SIP protocol, behind telnet's login prelude on telnet."""
     kind = TelnetListenerFactory if listener.transport == "telnet" else ListenerFactory
     return kind(serving, listener, reactor, writer.flush)
+
+
+def _connections(serving: Serving, factories: Mapping[str, ListenerFactory]) -> dict[str, Any]:
+    """The "connections" snapshot: open SIP connections, in all and by listener."""
+    return {"total": serving.connections, "listeners": {name: f.connections for name, f in factories.items()}}
 
 
 def front_factory(listener: ListenerConfig, factory: ListenerFactory, serving: Serving, reactor: Any) -> Any:
@@ -204,6 +220,10 @@ class SIPDaemon(MultiService):
     backends: BackendsService
     #: What each listener's sockets are accepted with, by name (see :func:`front_factory`).
     fronts: Mapping[str, Any]
+    #: The failed-login lockout, one for the process's life (a reload reconfigures it).
+    lockout: Lockout
+    #: What this process shows of itself, merged over the workers for /metrics and /health.
+    snapshots: Snapshots
 
     def __init__(
         self,

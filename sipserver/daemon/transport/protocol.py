@@ -364,8 +364,13 @@ class SIPProtocol(Protocol, TimeoutMixin):
         checks = self.serving.password_checks
         listener = connection.listener.name
         if checks is None:
-            return registry.authenticate(event.login, event.password, connection.peer, listener)
-        result = registry.authenticate_queued(event.login, event.password, connection.peer, listener, checks)
+            result = registry.authenticate(event.login, event.password, connection.peer, listener)
+        else:
+            result = registry.authenticate_queued(event.login, event.password, connection.peer, listener, checks)
+        if isinstance(result, AuthResult):
+            result = _once_shared(result, registry)
+        else:
+            result.addCallback(_once_shared, registry)
         if not isinstance(result, AuthResult):
             self._password_check = self._counted_in_flight(result)
         return result
@@ -387,6 +392,16 @@ class SIPProtocol(Protocol, TimeoutMixin):
             assert event.request is not None
             self.channel.write(data)
             serving.events.exchange(connection, event.request.name, "ok" if result.ok else "refused", _now() - started)
+
+
+def _once_shared(result: AuthResult, registry: Registry) -> AuthResult | Deferred[AuthResult]:
+    """``result`` once the processes sharing the lockout know of it (workers, or daemons on one
+    PostgreSQL): a refused terminal that tries again at once, wherever it lands, is judged with
+    this failure counted."""
+    settled = registry.lockout.settled()
+    if settled is None:
+        return result
+    return settled.addCallback(lambda _: result)
 
 
 class ListenerFactory(Factory):
