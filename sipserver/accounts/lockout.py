@@ -89,6 +89,9 @@ class Lockout:
         #: Hands an outcome ("failure" or "success", the address) to the processes sharing the
         #: table; a Deferred it returns fires once they have it. None: this process alone.
         self.share: Callable[[str, str], Deferred[Any] | None] | None = None
+        #: Brings an address's entry up to date from the shared table before its password is
+        #: checked (daemons on one database); the Deferred fires once it is. None: nothing to ask.
+        self.consult: Callable[[str], Deferred[Any] | None] | None = None
         self._unsettled = 0
         self._waiters: list[Deferred[None]] = []
         self.failures = 0
@@ -127,7 +130,7 @@ class Lockout:
         if self.failures == 0:
             return False
         key = peer_key(peer)
-        if not shared:
+        if not shared and not self._is_locked_key(key, self._clock.seconds()):  # a locked one counts for nothing
             self._hand_on("failure", key)
         return self._count_failure(key)
 
@@ -236,6 +239,20 @@ class Lockout:
             self._locked[peer_key(key)] = now - self.duration + min(float(left), self.duration)
         while len(self._locked) > self._max_peers:
             del self._locked[next(iter(self._locked))]
+
+    def take_entry(self, peer: str, ages: list[float], lock_left: float | None) -> None:
+        """Make *peer*'s entry the shared table's: failures ``ages`` seconds old (within the
+        window), and a lock with ``lock_left`` seconds to run, if any."""
+        if self.failures == 0:
+            return
+        key = peer_key(peer)
+        now = self._clock.seconds()
+        recent = sorted(now - age for age in ages if age < self.window)[-self.failures :]
+        self._failures.pop(key, None)
+        if recent:
+            self._failures[key] = deque(recent, maxlen=self.failures)
+        if lock_left is not None and lock_left > 0:
+            self.adopt_locks({key: lock_left})
 
     def locked_count(self) -> int:
         """How many addresses are locked right now (for metrics)."""

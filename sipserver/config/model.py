@@ -63,6 +63,8 @@ class LockoutConfig:
     failures: int = 5
     window: float = 60.0
     duration: float = 300.0
+    #: A postgresql backend whose database holds the failures of every daemon on it; None: this daemon's own.
+    shared: str | None = None
 
 
 @attrs.frozen

@@ -196,8 +196,23 @@ def _warn_about_places(institutions: Mapping[str, InstitutionConfig], accounts: 
             )
 
 
+def _shared_lockout(values: dict[str, Any], at: At) -> None:
+    """``server.lockout.shared`` names a postgresql backend (the server section is read before the
+    backends, so the name is checked here)."""
+    shared = values["server"].lockout.shared
+    if shared is None:
+        return
+    backend = values["backends"].get(shared)
+    if backend is None or backend.type != "postgresql":
+        kinds = [name for name, b in values["backends"].items() if b.type == "postgresql"]
+        at.child("server").child("lockout").child("shared").fail(
+            f"expected the name of a postgresql backend ({', '.join(kinds) or 'there are none'}), got {shared!r}"
+        )
+
+
 def _whole_config(values: dict[str, Any], written: Mapping[str, Any], at: At) -> None:
     _places(values, written, at)
+    _shared_lockout(values, at)
     values["path"] = at.source.name
     values["warnings"] = tuple(at.source.warnings)
 
@@ -211,10 +226,23 @@ LOCKOUT = Section(
         Key(
             "failures",
             Integer(0),
+            reload=LIVE,
             doc="Failed logins from one address within `window` that lock it. `0` disables the lockout.",
         ),
-        Key("window", Seconds(), doc="The sliding window failures are counted in."),
-        Key("duration", Seconds(), doc="How long a locked address is refused."),
+        Key("window", Seconds(), reload=LIVE, doc="The sliding window failures are counted in."),
+        Key("duration", Seconds(), reload=LIVE, doc="How long a locked address is refused."),
+        Key(
+            "shared",
+            Text(),
+            nullable=True,
+            reload=RESTART,
+            type_doc="backend name",
+            default_doc="none (each daemon its own)",
+            doc="A `postgresql` backend whose database keeps the failures and locks of every daemon using it, so "
+            "that a terminal guessing through a balancer is locked at `failures` over all of them; it costs one "
+            "read per login and one write per failed login ([scale-out](scale-out.md#the-lockout-across-daemons)). "
+            "The workers of one daemon share its lockout in any case.",
+        ),
     ),
 )
 
@@ -252,7 +280,7 @@ SERVER = Section(
         Key(
             "lockout",
             LOCKOUT,
-            reload=LIVE,
+            reload=BY_KEY,
             doc="Failed-login lockout per client address ([Failed-login lockout](#failed-login-lockout)); the "
             "counts and running locks survive a reload, new limits apply at once.",
         ),

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.control is not None:
         from sipserver.daemon.control import connect_worker
 
-        connect_worker(reactor, args.control, daemon.lockout, daemon.snapshots)
+        own_lockout = daemon.lockout if config.server.lockout.shared is None else None  # else: the database's
+        connect_worker(reactor, args.control, own_lockout, daemon.snapshots)
     inbox = Inbox(reactor, daemon.fronts, lambda: bool(daemon.running), channel, stop)
     reactor.addReader(inbox.reader)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C in a terminal reaches the parent, which stops us

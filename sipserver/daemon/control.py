@@ -120,13 +120,15 @@ class _WorkerLink(_Channel):
 class Hub:
     """The parent's side: the links to the workers, the daemon's lockout, and the gathering."""
 
-    def __init__(self, reactor: Any, lockout: Lockout, snapshots: Snapshots, processes: int) -> None:
+    def __init__(self, reactor: Any, lockout: Lockout | None, snapshots: Snapshots, processes: int) -> None:
+        """``lockout`` None: the processes share it otherwise (a database, ``server.lockout.shared``)."""
         self.reactor = reactor
         self.lockout = lockout
         self.snapshots = snapshots
         self.processes = processes
         self.links: dict[int, _WorkerLink] = {}
-        lockout.share = self.share
+        if lockout is not None:
+            lockout.share = self.share
 
     def attach(self, index: int, sock: socket.socket) -> None:
         """Speak AMP on the parent's end of a new worker's control pair, and send it the locks."""
@@ -134,7 +136,7 @@ class Hub:
         self.reactor.adoptStreamConnection(sock.fileno(), socket.AF_UNIX, _quiet_factory(link))
         sock.close()  # adopted as a copy
         self.links[index] = link
-        locks = self.lockout.running_locks()
+        locks = self.lockout.running_locks() if self.lockout is not None else None
         if locks:
             _quietly(link.callRemote(Locks, locks=json.dumps(locks)), self.reactor)
 
@@ -154,6 +156,8 @@ class Hub:
         return defer.gatherResults(calls)
 
     def reported(self, origin: _WorkerLink, event: str, peer: str) -> defer.Deferred[dict[str, Any]]:
+        if self.lockout is None:
+            return defer.succeed({})
         _apply(self.lockout, event, peer)
         handed = self.share(event, peer, origin)
         if handed is None:
@@ -190,7 +194,7 @@ class ParentLink(_Channel):
     """A worker's end of its channel: reports its lockout outcomes, applies the others', and
     answers the parent's requests for snapshots."""
 
-    def __init__(self, reactor: Any, lockout: Lockout, snapshots: Snapshots) -> None:
+    def __init__(self, reactor: Any, lockout: Lockout | None, snapshots: Snapshots) -> None:
         super().__init__()
         self.reactor = reactor
         self.lockout = lockout
@@ -209,12 +213,14 @@ class ParentLink(_Channel):
 
     @Report.responder
     def applied(self, event: str, peer: str) -> dict[str, Any]:
-        _apply(self.lockout, event, peer)
+        if self.lockout is not None:
+            _apply(self.lockout, event, peer)
         return {}
 
     @Locks.responder
     def locks(self, locks: str) -> dict[str, Any]:
-        self.lockout.adopt_locks(json.loads(locks))
+        if self.lockout is not None:
+            self.lockout.adopt_locks(json.loads(locks))
         return {}
 
     @TakeSnapshot.responder
@@ -222,10 +228,12 @@ class ParentLink(_Channel):
         return {"data": zlib.compress(json.dumps(self.snapshots.take()).encode())}
 
 
-def connect_worker(reactor: Any, fd: int, lockout: Lockout, snapshots: Snapshots) -> ParentLink:
-    """A worker's side of the channel on descriptor ``fd`` (closed here: adopted as a copy)."""
+def connect_worker(reactor: Any, fd: int, lockout: Lockout | None, snapshots: Snapshots) -> ParentLink:
+    """A worker's side of the channel on descriptor ``fd`` (closed here: adopted as a copy);
+    ``lockout`` None: the processes share it otherwise (a database)."""
     link = ParentLink(reactor, lockout, snapshots)
     reactor.adoptStreamConnection(fd, socket.AF_UNIX, _quiet_factory(link))
     socket.socket(fileno=fd).close()
-    lockout.share = link.report
+    if lockout is not None:
+        lockout.share = link.report
     return link

@@ -47,6 +47,7 @@ from sipserver.daemon.drain import Drain
 from sipserver.daemon.listeners import ListeningService, endpoint_for
 from sipserver.daemon.reload import Reloader
 from sipserver.daemon.serving import Serving
+from sipserver.daemon.shared_lockout import DatabaseLockout
 from sipserver.daemon.transport.protocol import ListenerFactory
 from sipserver.daemon.transport.proxied import ProxyHeaderFactory
 from sipserver.daemon.transport.telnet import TelnetListenerFactory
@@ -97,6 +98,9 @@ def build(
             name: create_backend(name, {"type": backend.type, **backend.options}, reactor=reactor)
             for name, backend in config.backends.items()
         }
+    shared = config.server.lockout.shared
+    if shared is not None:  # every process of every daemon on that database: one table
+        DatabaseLockout(lockout, backends[shared])
     acs = ACS(backends, reactor, server_name=config.server.name)
     checks = PasswordChecks(lockout, functools.partial(run_in_thread, reactor), threads=PASSWORD_THREADS)
     serving = Serving(Registry.from_config(config, lockout), config.server, acs, events, checks)
@@ -135,7 +139,7 @@ def build(
             service.setServiceParent(daemon)
             listeners[listener.name] = service
         if config.server.workers > 1:
-            hub = Hub(reactor, lockout, snapshots, config.server.workers)
+            hub = Hub(reactor, lockout if shared is None else None, snapshots, config.server.workers)
             gather = hub.gather
             pool = WorkerPool(reactor, fronts, listeners, config.server.workers, config.path, logfile, hub)
             pool.setServiceParent(daemon)

@@ -358,7 +358,21 @@ class SIPProtocol(Protocol, TimeoutMixin):
 
     def _authenticate(self, event: Login, registry: Registry) -> AuthResult | Deferred[AuthResult]:
         """The registry's verdict; a Deferred when the password needs scrypt, which waits its turn
-        for a thread on the password-check queue so that the other terminals are not held up."""
+        for a thread on the password-check queue so that the other terminals are not held up, or
+        when the lockout is shared by daemons on one database and the address's entry is read first."""
+        connection = self.connection
+        assert connection is not None
+        consult = registry.lockout.consult
+        asked = consult(connection.peer) if consult is not None else None
+        if asked is not None:
+            waiting: Deferred[None] = Deferred(lambda d: d.callback(None))  # a close does not cancel the read
+            asked.addBoth(lambda _: None if waiting.called else waiting.callback(None))
+            result = waiting.addCallback(lambda _: self._verdict(event, registry))
+            self._password_check = self._counted_in_flight(result)
+            return result
+        return self._verdict(event, registry)
+
+    def _verdict(self, event: Login, registry: Registry) -> AuthResult | Deferred[AuthResult]:
         connection = self.connection
         assert connection is not None
         checks = self.serving.password_checks
