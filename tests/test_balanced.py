@@ -229,6 +229,7 @@ def test_one_daemon_killed_mid_load_loses_and_doubles_nothing(balanced):
     while len(load.acknowledged) < total // 3:
         assert time.monotonic() < deadline, "the load did not start"
         time.sleep(0.005)
+    before_kill = len(load.acknowledged)
     daemons[1].process.kill()  # SIGKILL: no drain, no goodbye
     daemons[1].process.wait(10)
     for thread in threads:
@@ -257,7 +258,8 @@ def test_one_daemon_killed_mid_load_loses_and_doubles_nothing(balanced):
     not_at_all = len(load.unanswered) - done_whole
     print(
         f"\nbalanced: terminals={TERMINALS} daemons=2 (one SIGKILLed mid-load) "
-        f"acknowledged={len(load.acknowledged)} found_in_audit={found} lost: {lost}, doubled: {doubled}; "
+        f"acknowledged={len(load.acknowledged)} ({before_kill} before the kill) "
+        f"found_in_audit={found} lost: {lost}, doubled: {doubled}; "
         f"unanswered={len(load.unanswered)} (done whole: {done_whole}, not at all: {not_at_all}) "
         f"refused={len(load.refused)} reconnects={load.reconnects} "
         f"seconds={time.monotonic() - started:.1f}"
@@ -272,3 +274,7 @@ def test_one_daemon_killed_mid_load_loses_and_doubles_nothing(balanced):
         assert (patron, item) not in done
     # Unanswered: done whole (loan and audit row, counted above) or not at all; never half.
     assert all(((p, i) in loans) == ((p, i) in done) for p, i in load.unanswered)
+
+
+def test_the_scale_out_page_quotes_the_haproxy_config_the_test_runs():
+    assert HAPROXY_CFG.read_text() in (ROOT / "docs" / "scale-out.md").read_text()
