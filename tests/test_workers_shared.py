@@ -74,3 +74,24 @@ def test_metrics_and_health_count_the_connections_of_both_workers(daemon):
     finally:
         for client in clients:
             client.close()
+
+
+def test_workers_read_the_proxy_header_of_the_connections_dealt_to_them(tmp_path):
+    from sipserver.daemon.transport.proxy_header import v2_header
+
+    data = config_data(tmp_path)
+    data["server"]["workers"] = 2
+    data["listeners"][0]["proxy_protocol"] = {"trusted": ["127.0.0.1/32"]}
+    running = Daemon(write_config(tmp_path, data), tmp_path / "daemon.log").wait_ready(2)
+    try:
+        running.wait_for_log("worker 1 (pid", timeout=20)
+        port = running.port("raw")
+        for n in range(4):
+            header = v2_header((f"10.7.0.{n + 1}", 5000), ("127.0.0.1", port))
+            with SIPClient("127.0.0.1", port, source="127.0.0.1", proxy_header=header) as client:
+                assert client.login("faraway", "farpass")  # allow_from 10.0.0.0/8: the header's address
+        log = running.log()
+        assert any(f"peer=10.7.0.{n} worker=1" in log for n in range(1, 5)), log[-2000:]
+        assert any(f"peer=10.7.0.{n} worker=0" in log for n in range(1, 5)), log[-2000:]
+    finally:
+        running.stop()

@@ -193,7 +193,7 @@ class Lockout:
     def record_success(self, peer: str, *, shared: bool = False) -> None:
         """Forget *peer*'s recent failures (a lock, if any, still runs its course)."""
         key = peer_key(peer)
-        if not shared:
+        if not shared and key in self._failures:  # nothing to forget elsewhere either (kept in step)
             self._hand_on("success", key)
         self._failures.pop(key, None)
 
