@@ -40,6 +40,8 @@ from .base import CLOSE_GRACE, TLS_CLIENT_HELLO, FrameSplitter, peer_host, wind_
 from .reply_batches import ReplyChannel, TurnWriter
 
 CLOSED = State.CLOSED
+#: A login whose connection closed while its address's shared lockout entry was read: not checked.
+WITHDRAWN = AuthResult(None, "withdrawn")
 _now = time.monotonic  # an exchange's milliseconds
 
 
@@ -367,7 +369,7 @@ class SIPProtocol(Protocol, TimeoutMixin):
         if asked is not None:
             waiting: Deferred[None] = Deferred(lambda d: d.callback(None))  # a close does not cancel the read
             asked.addBoth(lambda _: None if waiting.called else waiting.callback(None))
-            result = waiting.addCallback(lambda _: self._verdict(event, registry))
+            result = waiting.addCallback(lambda _: WITHDRAWN if self.closed else self._verdict(event, registry))
             self._password_check = self._counted_in_flight(result)
             return result
         return self._verdict(event, registry)
