@@ -191,3 +191,12 @@ def test_config_reads_the_trusted_networks_and_refuses_an_empty_list(tmp_path):
     listener["proxy_protocol"] = {"trusted": []}
     with pytest.raises(ConfigError, match=r"listeners\[0\]\.proxy_protocol\.trusted.*non-empty list"):
         make_config(tmp_path / "b.yaml", {"listeners": [listener]})
+
+
+def test_replies_behind_the_header_reader_go_to_the_socket_s_transport():
+    from sipserver.daemon.transport.protocol import ListenerFactory
+
+    wrapper, transport, *_ = connect("127.0.0.1")
+    factory = ListenerFactory.__new__(ListenerFactory)
+    factory._turn, factory._before_replies = None, None
+    assert factory.reply_channel(wrapper).transport is transport

@@ -452,7 +452,10 @@ class ListenerFactory(Factory):
         return protocol
 
     def reply_channel(self, transport: Any) -> ReplyChannel:
-        """The way out for a new connection's replies (see :mod:`.reply_batches`)."""
+        """The way out for a new connection's replies (see :mod:`.reply_batches`); behind the
+        PROXY header's reader, the socket's own (the reader passes written bytes on unchanged)."""
+        while getattr(type(transport), "passes_writes_through", False):  # its own, not forwarded from below
+            transport = transport.transport
         reactor = getattr(transport, "reactor", None)
         if reactor is not None and (self._turn is None or self._turn.reactor is not reactor):
             self._turn = TurnWriter(reactor, self._before_replies)

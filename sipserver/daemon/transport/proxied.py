@@ -39,6 +39,8 @@ class ProxyHeaderWrapper(ProtocolWrapper):
     """One connection of a PROXY-protocol listener (see the module docstring)."""
 
     factory: ProxyHeaderFactory
+    #: Replies may go to the socket's own transport (``ListenerFactory.reply_channel``).
+    passes_writes_through = True
     _reader: HeaderReader | None = None
     _peer: Any = None
     _deadline: Any = None
