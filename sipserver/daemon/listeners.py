@@ -46,7 +46,7 @@ class ListeningService(Service):
     """One listening socket: ``endpoint.listen(factory)`` on start, ``stopListening`` on stop."""
 
     def __init__(self, name: str, endpoint: Any, factory: Any) -> None:
-        self.name = name
+        self.name = name  # type: ignore[assignment]  # Twisted's Service types its name as None; IService says str
         self.endpoint = endpoint
         self.factory = factory
         self.port: IListeningPort | None = None

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -47,6 +48,9 @@ class SIPProtocol(Protocol, TimeoutMixin):
     """One terminal's connection; see the module docstring."""
 
     factory: ListenerFactory
+    # Set by makeConnection before any other call: a TCP (or TLS) transport, or the telnet prelude,
+    # which offers the same methods this protocol uses (abortConnection included).
+    transport: ITCPTransport
     connection: Connection | None = None  # None: refused at the cap
     _first = False  # the first bytes are still to come (a TLS hello on a plain raw listener is refused)
     _password_check: Deferred[Any] | None = None  # a login waiting for its scrypt check

@@ -46,7 +46,7 @@ import functools
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -80,7 +80,7 @@ REPLAN_CODE = "0A000"
 MIGRATE_LOCK = 0x5349_5053_0001
 SEED_LOCK = 0x5349_5053_0002
 #: The options a postgresql backend takes (``type`` is the factory's); see the module docstring.
-OPTIONS = Section(
+OPTIONS: Section[dict[str, Any]] = Section(
     None,
     (
         Key("type", Text(), default="postgresql"),
@@ -184,7 +184,9 @@ class PgTx(Tx):
     """
 
     def __init__(self, conn: Any, *, write: bool) -> None:
-        super().__init__(conn.cursor(), POSTGRESQL)
+        cursor = conn.cursor()
+        super().__init__(cursor, POSTGRESQL)
+        self.mogrify: Callable[[str, tuple[Any, ...]], bytes] = cursor.mogrify  # psycopg2's, not the DB-API's
         self.conn = conn
         self.prepared: dict[str, tuple[str, str] | None] = conn.prepared
         self.write = write
@@ -243,16 +245,16 @@ class PgTx(Tx):
 
     def _text(self, sql: str, params: tuple[Any, ...]) -> str:
         """The statement as the text to send: ``EXECUTE name(values)``, or the plain SQL."""
-        entry = self.prepared.get(sql, False)
+        entry: tuple[str, str] | Literal[False] | None = self.prepared.get(sql, False)
         if entry is False:
             entry = self._prepare(sql, len(params))
         if entry is None:
             if not params:
                 return sql
-            return self.cursor.mogrify(self.dialect.sql(sql), params).decode(self.codec)
+            return self.mogrify(self.dialect.sql(sql), params).decode(self.codec)
         if not params:
             return entry[1]
-        return self.cursor.mogrify(entry[1], params).decode(self.codec)
+        return self.mogrify(entry[1], params).decode(self.codec)
 
     def _prepare(self, sql: str, count: int) -> tuple[str, str] | None:
         if len(self.prepared) >= MAX_PREPARED or not sql.lstrip()[:6].upper().startswith(_PREPARABLE):
@@ -569,10 +571,14 @@ class PostgreSQLBackend(SQLBackend):
         if not self._ready:
             if self._starting is None:
                 return succeed(False)
-            waiting: Deferred[bool] = Deferred()
-            self._starting.addBoth(lambda result: (waiting.callback(None), result)[1])
-            waiting.addCallback(lambda _: self.health() if self._ready else False)
-            return waiting
+            started: Deferred[None] = Deferred()
+
+            def relay(result: object) -> object:
+                started.callback(None)
+                return result
+
+            self._starting.addBoth(relay)
+            return started.addCallback(lambda _: self.health() if self._ready else succeed(False))
         d = self.run_read(lambda tx: tx.scalar("SELECT 1") == 1)
         if not self.synchronous:
             d.addTimeout(HEALTH_TIMEOUT, self._get_reactor())
