@@ -25,6 +25,7 @@ RESTART_KEYS = {
     "listeners",
     "backends",
     "server.workers",
+    "server.fast_paths",
     "logging.format",
     "logging.destination",
     "logging.file",

@@ -410,8 +410,11 @@ class ListenerFactory(Factory):
         listener: ListenerConfig,
         reactor: Any,
         before_replies: Callable[[], None] | None = None,
+        *,
+        batch_replies: bool = True,
     ) -> None:
         self.serving = serving
+        self.batch_replies = batch_replies  # a fast path (sipserver.daemon.fast_paths)
         self.listener = listener
         self.reactor = reactor  # the clock of the connections' timers
         self.connections = 0
@@ -426,7 +429,7 @@ class ListenerFactory(Factory):
 
     def reply_channel(self, transport: Any) -> ReplyChannel:
         """The way out for a new connection's replies (see :mod:`.reply_batches`)."""
-        reactor = getattr(transport, "reactor", None)
+        reactor = getattr(transport, "reactor", None) if self.batch_replies else None
         if reactor is not None and (self._turn is None or self._turn.reactor is not reactor):
             self._turn = TurnWriter(reactor, self._before_replies)
         return ReplyChannel(transport, self._turn if reactor is not None else None)

@@ -11,6 +11,7 @@ Configuration (a backend's mapping; see ``docs/postgresql.md``)::
         connect_timeout: 5               # s
         seed: demo-data.yaml             # loaded into an empty database only
         synchronous: false               # true: one connection on the caller's thread (tests, benchmarks)
+        batch_statements: true           # false: each statement sent alone, unprepared (server.fast_paths)
 
 How it runs a call: every operation is one function of the shared SQL package
 (:class:`~sipserver.ils.embedded.sql_backend.SQLBackend`), run in one READ COMMITTED transaction on a pooled
@@ -106,6 +107,7 @@ OPTIONS: Section[dict[str, Any]] = Section(
         Key("connect_timeout", Number(above=0), default=5.0),
         Key("seed", Text(empty=True, what="a data file name"), default=None),
         Key("synchronous", Flag(), default=False),
+        Key("batch_statements", Flag(), default=True),
     ),
     what="a mapping of options",
 )
@@ -183,22 +185,27 @@ class PgTx(Tx):
       own snapshot anyway, so each read statement simply runs on its own.
     """
 
-    def __init__(self, conn: Any, *, write: bool) -> None:
+    def __init__(self, conn: Any, *, write: bool, batch: bool = True) -> None:
+        """``batch=False`` (``server.fast_paths: false``): each statement goes alone, as plain SQL,
+        and a write transaction's BEGIN at once: slower, the same results."""
         cursor = conn.cursor()
         super().__init__(cursor, POSTGRESQL)
         self.mogrify: Callable[[str, tuple[Any, ...]], bytes] = cursor.mogrify  # psycopg2's, not the DB-API's
         self.conn = conn
         self.prepared: dict[str, tuple[str, str] | None] = conn.prepared
         self.write = write
-        self.pending: list[str] = ["BEGIN"] if write else []
+        self.batch = batch
+        self.pending: list[str] = ["BEGIN"] if write and batch else []
         self.sent = False  # has anything of this transaction reached the server?
         self.codec = psycopg2.extensions.encodings.get(conn.encoding, "utf-8")
+        if write and not batch:
+            self._send("BEGIN")
 
     # -- what the rules call ----------------------------------------------------------------------
 
     def execute(self, sql: str, params: Any = ()) -> None:
         text = self._text(sql, tuple(params))
-        if self.write and _deferrable(sql):
+        if self.write and self.batch and _deferrable(sql):
             self.pending.append(text)
         else:
             self._send(text)
@@ -207,7 +214,7 @@ class PgTx(Tx):
         """Send the locking statement with the next one (in a write transaction): PostgreSQL runs
         it first and the next statement starts only once its locks are held."""
         text = self._text(sql, tuple(params))
-        if self.write:
+        if self.write and self.batch:
             self.pending.append(text)
         else:
             self._send(text)
@@ -245,7 +252,7 @@ class PgTx(Tx):
 
     def _text(self, sql: str, params: tuple[Any, ...]) -> str:
         """The statement as the text to send: ``EXECUTE name(values)``, or the plain SQL."""
-        entry: tuple[str, str] | Literal[False] | None = self.prepared.get(sql, False)
+        entry: tuple[str, str] | Literal[False] | None = self.prepared.get(sql, False) if self.batch else None
         if entry is False:
             entry = self._prepare(sql, len(params))
         if entry is None:
@@ -328,6 +335,7 @@ class PostgreSQLBackend(SQLBackend):
             ) from None
         self.dsn = dsn
         self.where = describe_dsn(dsn)
+        self.batch_statements: bool = chosen["batch_statements"]
         self.pool_min: int = chosen["pool"]["min"]
         self.pool_max: int = chosen["pool"]["max"]
         if self.pool_min > self.pool_max:
@@ -391,7 +399,7 @@ class PostgreSQLBackend(SQLBackend):
             except psycopg2.Error as exc:
                 raise self._unavailable("cannot connect", exc) from None
             committing = False
-            tx = PgTx(conn, write=write)
+            tx = PgTx(conn, write=write, batch=self.batch_statements)
             try:
                 result = fn(tx, *args, **kwargs)
                 if cancelled is not None and cancelled.is_set():
