@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= etc/sip.yaml
 
-.PHONY: venv run test test-debian lint check bench clean deb
+.PHONY: venv run test test-debian print-debian-packages lint check bench clean deb
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,8 +52,13 @@ $(DEBIAN_STAMP): setup.cfg pyproject.toml
 	chmod +x $(DEBIAN_VENV)/bin/twistd
 	touch $(DEBIAN_STAMP)
 
+print-debian-packages:
+	@echo $(DEBIAN_PACKAGES)
+
 test-debian: $(DEBIAN_STAMP)
-	$(DEBIAN_VENV)/bin/python -c 'import twisted, sipserver; print("Twisted", twisted.__version__, "from", twisted.__file__)'
+	$(DEBIAN_VENV)/bin/python -c 'import os, twisted, sipserver; \
+		assert os.path.dirname(os.path.dirname(sipserver.__file__)) == os.getcwd(), sipserver.__file__; \
+		print("Twisted", twisted.__version__, "from", twisted.__file__)'
 	$(DEBIAN_VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
