@@ -168,6 +168,8 @@ def test_postgresql_transactions_sent_statement_by_statement(tmp_path, pg_demo_t
                 return decode(raw)
 
             assert ask("93", CN="sco", CO="scpass").fixed["ok"] == "1"
+            assert ask("23", AO="MAIN", AA=JANE, AD=PIN).code == "24"  # a connection is open now
+            assert pg.terminate(name) >= 1  # lost before BEGIN: the write is retried on a new connection
             out = ask("11", AO="MAIN", AA=JANE, AB=ITEM, AC="", AD=PIN, sc_renewal_policy=True)
             assert out.code == "12" and out.fixed["ok"] == "1", out
             again = ask("11", AO="MAIN", AA="21000000000021", AB=ITEM, AC="", sc_renewal_policy=True)

@@ -187,7 +187,7 @@ class PgTx(Tx):
 
     def __init__(self, conn: Any, *, write: bool, batch: bool = True) -> None:
         """``batch=False`` (``server.fast_paths: false``): each statement goes alone, as plain SQL,
-        and a write transaction's BEGIN at once: slower, the same results."""
+        a write transaction's BEGIN alone before its first: slower, the same results."""
         cursor = conn.cursor()
         super().__init__(cursor, POSTGRESQL)
         self.mogrify: Callable[[str, tuple[Any, ...]], bytes] = cursor.mogrify  # psycopg2's, not the DB-API's
@@ -195,11 +195,9 @@ class PgTx(Tx):
         self.prepared: dict[str, tuple[str, str] | None] = conn.prepared
         self.write = write
         self.batch = batch
-        self.pending: list[str] = ["BEGIN"] if write and batch else []
+        self.pending: list[str] = ["BEGIN"] if write else []
         self.sent = False  # has anything of this transaction reached the server?
         self.codec = psycopg2.extensions.encodings.get(conn.encoding, "utf-8")
-        if write and not batch:
-            self._send("BEGIN")
 
     # -- what the rules call ----------------------------------------------------------------------
 
@@ -244,7 +242,11 @@ class PgTx(Tx):
     # -- sending ----------------------------------------------------------------------------------
 
     def _send(self, text: str) -> None:
-        if self.pending:
+        if self.pending and not self.batch:  # only the BEGIN waits unbatched
+            for pending in self.pending:
+                self.cursor.execute(pending)
+            self.pending.clear()
+        elif self.pending:
             text = "; ".join([*self.pending, text])
             self.pending.clear()
         self.sent = True
