@@ -71,8 +71,10 @@ def _run_with_backend(config_path: str, backend_name: str | None, action: str, d
     if config is None:
         return 1
     if backend_name is not None and backend_name not in config.backends:
-        names = ", ".join(config.backends) or "none"
-        print(f"sipserver: {config_path}: no backend named {backend_name!r} (configured: {names})", file=sys.stderr)
+        configured = ", ".join(config.backends) or "none"
+        print(
+            f"sipserver: {config_path}: no backend named {backend_name!r} (configured: {configured})", file=sys.stderr
+        )
         return 1
     if backend_name is not None:
         names = [backend_name]
@@ -105,6 +107,7 @@ def _run_with_backend(config_path: str, backend_name: str | None, action: str, d
                 else:
                     from sipserver.ils.embedded.loader import load_file
 
+                    assert data is not None  # the load command's argument is required
                     yield backend.start()
                     counts = yield load_file(backend, data)
                     summary = ", ".join(f"{count} {kind}" for kind, count in counts.items())
@@ -125,7 +128,7 @@ def _run_with_backend(config_path: str, backend_name: str | None, action: str, d
         d.addBoth(lambda _: reactor.stop())
 
     reactor.callWhenRunning(go)
-    reactor.run(installSignalHandlers=False)
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]  # IReactorCore.run omits the reactors' argument
     return outcome["code"]
 
 

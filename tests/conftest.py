@@ -10,6 +10,21 @@ from tests.support import DEMO_DATA, sync_backend
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)]
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fast-paths",
+        choices=("on", "off"),
+        default="on",
+        help="server.fast_paths in the daemons the end-to-end tests start (off: every speed measure off)",
+    )
+
+
+def pytest_configure(config):
+    from tests import daemon
+
+    daemon.FAST_PATHS = config.getoption("--fast-paths") == "on"
+
+
 @pytest.fixture(scope="session")
 def pg_demo_template():
     """A migrated PostgreSQL database holding the demo data, copied by each test that needs one."""

@@ -55,7 +55,14 @@ def config_data(tmp_path: Path, **changes: Any) -> dict[str, Any]:
     return data
 
 
+#: ``server.fast_paths`` in every config :func:`write_config` writes that does not set it; pytest's
+#: ``--fast-paths off`` (tests/conftest.py) runs the end-to-end tests on the plain, slower paths.
+FAST_PATHS = True
+
+
 def write_config(tmp_path: Path, data: dict[str, Any]) -> Path:
+    if not FAST_PATHS and "fast_paths" not in (data.get("server") or {}):
+        data = {**data, "server": {**(data.get("server") or {}), "fast_paths": False}}
     path = tmp_path / "sip.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
     return path

@@ -9,10 +9,10 @@ import io
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -218,7 +218,8 @@ def test_check_connect_timeout(capsys):
             filler = stack.enter_context(socket.socket())
             filler.setblocking(False)
             filler.connect_ex(("127.0.0.1", port))
-        time.sleep(0.2)
+        # The accept queue is full once a connection waits in it (its length is the backlog + 1).
+        assert select.select([listener], [], [], 5)[0], "no connection reached the listener's queue"
         code, out, _ = run(capsys, "-p", port, "-u", "sco", "-P", "scpass", "--timeout", "1", "check")
     assert code == 3
     assert out == "FAIL: timed out connecting (firewall or wrong host/address?)\n"

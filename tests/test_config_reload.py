@@ -26,6 +26,7 @@ RESTART_KEYS = {
     "backends",
     "server.workers",
     "server.lockout.shared",
+    "server.fast_paths",
     "logging.format",
     "logging.destination",
     "logging.file",

@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import re
+import select
 import signal
 import socket
 import syslog
@@ -333,6 +334,11 @@ def test_at_shutdown_what_waits_is_written_when_the_reader_catches_up(pipe):
     assert drain(read).endswith(b" 9999 ok 0.2ms\n")
 
 
+def pipe_full(write: int) -> bool:
+    """Whether the pipe whose write end is ``write`` takes nothing more now (not writable)."""
+    return not select.select([], [write], [], 0)[1]
+
+
 def test_lines_logged_after_close_wait_for_a_full_pipe_while_its_reader_catches_up(pipe):
     # twistd logs its last words ("Main loop terminated", "Server Shut Down.") after the service has
     # closed the writer; a reader that is just draining a full pipe (systemd, a shell) must get them.
@@ -341,7 +347,10 @@ def test_lines_logged_after_close_wait_for_a_full_pipe_while_its_reader_catches_
     received = []
 
     def reader() -> None:
-        time.sleep(0.3)  # the pipe fills up with the late lines before anyone reads
+        deadline = time.monotonic() + 5
+        while not pipe_full(stream.fd):  # the pipe fills up with the late lines before anyone reads
+            assert time.monotonic() < deadline, "the late lines never filled the pipe"
+            time.sleep(0.01)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             received.append(drain(read))

@@ -8,7 +8,7 @@ import time
 
 import psycopg2
 import pytest
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from sipserver.ils import factory
@@ -567,15 +567,19 @@ class ThreadedTests(unittest.TestCase):
         backend = self.make()
         yield backend.start()
 
+        gave_up = threading.Event()
+
         def slow_write(tx):
             tx.execute("UPDATE patrons SET name = 'changed' WHERE barcode = ?", (JANE,))
-            time.sleep(0.5)
+            gave_up.wait(5)  # still inside the transaction when the caller gives up
 
         d = backend.run_write(slow_write)
         d.addTimeout(0.1, self.reactor)  # what the ACS does with the institution's timeout
         with self.assertRaises(defer.TimeoutError):
             yield d
-        yield task.deferLater(self.reactor, 0.8, lambda: None)
+        gave_up.set()
+        # The row's lock is held until that transaction ends (committed or rolled back): wait for it.
+        yield backend.run_write(lambda tx: tx.scalar("SELECT name FROM patrons WHERE barcode = ? FOR UPDATE", (JANE,)))
         jane = yield backend.patron(PatronRequest(terminal=Terminal(institution="X"), patron=JANE, pin=None))
         self.assertEqual(jane.name, "Jane Doe")
 

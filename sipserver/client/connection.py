@@ -148,7 +148,9 @@ class Connection:
             why = {"WRONG_VERSION_NUMBER": "the server answered in plain text"}.get(
                 exc.reason or "", exc.reason or str(exc)
             )
-            if isinstance(exc, ssl.SSLEOFError):
+            # An EOF in the handshake: SSLEOFError, or SSLZeroReturnError from some Python and
+            # OpenSSL builds (Debian bookworm's python3.11).
+            if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
                 why = "the server closed the connection"
             return Failure(f"TLS handshake failed ({why}): is this a plain (non-TLS) port?", CONNECTION_FAILURE)
         timed_out = isinstance(exc, TimeoutError) or "timed out" in str(exc)

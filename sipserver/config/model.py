@@ -76,6 +76,7 @@ class ServerConfig:
     idle_timeout: float = 1800.0
     lockout: LockoutConfig = attrs.field(factory=LockoutConfig)
     workers: int = 1
+    fast_paths: bool = True
 
 
 @attrs.frozen

@@ -291,6 +291,14 @@ SERVER = Section(
             doc="Processes answering on the same listeners; the parent deals new connections out in turn "
             "([performance](performance.md#workers)).",
         ),
+        Key(
+            "fast_paths",
+            Flag(),
+            reload=RESTART,
+            doc="`false` turns off every speed measure at once (reply batching, `gc.freeze`, sqlite on the "
+            "reactor thread, the patron cache, PostgreSQL statement batching), for debugging: terminals get "
+            "the same replies, more slowly ([architecture](architecture.md#fast-paths)).",
+        ),
     ),
 )
 

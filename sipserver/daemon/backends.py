@@ -28,7 +28,7 @@ log = logger("sipserver.daemon.backends")
 class BackendsService(Service):
     """Every configured backend, by name; ``health`` is the ACS's belief about each."""
 
-    name = "backends"
+    name = "backends"  # type: ignore[assignment]  # Twisted's Service types its name as None; IService says str
 
     def __init__(self, backends: Mapping[str, ILSBackend], health: BackendHealth, reactor: Any) -> None:
         self.backends = dict(backends)

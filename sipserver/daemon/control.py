@@ -27,11 +27,12 @@ from __future__ import annotations
 import json
 import socket
 import zlib
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.internet import defer
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
 from sipserver.accounts.lockout import Lockout
 from sipserver.observe.loglevel import logger
@@ -48,22 +49,22 @@ CONTROL_FD = 4
 class Report(amp.Command):
     """A lockout outcome: ``event`` is ``failure`` or ``success``, ``peer`` the address."""
 
-    arguments = [(b"event", amp.Unicode()), (b"peer", amp.Unicode())]
-    response: list[tuple[bytes, amp.Argument]] = []
+    arguments: ClassVar[list[tuple[bytes, amp.Argument]]] = [(b"event", amp.Unicode()), (b"peer", amp.Unicode())]
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
 
 
 class Locks(amp.Command):
     """The parent's running locks, to a worker just started: ``peers`` with seconds left."""
 
-    arguments = [(b"locks", amp.Unicode())]
-    response: list[tuple[bytes, amp.Argument]] = []
+    arguments: ClassVar[list[tuple[bytes, amp.Argument]]] = [(b"locks", amp.Unicode())]
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = []
 
 
 class TakeSnapshot(amp.Command):
     """A worker's snapshots, as compressed JSON (an AMP value holds at most 64 KB)."""
 
-    arguments: list[tuple[bytes, amp.Argument]] = []
-    response = [(b"data", amp.String())]
+    arguments: ClassVar[list[tuple[bytes, amp.Argument]]] = []
+    response: ClassVar[list[tuple[bytes, amp.Argument]]] = [(b"data", amp.String())]
 
 
 def _apply(lockout: Lockout, event: str, peer: str) -> None:
@@ -85,11 +86,11 @@ class _Channel(amp.AMP):
     def makeConnection(self, transport: Any) -> None:
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         amp.BinaryBoxProtocol.connectionLost(self, reason)
 
 
-def _quiet_factory(link: amp.AMP) -> Factory:
+def _quiet_factory(link: amp.AMP) -> Factory[amp.AMP]:
     """A factory for the one protocol of an adopted channel, without connection lines in the log."""
     factory = Factory.forProtocol(lambda: link)
     factory.noisy = False
@@ -112,7 +113,7 @@ class _WorkerLink(_Channel):
     def report(self, event: str, peer: str) -> defer.Deferred[dict[str, Any]]:
         return self.hub.reported(self, event, peer)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.hub.detach(self)
 
@@ -201,7 +202,7 @@ class ParentLink(_Channel):
         self.snapshots = snapshots
         self.lost = False
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
         super().connectionLost(reason)
 

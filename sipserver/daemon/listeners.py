@@ -48,7 +48,7 @@ class ListeningService(Service):
     def __init__(
         self, name: str, endpoint: Any, factory: Any, *, counted: Any = None, shareable: bool | None = None
     ) -> None:
-        self.name = name
+        self.name = name  # type: ignore[assignment]  # Twisted's Service types its name as None; IService says str
         self.endpoint = endpoint
         self.factory = factory
         self.counted = factory if counted is None else counted  # the SIP factory under a PROXY or TLS wrapper

@@ -32,7 +32,7 @@ class Reloader(Service):
     """See the module docstring. ``config`` is the configuration in force (the running listeners,
     backends and log destination, with everything a reload could apply live)."""
 
-    name = "reload"
+    name = "reload"  # type: ignore[assignment]  # Twisted's Service types its name as None; IService says str
 
     def __init__(
         self,

@@ -44,6 +44,7 @@ from sipserver.daemon import sdnotify
 from sipserver.daemon.backends import BackendsService
 from sipserver.daemon.control import Hub
 from sipserver.daemon.drain import Drain
+from sipserver.daemon.fast_paths import FastPaths
 from sipserver.daemon.listeners import ListeningService, endpoint_for
 from sipserver.daemon.reload import Reloader
 from sipserver.daemon.serving import Serving
@@ -93,9 +94,12 @@ def build(
     lockout = Lockout(
         config.server.lockout.failures, config.server.lockout.window, config.server.lockout.duration, clock=reactor
     )
+    fast = FastPaths.chosen(config.server.fast_paths)
     if backends is None:
         backends = {
-            name: create_backend(name, {"type": backend.type, **backend.options}, reactor=reactor)
+            name: create_backend(
+                name, fast.backend_options(backend.type, {"type": backend.type, **backend.options}), reactor=reactor
+            )
             for name, backend in config.backends.items()
         }
     shared = config.server.lockout.shared
@@ -104,12 +108,14 @@ def build(
     acs = ACS(backends, reactor, server_name=config.server.name)
     checks = PasswordChecks(lockout, functools.partial(run_in_thread, reactor), threads=PASSWORD_THREADS)
     serving = Serving(Registry.from_config(config, lockout), config.server, acs, events, checks)
-    factories = {listener.name: listener_factory(listener, serving, reactor, writer) for listener in config.listeners}
+    factories = {
+        listener.name: listener_factory(listener, serving, reactor, writer, fast) for listener in config.listeners
+    }
     fronts = {
         listener.name: front_factory(listener, factories[listener.name], serving, reactor)
         for listener in config.listeners
     }
-    daemon = SIPDaemon(config, reactor, writer, levels, serving, factories, notify=listen)
+    daemon = SIPDaemon(config, reactor, writer, levels, serving, factories, notify=listen, fast=fast)
     daemon.fronts = fronts
     daemon.lockout = lockout
     daemon.snapshots = snapshots = Snapshots()
@@ -161,15 +167,21 @@ def build(
             ListeningService("http", endpoint, http.site(config.http, sources)).setServiceParent(daemon)
     for warning in config.warnings:
         log.warn("{warning}", warning=warning)  # each warning already names the file
+    if fast.off:
+        log.warn("fast paths off (server.fast_paths: false): {off}", off=", ".join(fast.off))
     return daemon
 
 
 def listener_factory(
-    listener: ListenerConfig, serving: Serving, reactor: Any, writer: exchangelog.LogWriter
+    listener: ListenerConfig,
+    serving: Serving,
+    reactor: Any,
+    writer: exchangelog.LogWriter,
+    fast: FastPaths = FastPaths(),  # noqa: B008 (frozen)
 ) -> ListenerFactory:
     """The factory of one SIP listener: the SIP protocol, behind telnet's login prelude on telnet."""
     kind = TelnetListenerFactory if listener.transport == "telnet" else ListenerFactory
-    return kind(serving, listener, reactor, writer.flush)
+    return kind(serving, listener, reactor, writer.flush, batch_replies=fast.batch_replies)
 
 
 def _connections(serving: Serving, factories: Mapping[str, ListenerFactory]) -> dict[str, Any]:
@@ -239,8 +251,10 @@ class SIPDaemon(MultiService):
         factories: Mapping[str, ListenerFactory],
         *,
         notify: bool,
+        fast: FastPaths = FastPaths(),  # noqa: B008 (frozen)
     ) -> None:
         super().__init__()
+        self.fast = fast
         self.config = config  # as started (a reload's live changes are in ``serving``)
         self.reactor = reactor
         self.log = log
@@ -306,11 +320,9 @@ class SIPDaemon(MultiService):
             institutions=len(config.institutions),
             accounts=len(config.accounts),
         )
-        # What start-up built (modules, config, Twisted) lives as long as the process: move it out
-        # of the cyclic collector's reach, so that a full collection walks only what requests
-        # create, instead of stalling every terminal (docs/performance.md).
-        gc.collect()
-        gc.freeze()
+        if self.fast.freeze_startup_objects:  # see sipserver.daemon.fast_paths
+            gc.collect()
+            gc.freeze()
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:

@@ -89,14 +89,23 @@ class DatabaseLockout:
             return None
         key = peer_key(peer)
         d = self.backend.read_transaction(_read, key, lockout.window)
-        d.addCallback(lambda entry: self._reached(lockout.take_entry(key, *entry)))
+        def taken(entry: tuple[list[float], float | None]) -> None:
+            lockout.take_entry(key, *entry)
+            self._reached(None)
+
+        d.addCallback(taken)
         return d.addErrback(self._unreachable)
 
     def share(self, event: str, key: str) -> Deferred[Any] | None:
         lockout = self.lockout
         if event == "failure":
             d = self.backend.write_transaction(_record_failure, key, lockout.failures, lockout.window, lockout.duration)
-            d.addCallback(lambda left: self._reached(lockout.adopt_locks({key: left}) if left else None))
+            def recorded(left: float | None) -> None:
+                if left:
+                    lockout.adopt_locks({key: left})
+                self._reached(None)
+
+            d.addCallback(recorded)
         else:
             d = self.backend.write_transaction(_forget, key)
             d.addCallback(self._reached)

@@ -43,7 +43,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import address, defer, error, protocol
-from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.interfaces import IProcessTransport, IReadDescriptor
 from zope.interface import implementer
 
 from sipserver.daemon.control import CONTROL_FD, Hub
@@ -102,6 +102,7 @@ class _Child(protocol.ProcessProtocol):
         self.index = index
         self.channel = channel  # the parent's end of the socket pair
         self.ended: defer.Deferred[None] = defer.Deferred()
+        self.process: IProcessTransport | None = None  # set by spawnProcess's return, before any signal
 
     def processEnded(self, reason: Any) -> None:
         self.channel.close()
@@ -141,7 +142,7 @@ class WorkerPool(Service):
     ``factories`` are the SIP listeners' factories by listener name (the parent's share of the
     connections is adopted with them); ``listeners`` their listening services, by the same names."""
 
-    name = "workers"
+    name = "workers"  # type: ignore[assignment]  # Twisted's Service types its name as None; IService says str
 
     def __init__(
         self,
@@ -207,7 +208,8 @@ class WorkerPool(Service):
         child = _Child(self, index, ours)
         try:
             fds = {0: 0, 1: 1, 2: 2, CHILD_FD: theirs.fileno(), CONTROL_FD: their_control.fileno()}
-            self.reactor.spawnProcess(child, sys.executable, argv, env=_child_environment(), childFDs=fds)
+            process = self.reactor.spawnProcess(child, sys.executable, argv, env=_child_environment(), childFDs=fds)
+            child.process = process
         finally:
             theirs.close()
             their_control.close()
@@ -216,7 +218,7 @@ class WorkerPool(Service):
         else:
             control.close()
         self.children[index] = child
-        log.info("worker {index} started (pid {pid})", index=index, pid=child.transport.pid)
+        log.info("worker {index} started (pid {pid})", index=index, pid=process.pid)
 
     def deal(self, dealer: _Dealer, conn: socket.socket) -> None:
         """Hand ``conn`` to the next process in turn; the parent keeps it when that child cannot
@@ -240,13 +242,15 @@ class WorkerPool(Service):
 
     def signal_all(self, name: str) -> None:
         for child in list(self.children.values()):
+            if child.process is None:
+                continue
             try:
-                child.transport.signalProcess(name)
+                child.process.signalProcess(name)
             except error.ProcessExitedAlready:
                 pass
 
     def pids(self) -> list[int]:
-        return [c.transport.pid for c in self.children.values() if c.transport.pid]
+        return [c.process.pid for c in self.children.values() if c.process is not None and c.process.pid]
 
     def stopService(self) -> defer.Deferred[Any]:
         """Stop dealing, SIGTERM every child and wait for them (KILL after STOP_GRACE seconds)."""

@@ -84,7 +84,7 @@ class Health(resource.Resource):
             listeners = {name: listener.bound for name, listener in sources.listeners.items()}
             backends = sources.health.snapshot()
             healthy = all(listeners.values()) and all(backends.values())
-            body = {
+            body: dict[str, Any] = {
                 "status": "ok" if healthy else "unavailable",
                 "listeners": {name: "up" if up else "down" for name, up in listeners.items()},
                 "backends": {name: "up" if up else "down" for name, up in backends.items()},

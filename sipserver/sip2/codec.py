@@ -383,13 +383,12 @@ def _careful_text(message: Message, layout: _Layout, delimiter: str, required: f
 
 
 def _clean(value: Any, delimiter: str, table: dict[int, None]) -> str:
-    if not isinstance(value, str):
-        value = str(value)
-    if delimiter in value or "\r" in value or "\n" in value or "\0" in value:
-        value = value.translate(table)
-    if len(value) > _MAX_VALUE:
-        value = value[:_MAX_VALUE]
-    return value
+    text = value if isinstance(value, str) else str(value)
+    if delimiter in text or "\r" in text or "\n" in text or "\0" in text:
+        text = text.translate(table)
+    if len(text) > _MAX_VALUE:
+        text = text[:_MAX_VALUE]
+    return text
 
 
 _TEXT_DEFAULTS = {"language": "000", "protocol_version": "2.00", "uid_algorithm": "0", "pwd_algorithm": "0",

@@ -1,1 +1,2 @@
-"""Twisted transports: the SIP protocol, telnet's login prelude, the PROXY header, backpressure, reply batching."""
+"""Twisted transports: the SIP protocol, telnet's login prelude, the PROXY header, backpressure,
+reply batching."""

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -49,6 +50,9 @@ class SIPProtocol(Protocol, TimeoutMixin):
     """One terminal's connection; see the module docstring."""
 
     factory: ListenerFactory
+    # Set by makeConnection before any other call: a TCP (or TLS) transport, or the telnet prelude,
+    # which offers the same methods this protocol uses (abortConnection included).
+    transport: ITCPTransport
     connection: Connection | None = None  # None: refused at the cap
     _first = False  # the first bytes are still to come (a TLS hello on a plain raw listener is refused)
     _password_check: Deferred[Any] | None = None  # a login waiting for its scrypt check
@@ -379,6 +383,7 @@ class SIPProtocol(Protocol, TimeoutMixin):
         assert connection is not None
         checks = self.serving.password_checks
         listener = connection.listener.name
+        result: AuthResult | Deferred[AuthResult]
         if checks is None:
             result = registry.authenticate(event.login, event.password, connection.peer, listener)
         else:
@@ -437,8 +442,11 @@ class ListenerFactory(Factory):
         listener: ListenerConfig,
         reactor: Any,
         before_replies: Callable[[], None] | None = None,
+        *,
+        batch_replies: bool = True,
     ) -> None:
         self.serving = serving
+        self.batch_replies = batch_replies  # a fast path (sipserver.daemon.fast_paths)
         self.listener = listener
         self.reactor = reactor  # the clock of the connections' timers
         self.connections = 0
@@ -456,7 +464,7 @@ class ListenerFactory(Factory):
         PROXY header's reader, the socket's own (the reader passes written bytes on unchanged)."""
         while getattr(type(transport), "passes_writes_through", False):  # its own, not forwarded from below
             transport = transport.transport
-        reactor = getattr(transport, "reactor", None)
+        reactor = getattr(transport, "reactor", None) if self.batch_replies else None
         if reactor is not None and (self._turn is None or self._turn.reactor is not reactor):
             self._turn = TurnWriter(reactor, self._before_replies)
         return ReplyChannel(transport, self._turn if reactor is not None else None)

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import address
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import ITCPTransport, ITransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
 from sipserver.observe.events import Events
@@ -106,7 +108,7 @@ class ProxyHeaderWrapper(ProtocolWrapper):
             return self._peer
         return super().getPeer()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
         if self._started:
             super().connectionLost(reason)
@@ -115,7 +117,7 @@ class ProxyHeaderWrapper(ProtocolWrapper):
 
     def _start(self) -> None:
         self._started = True
-        self.wrappedProtocol.makeConnection(self)
+        self.wrappedProtocol.makeConnection(cast(ITransport, self))  # a ProtocolWrapper is its protocol's transport
 
     def _timed_out(self) -> None:
         self._deadline = None
@@ -131,7 +133,7 @@ class ProxyHeaderWrapper(ProtocolWrapper):
         self._reader = None
         self._cancel_deadline()
         self.factory.events.connection_refused(self.factory.listener, peer, reason)
-        self.transport.abortConnection()
+        cast(ITCPTransport, self.transport).abortConnection()
 
 
 class ProxyHeaderFactory(WrappingFactory):

@@ -30,6 +30,7 @@ from typing import Any
 
 from twisted.conch.telnet import ECHO, SGA, TelnetTransport
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ITransport
 
 from .base import TLS_CLIENT_HELLO
 from .protocol import ListenerFactory, SIPProtocol
@@ -72,7 +73,8 @@ class TelnetLogin(TelnetTransport):
     Relies on TelnetTransport's private ``state`` and ``commands`` attributes for the eager CR
     and the subnegotiation bound, the same on Twisted 22.4 and current releases."""
 
-    protocol: SIPProtocol
+    protocol: SIPProtocol  # type: ignore[assignment]  # TelnetTransport types its protocol as None
+    transport: ITransport  # the TCP connection, set by makeConnection before any other call
     _drop_after_cr = False
     _first = True
 

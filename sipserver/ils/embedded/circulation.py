@@ -161,6 +161,7 @@ def checkout(tx: Tx, request: CheckoutRequest, now: datetime.datetime, pins: Pin
     nb_due = dbtime.local_naive(request.nb_due) if request.nb_due is not None else None
     read = circulation_reads.read_for_checkout(tx, patron_barcode, item_barcode, now)
     state: ItemState | None = None
+    patron: PatronRow | None
     if read is not None:
         patron, circ, state = read.patron, read.circ, read.state
         item: ItemRow | None = state.item
@@ -185,19 +186,28 @@ def checkout(tx: Tx, request: CheckoutRequest, now: datetime.datetime, pins: Pin
         )
         return result
 
-    def refuse(refusal: Refusal, message: str = "", **more: str) -> CheckoutResult:
-        return done(CheckoutResult(ok=False, refusal=refusal, message=message, desensitize=False, **more))
-
-    def lent(loan: tuple[int, ItemState], due: datetime.datetime, detail: str) -> CheckoutResult:
-        loan_id, after = loan
-        fee = {"fee_type": "rental", "fee_amount": format_cents(item.rental_fee)} if item.rental_fee else {}
+    def refuse(refusal: Refusal, message: str = "", *, fee_type: str = "", fee_amount: str = "") -> CheckoutResult:
         return done(
-            CheckoutResult(ok=True, due=due, transaction_id=_transaction_id(loan_id, 0), **fee),
+            CheckoutResult(
+                ok=False, refusal=refusal, message=message, desensitize=False, fee_type=fee_type, fee_amount=fee_amount
+            )
+        )
+
+    # lent() and renewed() run only after the patron and the item were found and read.
+    def lent(loan: tuple[int, ItemState], due: datetime.datetime, detail: str) -> CheckoutResult:
+        assert patron is not None and item is not None
+        loan_id, after = loan
+        fee_type, fee_amount = ("rental", format_cents(item.rental_fee)) if item.rental_fee else ("", "")
+        return done(
+            CheckoutResult(
+                ok=True, due=due, transaction_id=_transaction_id(loan_id, 0), fee_type=fee_type, fee_amount=fee_amount
+            ),
             detail,
             after.view(due=dbtime.stamp(due), borrower=patron.barcode),
         )
 
     def renewed(loan: LoanRow, due: datetime.datetime | None, detail: str) -> CheckoutResult:
+        assert patron is not None and item is not None and state is not None
         r = _renew(tx, patron, item, loan, circ, now, due)
         return done(
             CheckoutResult(
@@ -224,6 +234,7 @@ def checkout(tx: Tx, request: CheckoutRequest, now: datetime.datetime, pins: Pin
         assert read is not None
         patron, circ, state = read.patron, read.circ, read.state
         item = state.item
+    assert state is not None
     loan = state.loan
     own_loan = loan is not None and loan.patron_id == patron.id
 
@@ -557,7 +568,7 @@ def renew_all(tx: Tx, request: RenewAllRequest, now: datetime.datetime, pins: Pi
         # have returned it since. Read the loan again, now that nobody else can change it.
         loan = records.open_loan(tx, item.id)
         if loan is None or loan.id != row["id"]:
-            refusal: Refusal | None = Refusal.NOT_CHECKED_OUT
+            refusal = Refusal.NOT_CHECKED_OUT
         else:
             refusal = _renewal_refusal(
                 item, loan, circ, functools.partial(records.hold_queue, tx, item, now), fee_acknowledged

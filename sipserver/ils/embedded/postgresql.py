@@ -11,6 +11,7 @@ Configuration (a backend's mapping; see ``docs/postgresql.md``)::
         connect_timeout: 5               # s
         seed: demo-data.yaml             # loaded into an empty database only
         synchronous: false               # true: one connection on the caller's thread (tests, benchmarks)
+        batch_statements: true           # false: each statement sent alone, unprepared (server.fast_paths)
 
 How it runs a call: every operation is one function of the shared SQL package
 (:class:`~sipserver.ils.embedded.sql_backend.SQLBackend`), run in one READ COMMITTED transaction on a pooled
@@ -46,7 +47,7 @@ import functools
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -80,7 +81,7 @@ REPLAN_CODE = "0A000"
 MIGRATE_LOCK = 0x5349_5053_0001
 SEED_LOCK = 0x5349_5053_0002
 #: The options a postgresql backend takes (``type`` is the factory's); see the module docstring.
-OPTIONS = Section(
+OPTIONS: Section[dict[str, Any]] = Section(
     None,
     (
         Key("type", Text(), default="postgresql"),
@@ -106,6 +107,7 @@ OPTIONS = Section(
         Key("connect_timeout", Number(above=0), default=5.0),
         Key("seed", Text(empty=True, what="a data file name"), default=None),
         Key("synchronous", Flag(), default=False),
+        Key("batch_statements", Flag(), default=True),
     ),
     what="a mapping of options",
 )
@@ -183,11 +185,16 @@ class PgTx(Tx):
       own snapshot anyway, so each read statement simply runs on its own.
     """
 
-    def __init__(self, conn: Any, *, write: bool) -> None:
-        super().__init__(conn.cursor(), POSTGRESQL)
+    def __init__(self, conn: Any, *, write: bool, batch: bool = True) -> None:
+        """``batch=False`` (``server.fast_paths: false``): each statement goes alone, as plain SQL,
+        a write transaction's BEGIN alone before its first: slower, the same results."""
+        cursor = conn.cursor()
+        super().__init__(cursor, POSTGRESQL)
+        self.mogrify: Callable[[str, tuple[Any, ...]], bytes] = cursor.mogrify  # psycopg2's, not the DB-API's
         self.conn = conn
         self.prepared: dict[str, tuple[str, str] | None] = conn.prepared
         self.write = write
+        self.batch = batch
         self.pending: list[str] = ["BEGIN"] if write else []
         self.sent = False  # has anything of this transaction reached the server?
         self.codec = psycopg2.extensions.encodings.get(conn.encoding, "utf-8")
@@ -196,7 +203,7 @@ class PgTx(Tx):
 
     def execute(self, sql: str, params: Any = ()) -> None:
         text = self._text(sql, tuple(params))
-        if self.write and _deferrable(sql):
+        if self.write and self.batch and _deferrable(sql):
             self.pending.append(text)
         else:
             self._send(text)
@@ -205,7 +212,7 @@ class PgTx(Tx):
         """Send the locking statement with the next one (in a write transaction): PostgreSQL runs
         it first and the next statement starts only once its locks are held."""
         text = self._text(sql, tuple(params))
-        if self.write:
+        if self.write and self.batch:
             self.pending.append(text)
         else:
             self._send(text)
@@ -235,7 +242,11 @@ class PgTx(Tx):
     # -- sending ----------------------------------------------------------------------------------
 
     def _send(self, text: str) -> None:
-        if self.pending:
+        if self.pending and not self.batch:  # only the BEGIN waits unbatched
+            for pending in self.pending:
+                self.cursor.execute(pending)
+            self.pending.clear()
+        elif self.pending:
             text = "; ".join([*self.pending, text])
             self.pending.clear()
         self.sent = True
@@ -243,16 +254,16 @@ class PgTx(Tx):
 
     def _text(self, sql: str, params: tuple[Any, ...]) -> str:
         """The statement as the text to send: ``EXECUTE name(values)``, or the plain SQL."""
-        entry = self.prepared.get(sql, False)
+        entry: tuple[str, str] | Literal[False] | None = self.prepared.get(sql, False) if self.batch else None
         if entry is False:
             entry = self._prepare(sql, len(params))
         if entry is None:
             if not params:
                 return sql
-            return self.cursor.mogrify(self.dialect.sql(sql), params).decode(self.codec)
+            return self.mogrify(self.dialect.sql(sql), params).decode(self.codec)
         if not params:
             return entry[1]
-        return self.cursor.mogrify(entry[1], params).decode(self.codec)
+        return self.mogrify(entry[1], params).decode(self.codec)
 
     def _prepare(self, sql: str, count: int) -> tuple[str, str] | None:
         if len(self.prepared) >= MAX_PREPARED or not sql.lstrip()[:6].upper().startswith(_PREPARABLE):
@@ -326,6 +337,7 @@ class PostgreSQLBackend(SQLBackend):
             ) from None
         self.dsn = dsn
         self.where = describe_dsn(dsn)
+        self.batch_statements: bool = chosen["batch_statements"]
         self.pool_min: int = chosen["pool"]["min"]
         self.pool_max: int = chosen["pool"]["max"]
         if self.pool_min > self.pool_max:
@@ -389,7 +401,7 @@ class PostgreSQLBackend(SQLBackend):
             except psycopg2.Error as exc:
                 raise self._unavailable("cannot connect", exc) from None
             committing = False
-            tx = PgTx(conn, write=write)
+            tx = PgTx(conn, write=write, batch=self.batch_statements)
             try:
                 result = fn(tx, *args, **kwargs)
                 if cancelled is not None and cancelled.is_set():
@@ -569,10 +581,14 @@ class PostgreSQLBackend(SQLBackend):
         if not self._ready:
             if self._starting is None:
                 return succeed(False)
-            waiting: Deferred[bool] = Deferred()
-            self._starting.addBoth(lambda result: (waiting.callback(None), result)[1])
-            waiting.addCallback(lambda _: self.health() if self._ready else False)
-            return waiting
+            started: Deferred[None] = Deferred()
+
+            def relay(result: object) -> object:
+                started.callback(None)
+                return result
+
+            self._starting.addBoth(relay)
+            return started.addCallback(lambda _: self.health() if self._ready else succeed(False))
         d = self.run_read(lambda tx: tx.scalar("SELECT 1") == 1)
         if not self.synchronous:
             d.addTimeout(HEALTH_TIMEOUT, self._get_reactor())

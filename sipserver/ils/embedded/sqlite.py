@@ -53,6 +53,7 @@ start they become :class:`BackendConfigError` with one line naming the file.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
@@ -79,7 +80,7 @@ CHECKPOINT_INTERVAL = 1.0
 
 
 #: The options a sqlite backend takes (``type`` is the factory's); see the module docstring.
-OPTIONS = Section(
+OPTIONS: Section[dict[str, Any]] = Section(
     None,
     (
         Key("type", Text(), default="sqlite"),
@@ -289,14 +290,10 @@ class SQLiteBackend(SQLBackend):
             else:
                 d.errback(result)
 
+        # self._main_transaction reads self._conn on the worker thread, in order with stop().
+        work = functools.partial(self._main_transaction, True, fn, *args, _cancelled=cancelled, **kwargs)
         self._pool.callInThreadWithCallback(
-            lambda success, result: reactor.callFromThread(deliver, success, result),
-            self._main_transaction,  # reads self._conn on the worker thread, in order with stop()
-            True,
-            fn,
-            *args,
-            _cancelled=cancelled,
-            **kwargs,
+            lambda success, result: reactor.callFromThread(deliver, success, result), work
         )
         return d
 

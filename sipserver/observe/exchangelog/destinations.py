@@ -57,7 +57,7 @@ class Stream:
         self.fd = fd
         self.name = name
         self.problem: str | None = None
-        self.report = report_to_stderr
+        self.report: Callable[[str], None] = report_to_stderr
         self._owned = owned  # closed by close(); stdout itself is not ours to close
         self._piece = piece
         self._sock = sock
@@ -184,7 +184,7 @@ class Syslog:
         self.path = path
         self.name = f"syslog ({path})"
         self.problem: str | None = None
-        self.report = report_to_stderr
+        self.report: Callable[[str], None] = report_to_stderr
         self.fallback = _stderr()
         self._sock: socket.socket | None = None
         self._retry_at = 0.0

@@ -21,7 +21,7 @@ _SEVERITY = {"debug": syslog.LOG_DEBUG, "info": syslog.LOG_INFO, "warn": syslog.
              "error": syslog.LOG_ERR, "critical": syslog.LOG_CRIT}  # fmt: skip
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SCALARS = (str, int, float, bool, type(None))
-_json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_json_string: Callable[[str], str] = json.encoder.encode_basestring
 _ESCAPED_MAX = 4096
 
 
@@ -59,7 +59,7 @@ class TextLines:
         return [f"{self.stamp(now)} [{namespace}#{level}] {first}\n", *(f"{piece}\n" for piece in rest)]
 
     def event(self, event: dict[str, Any]) -> list[str]:
-        text = formatEventAsClassicLogText(event)
+        text = formatEventAsClassicLogText(event) or ""  # None for an event with nothing to show
         return [piece + "\n" for piece in text.splitlines() if piece.strip()]
 
 

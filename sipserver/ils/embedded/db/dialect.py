@@ -25,7 +25,8 @@ PK_MACRO = "@PK@"
 class Cursor(Protocol):
     """The part of a DB-API 2.0 cursor that the rules use."""
 
-    description: Sequence[Sequence[Any]] | None
+    @property
+    def description(self) -> Sequence[Sequence[Any]] | None: ...
 
     def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
 
