@@ -198,5 +198,5 @@ def test_replies_behind_the_header_reader_go_to_the_socket_s_transport():
 
     wrapper, transport, *_ = connect("127.0.0.1")
     factory = ListenerFactory.__new__(ListenerFactory)
-    factory._turn, factory._before_replies = None, None
+    factory._turn, factory._before_replies, factory.batch_replies = None, None, True
     assert factory.reply_channel(wrapper).transport is transport
