@@ -1,1 +1,2 @@
-"""Twisted transports: the protocol that drives a SIP connection, telnet's login prelude, backpressure and reply batching."""
+"""Twisted transports: the protocol that drives a SIP connection, telnet's login prelude,
+backpressure and reply batching."""
