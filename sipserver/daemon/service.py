@@ -26,7 +26,7 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.internet import TimerService
@@ -40,6 +40,7 @@ from sipserver.acs import ACS
 from sipserver.config import Config, ListenerConfig
 from sipserver.daemon import sdnotify
 from sipserver.daemon.backends import BackendsService
+from sipserver.daemon.console import console_page, keep_books
 from sipserver.daemon.drain import Drain
 from sipserver.daemon.listeners import ListeningService, endpoint_for
 from sipserver.daemon.reload import Reloader
@@ -106,6 +107,8 @@ def build(
     timer.clock = reactor
     timer.setName("health-probe")
     timer.setServiceParent(daemon)
+    books = keep_books(config, events, acs.health, reactor, daemon, worker)
+    daemon.console_snapshot = books.snapshot if books is not None else None
     if listen:
         listeners: dict[str, ListeningService] = {}
         for index, listener in enumerate(config.listeners):
@@ -129,8 +132,12 @@ def build(
                 lockout=lockout,
                 log=writer,
             )
+            threads_of = functools.partial(run_in_thread, reactor)
+            console = console_page(config, books, serving, lockout, listeners, threads_of, reactor)
             endpoint = endpoint_for("http.endpoint", config.http.endpoint, reactor)
-            ListeningService("http", endpoint, http.site(config.http, sources)).setServiceParent(daemon)
+            ListeningService("http", endpoint, http.site(config.http, sources, console)).setServiceParent(daemon)
+        elif books is not None:
+            console_page(config, books, serving, lockout, listeners, run_in_thread, reactor)  # says why it is off
     for warning in config.warnings:
         log.warn("{warning}", warning=warning)  # each warning already names the file
     return daemon
@@ -159,6 +166,8 @@ class SIPDaemon(MultiService):
     worker child tells systemd nothing)."""
 
     backends: BackendsService
+    #: This process's console snapshot (None: the console is off); the parent merges its workers'.
+    console_snapshot: Callable[[], dict[str, Any]] | None = None
 
     def __init__(
         self,

@@ -89,6 +89,10 @@ class ConsoleRecord:
     def connection_refused(self, listener: str, peer: str, reason: str) -> None:
         self.refusals.append((self.clock(), peer, "", listener, reason))
 
+    def console_refused(self, peer: str, login: str, reason: str) -> None:
+        """A console login refused (shown with the terminals' refusals, as listener ``console``)."""
+        self.refusals.append((self.clock(), peer, _printable(login), "console", reason))
+
     # Logins and exchanges --------------------------------------------------------------------------
 
     def login(self, connection: Connection, login: str, ok: bool, reason: str | None) -> None:
