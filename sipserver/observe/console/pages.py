@@ -193,9 +193,10 @@ def _finish(
     content_type: bytes = b"application/json",
     headers: dict[bytes, bytes] | None = None,
 ) -> Any:
-    """Answer ``request`` (once, and only while its client is still there)."""
+    """Answer ``request`` (once, and only while its client is still there); NOT_DONE_YET, which
+    is what ``render`` returns for an answer it wrote itself."""
     if request.finished or request.console_gone:
-        return None
+        return server.NOT_DONE_YET
     request.setResponseCode(code)
     request.setHeader(b"content-type", content_type)
     for name, value in (headers or {}).items():
@@ -203,7 +204,7 @@ def _finish(
     if request.method != b"HEAD":
         request.write(body)
     request.finish()
-    return None
+    return server.NOT_DONE_YET
 
 
 def _gone(_: Any, request: Any) -> None:
