@@ -82,7 +82,10 @@ def test_the_installed_configuration_refuses_the_published_passwords_until_an_ac
     daemon = Daemon(config, tmp_path / "daemon.log").wait_ready(1)
     try:
         port = daemon.port("raw")
+        admins = {admin["login"] for admin in yaml.safe_load(DEMO.read_text())["console"]["admins"]}
         for login, password in published_demo_logins():
+            if login in admins:
+                continue  # a console login, not a SIP one (and production has no console)
             with SIPClient("127.0.0.1", port, timeout=10) as client:
                 assert not client.login(login, password), login
         with SIPClient("127.0.0.1", port, timeout=10) as client:
