@@ -43,6 +43,7 @@ CSP = (
 STATIC = {
     "console.js": b"text/javascript; charset=utf-8",
     "console.css": b"text/css; charset=utf-8",
+    "favicon.svg": b"image/svg+xml",
 }
 #: Bytes of a test form's request body read at most.
 MAX_BODY = 4096

@@ -115,38 +115,49 @@ function drawRefusals(filter) {
   document.getElementById("refusal-empty").classList.toggle("hidden", rows.length > 0);
 }
 
-function polyline(svg, points, colour) {
-  const line = document.createElementNS(SVG, "polyline");
-  line.setAttribute("points", points.join(" "));
-  line.setAttribute("fill", "none");
-  line.setAttribute("stroke", colour);
-  line.setAttribute("stroke-width", "2");
-  line.setAttribute("vector-effect", "non-scaling-stroke");
-  svg.appendChild(line);
+function rect(svg, x, y, height, colour) {
+  const bar = document.createElementNS(SVG, "rect");
+  bar.setAttribute("x", x.toFixed(1));
+  bar.setAttribute("y", y.toFixed(1));
+  bar.setAttribute("width", "3");
+  bar.setAttribute("height", Math.max(height, 1.5).toFixed(1));
+  bar.setAttribute("fill", colour);
+  svg.appendChild(bar);
 }
 
-function chart(id, activity, series) {
+// One column per minute of the last 24 hours (the view box is 1440 wide). ``stacked``: the series
+// are bars on top of each other (counts); otherwise each value is a mark at its height (latency).
+function chart(id, activity, series, stacked) {
   const svg = document.getElementById(id);
   svg.replaceChildren();
   const end = Math.floor(state.taken / 60) * 60;
   const start = end - 1439 * 60;
   let top = 1;
-  for (const a of activity) for (const s of series) top = Math.max(top, s.value(a) || 0);
-  for (const s of series) {
-    const points = [];
-    for (const a of activity) {
+  for (const a of activity) {
+    const values = series.map((s) => s.value(a) || 0);
+    top = Math.max(top, stacked ? values.reduce((x, y) => x + y, 0) : Math.max(...values));
+  }
+  const scale = 150 / top;
+  for (const a of activity) {
+    if (a.minute < start) continue;
+    const x = Math.min((a.minute - start) / 60, 1437);
+    let base = 158;
+    for (const s of series) {
       const v = s.value(a);
-      if (v === null || v === undefined || a.minute < start) continue;
-      points.push(((a.minute - start) / 60).toFixed(1) + "," + (158 - (v / top) * 150).toFixed(1));
+      if (v === null || v === undefined || v === 0) continue;
+      if (stacked) {
+        rect(svg, x, base - v * scale, v * scale, s.colour);
+        base -= v * scale;
+      } else {
+        rect(svg, x, 158 - v * scale - 1, 2, s.colour);
+      }
     }
-    if (points.length === 1) points.push(points[0].replace(/^[\d.]+/, (x) => String(Number(x) + 2)));
-    polyline(svg, points, s.colour);
   }
   const label = document.createElementNS(SVG, "text");
   label.setAttribute("x", "4");
   label.setAttribute("y", "14");
   label.setAttribute("font-size", "12");
-  label.textContent = "max " + (Math.round(top * 10) / 10);
+  label.textContent = "max " + (Math.round(top * 10) / 10) + " · 24 h ago … now";
   svg.appendChild(label);
 }
 
@@ -159,12 +170,12 @@ function drawActivity() {
     { colour: "#17803d", value: (a) => sum(a, "ok") },
     { colour: "#b42318", value: (a) => sum(a, "refused") },
     { colour: "#a15c00", value: (a) => sum(a, null) },
-  ]);
+  ], true);
   chart("chart-latency", activity, [
     { colour: "#1e5bb8", value: (a) => a.p50 },
     { colour: "#a15c00", value: (a) => a.p95 },
     { colour: "#b42318", value: (a) => a.p99 },
-  ]);
+  ], false);
   const totals = new Map();
   const hourAgo = state.taken - 3600;
   for (const a of activity) {
