@@ -17,7 +17,7 @@ from sipserver.observe.events import LATENCY_BUCKETS, Metrics
 
 #: Slots in the ring: one per minute for 24 hours.
 MINUTES = 24 * 60
-#: Keys (``message|outcome``) one slot keeps at most; what a minute has beyond them is summed under "other".
+#: Keys (``message|outcome``) kept at most; any beyond them are summed under ``other|other``.
 MAX_KEYS = 128
 
 
@@ -29,6 +29,7 @@ class Activity:
         self._messages: dict[tuple[str, str], int] = {}  # the counters at the previous sample
         self._latency = [0] * len(LATENCY_BUCKETS)
         self._slots: list[tuple[int, dict[str, int], list[int]] | None] = [None] * MINUTES
+        self._keys: dict[tuple[str, str], str] = {}  # one string per key, shared by every slot
 
     def sample(self, now: float) -> None:
         """Store what the counters did since the previous sample, as the minute ``now`` falls in."""
@@ -65,7 +66,10 @@ class Activity:
         for (message, outcome), count in self.metrics.messages.items():
             delta = count - previous.get((message, outcome), 0)
             if delta > 0:
-                key = f"{message}|{outcome}" if len(moved) < MAX_KEYS else "other|other"
+                key = self._keys.get((message, outcome))
+                if key is None:
+                    key = f"{message}|{outcome}" if len(self._keys) < MAX_KEYS else "other|other"
+                    self._keys[(message, outcome)] = key
                 moved[key] = moved.get(key, 0) + delta
         latency = [now - before for now, before in zip(self.metrics.latency_buckets, self._latency, strict=True)]
         return moved, latency
