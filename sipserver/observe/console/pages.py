@@ -100,6 +100,8 @@ class Console(resource.Resource):
         if refusal is not None:
             log.warn("console login refused peer={peer} login={login} reason={reason}", peer=peer,
                      login=_printable(login), reason=refusal)  # fmt: skip
+            if refusal == "busy":  # checks of this address already running: not a failure, no new prompt
+                return _finish(request, 503, b"Busy checking passwords: try again.\n", b"text/plain")
             self.sources.record.console_refused(peer, _printable(login), refusal)
             why = b"Too many failed logins from this address: try again later.\n" if refusal == "locked_out" else b""
             return _finish(request, *self._challenge_parts(why or b"Login refused.\n"))
