@@ -12,6 +12,7 @@ from sipserver.client import SIPClient
 from sipserver.observe.console.guard import basic_credentials, unsafe_endpoint
 from tests.console_daemon import ADMIN_PASSWORD, get, start, state
 from tests.daemon import Daemon, config_data, write_config
+from tests.support import cheap_scrypt_hash
 
 
 @pytest.fixture
@@ -132,3 +133,26 @@ def test_basic_auth_is_served_only_over_tls_or_loopback():
     assert unsafe_endpoint("tcp:6080:interface=0.0.0.0") is not None
     assert basic_credentials(b"Basic YWRtaW46YTpi") == ("admin", "a:b")
     assert basic_credentials(b"Basic !!!") is None and basic_credentials(b"Bearer x") is None
+
+
+def test_the_console_stays_off_on_an_endpoint_anyone_can_reach(tmp_path):
+    """Built, not bound (tests bind loopback only): the page is not made, and start-up says why."""
+    from twisted.internet.task import Clock
+    from twisted.logger import globalLogPublisher
+
+    from sipserver.accounts.lockout import Lockout
+    from sipserver.config import parse_config
+    from sipserver.daemon.console import console_page
+
+    admins = {"admins": [{"login": "a", "password": cheap_scrypt_hash("x")}]}
+    data = config_data(tmp_path, console=admins, http={"endpoint": "tcp:6080"})
+    config = parse_config(data, str(tmp_path / "sip.yaml"))
+    said: list[str] = []
+    observer = lambda event: said.append(str(event.get("log_format", "")).format(**event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        page = console_page(config, object(), None, Lockout(4, 60, 300, clock=Clock()), {}, None, Clock())
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert page is None
+    assert any("console: off, the HTTP endpoint is neither TLS" in line for line in said), said
