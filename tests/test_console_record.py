@@ -6,6 +6,10 @@ import datetime
 import json
 from pathlib import Path
 
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock as TwistedClock
+
+from sipserver.acs.health import BackendHealth
 from sipserver.config import AccountConfig, ListenerConfig
 from sipserver.connection import Connection
 from sipserver.observe.console.activity import MINUTES, Activity, percentile
@@ -176,3 +180,29 @@ def test_merge_adds_the_workers_up(tmp_path: Path) -> None:
     assert len(merged["refusals"]) == 4
     assert merged["minutes"] == {"30000000": {"messages": {"sc_status|ok": 2}, "latency": [2] + [0] * 13}}
     assert merge([merged]) == merged  # merging is idempotent on one part
+
+
+class SlowHealth:
+    """A backend whose health check answers when the test's clock says so."""
+
+    def __init__(self) -> None:
+        self.answer: Deferred[bool] | None = None
+
+    def health(self) -> Deferred[bool]:
+        self.answer = Deferred()
+        return self.answer
+
+
+def test_backends_show_their_state_and_last_probe_time() -> None:
+    reactor = TwistedClock()
+    backend = SlowHealth()
+    health = BackendHealth({"ils": backend}, reactor)
+    health.probe_all()
+    reactor.advance(0.25)
+    assert backend.answer is not None
+    backend.answer.callback(True)
+    snap = snapshot(ConsoleRecord(clock=Clock()), health=health)
+    assert snap["backends"] == {"ils": {"up": True, "errors": 0, "timeouts": 0, "probe_ms": 250.0}}
+    other = json.loads(json.dumps(snap))
+    other["backends"]["ils"] |= {"up": False, "probe_ms": 900.0, "errors": 2}
+    assert merge([snap, other])["backends"]["ils"] == {"up": False, "errors": 2, "timeouts": 0, "probe_ms": 900.0}

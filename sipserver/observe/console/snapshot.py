@@ -78,6 +78,7 @@ def snapshot(
                 "up": bool(up),
                 "errors": health.errors.get(name, 0),
                 "timeouts": health.timeouts.get(name, 0),
+                "probe_ms": _ms(health.probe_seconds.get(name)),
             }
     return {
         "version": VERSION,
@@ -132,11 +133,18 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     backends: dict[str, Any] = merged["backends"]
     for part in parts:
         for name, state in part["backends"].items():
-            into = backends.setdefault(name, {"up": True, "errors": 0, "timeouts": 0})
+            into = backends.setdefault(name, {"up": True, "errors": 0, "timeouts": 0, "probe_ms": None})
             into["up"] = into["up"] and state["up"]  # down in one process is down for its terminals
             into["errors"] += state["errors"]
             into["timeouts"] += state["timeouts"]
+            probe = state.get("probe_ms")
+            if probe is not None and (into["probe_ms"] is None or probe > into["probe_ms"]):
+                into["probe_ms"] = probe  # the slowest process's last probe
     return merged
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
 
 
 def _merge_addresses(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -195,7 +195,8 @@ function drawActivity() {
 
 function drawBackends() {
   fill("backend-rows", Object.entries(state.backends).map(([name, b]) =>
-    row([name, el("span", b.up ? "up" : "down", b.up ? "ok" : "bad"), b.errors, b.timeouts])));
+    row([name, el("span", b.up ? "up" : "down", b.up ? "ok" : "bad"),
+      b.probe_ms === null || b.probe_ms === undefined ? "–" : b.probe_ms.toFixed(1) + " ms", b.errors, b.timeouts])));
 }
 
 function draw() {
