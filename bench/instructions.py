@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per status-mix message, counted by callgrind: ours against pysip2's server.
 
-    python bench/instructions.py [--messages 3000] [--tree DIR]
+    python bench/instructions.py [--messages 3000] [--tree DIR] [--console]
 
 The development machine's speed drifts by up to 3x between hours and by ±10 % between runs a minute
 apart, which hides any change to the hot path smaller than that from ``bench/load.py``. Counted
@@ -13,7 +13,9 @@ server is the baseline, in the same run, as in ``load.py``.
 
 ``--tree DIR`` measures our daemon from another checkout (``git worktree add /tmp/before HEAD~3``)
 with this tree's benchmark code: an A/B of two versions without the machine's noise. It takes about
-two minutes a run on the 2-CPU machine; valgrind must be installed.
+two minutes a run on the 2-CPU machine; valgrind must be installed. ``--console`` counts our
+daemon with the operator's console off and on instead (its books on the request path), and prints
+the ratio.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def per_message(name: str, argv_for_port: Argv, messages: int, cwd: Path, env: d
         port = free_port()
         counted[n] = count(argv_for_port(port, work), port, n, cwd, env, work)
     cost = (counted[messages] - counted[0]) / messages
-    print(f"  {name:<10} {cost:>10,.0f} instructions a message   (runs of 0 and {messages}:"
+    print(f"  {name:<11} {cost:>10,.0f} instructions a message   (runs of 0 and {messages}:"
           f" {counted[0]:,} and {counted[messages]:,})")  # fmt: skip
     return cost
 
@@ -95,6 +97,8 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=3000, help="status-mix requests counted (default 3000)")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose daemon is measured")
     parser.add_argument("--no-baseline", action="store_true", help="skip pysip2's server")
+    parser.add_argument("--console", action="store_true",
+                        help="count our daemon with the operator's console off and on (no pysip2)")  # fmt: skip
     parser.add_argument("--level", choices=["warn", "info"], default="warn",
                         help="our daemon's logging.level (default warn, as the figures in bench/README.md; info"
                         " writes a line per message to a file)")  # fmt: skip
@@ -107,13 +111,18 @@ def main() -> int:
     env = {"PYTHONHASHSEED": "0"}
     ours_env = dict(env, PYTHONPATH=str(tree))
 
-    def ours(port: int, work: Path) -> list[str]:
+    def ours(port: int, work: Path, console: bool = False) -> list[str]:
         config = work / f"sip-{port}.yaml"
         data = bench_config(work, port, level=args.level)
         if args.level == "warn":
             # As every figure in bench/README.md was counted, and in a form that checkouts from
             # before the exchange log (no logging.file) read too.
             data["logging"] = {"level": "warn"}
+        if console:
+            from sipserver.accounts.passwords import hash_password
+
+            data["http"] = {"endpoint": f"tcp:{free_port()}:interface=127.0.0.1"}
+            data["console"] = {"admins": [{"login": "bench", "password": hash_password("bench")}]}
         config.write_text(yaml.safe_dump(data, allow_unicode=True))
         return [sys.executable, TWISTD, "-n", "--pidfile=", "--logfile=-", "sip", "-c", str(config)]
 
@@ -124,6 +133,13 @@ def main() -> int:
           f" (valgrind --tool=callgrind); ours from {tree}, logging.level {args.level}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="sipbench-") as folder:
         work = Path(folder)
+        if args.console:
+            off = per_message("console off", ours, args.messages, tree, ours_env, work)
+            on = per_message("console on", lambda port, work: ours(port, work, True), args.messages, tree, ours_env,
+                             work)  # fmt: skip
+            print(f"  ratio      the console on costs {on / off:.2%} of the instructions a message with it off"
+                  f" ({on - off:+,.0f})")  # fmt: skip
+            return 0
         mine = per_message("sipserver", ours, args.messages, tree, ours_env, work)
         if args.no_baseline:
             return 0

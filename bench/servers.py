@@ -153,11 +153,17 @@ class OurServer(Server):
         workers: int = 1,
         level: str = "info",
         log_format: str = "text",
+        console: bool = False,
         **config: Any,
     ) -> None:
         port = free_port()
         self.log_file = workdir / f"sipserver-{port}.log"
         data = bench_config(workdir, port, workers=workers, level=level, log_format=log_format, **config)
+        if console:  # the operator's console on: its books kept for every exchange (sipserver.observe.console)
+            from sipserver.accounts.passwords import hash_password
+
+            data["http"] = {"endpoint": f"tcp:{free_port()}:interface=127.0.0.1"}
+            data["console"] = {"admins": [{"login": "bench", "password": hash_password("bench")}]}
         path = workdir / f"sip-{port}.yaml"
         path.write_text(yaml.safe_dump(data, allow_unicode=True))
         self.config_path = path

@@ -22,6 +22,7 @@ from tests.test_config import minimal, parse
 #: sipserver/config/sections.py, on purpose, never by being forgotten.
 RESTART_KEYS = {
     "http",
+    "console",
     "listeners",
     "backends",
     "server.workers",

@@ -39,6 +39,8 @@ class BackendHealth:
         self.errors: dict[str, int] = dict.fromkeys(backends, 0)
         self.timeouts: dict[str, int] = dict.fromkeys(backends, 0)
         self.attempts: dict[str, int] = dict.fromkeys(backends, 0)  # attempts to reach it while off-line
+        #: Seconds the last probe that found the backend answering took (the console shows it).
+        self.probe_seconds: dict[str, float] = {}
 
     def online(self, name: str) -> bool:
         return self._online.get(name, False)
@@ -94,9 +96,10 @@ class BackendHealth:
             d = self.starter(name)  # marks the backend on-line or off-line itself
             d.addBoth(lambda _: self._online.get(name, False))
         else:
+            started = self._reactor.seconds()
             d = defer.maybeDeferred(backend.health)
             d.addTimeout(5, self._reactor)
-            d.addBoth(lambda result: self._probed(name, result is True))
+            d.addBoth(lambda result: self._probed(name, result is True, started))
 
         def done(up: Any) -> bool:
             self._probing.discard(name)
@@ -105,7 +108,9 @@ class BackendHealth:
         d.addBoth(done)
         return d
 
-    def _probed(self, name: str, up: bool) -> bool:
+    def _probed(self, name: str, up: bool, started: float) -> bool:
+        if up:
+            self.probe_seconds[name] = self._reactor.seconds() - started
         if up or self._online.get(name, False):
             self.mark(name, up)
         else:

@@ -105,6 +105,22 @@ class ProxyProtocolConfig:
 
 
 @attrs.frozen
+class AdminConfig:
+    """One administrator of the operator's console. The hash is left out of ``repr()``."""
+
+    login: str
+    password_hash: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class ConsoleConfig:
+    """The operator's console on the HTTP listener (:mod:`sipserver.observe.console`)."""
+
+    admins: tuple[AdminConfig, ...] = attrs.field(default=(), converter=tuple)
+    refusals: int = 200  # the last refusals the console keeps and shows
+
+
+@attrs.frozen
 class ListenerConfig:
     name: str
     transport: str
@@ -184,6 +200,7 @@ class Config:
     server: ServerConfig = attrs.field(factory=ServerConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
     http: HttpConfig | None = None
+    console: ConsoleConfig | None = None
     listeners: tuple[ListenerConfig, ...] = attrs.field(default=(), converter=tuple)
     institutions: Mapping[str, InstitutionConfig] = attrs.field(factory=dict, converter=_frozen_mapping)
     accounts: tuple[AccountConfig, ...] = attrs.field(default=(), converter=tuple)

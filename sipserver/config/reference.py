@@ -24,6 +24,8 @@ TABLES: dict[str, tuple[Section[Any], str]] = {
     "server": (sections.SERVER, "server"),
     "logging": (sections.LOGGING, "logging"),
     "http": (sections.HTTP, "http"),
+    "console": (sections.CONSOLE, "console"),
+    "console-admins": (sections.ADMIN, "console"),
     "listeners": (sections.LISTENER, "listeners"),
     "institutions": (sections.INSTITUTION, "institutions"),
     "profiles": (sections.PROFILE, "profiles"),

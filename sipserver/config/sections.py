@@ -23,8 +23,10 @@ from sipserver.accounts import passwords
 from sipserver.config.model import (
     PERMISSION_NAMES,
     AccountConfig,
+    AdminConfig,
     BackendConfig,
     Config,
+    ConsoleConfig,
     HttpConfig,
     InstitutionConfig,
     ListenerConfig,
@@ -390,6 +392,53 @@ PROXY_PROTOCOL = Section(
     doc="mapping",
 )
 
+
+def _hashed_admin_password(values: dict[str, Any], written: Mapping[str, Any], at: At) -> None:
+    if passwords.is_plain(values["password_hash"]):
+        at.child("password").fail(
+            "a console administrator needs a hash from `sipserver hash-password`, not a plain: password"
+        )
+
+
+ADMIN = Section(
+    AdminConfig,
+    (
+        Key("login", Text(safe=True), default=REQUIRED, type_doc="string, unique", doc="The name typed at the "
+            "browser's login prompt."),
+        Key(
+            "password",
+            Password(),
+            attr="password_hash",
+            default=REQUIRED,
+            secret=True,
+            doc="A hash from `sipserver hash-password` (a `plain:` password is refused here).",
+        ),
+    ),
+    check=_hashed_admin_password,
+)
+
+CONSOLE = Section(
+    ConsoleConfig,
+    (
+        Key(
+            "admins",
+            ListOf(
+                ADMIN,
+                unique=("login", "duplicate console login {value!r} (already used by {where})"),
+                doc="list of administrators",
+            ),
+            default_doc="`[]` (no console)",
+            doc="Who may open the console ([console.md](console.md)); without any, the console is off. Each "
+            "entry has a `login` and a `password` hash.",
+        ),
+        Key(
+            "refusals",
+            Integer(10, 100_000),
+            doc="How many of the last refused logins and connections the console keeps (per process).",
+        ),
+    ),
+)
+
 LISTENER = Section(
     ListenerConfig,
     (
@@ -657,6 +706,13 @@ CONFIG = Section(
             doc="The status and metrics pages; absent: no HTTP listener.",
         ),
         Key(
+            "console",
+            CONSOLE,
+            nullable=True,
+            reload=RESTART,
+            doc="The operator's console on the HTTP listener ([console.md](console.md)); absent: no console.",
+        ),
+        Key(
             "listeners",
             ListOf(
                 LISTENER,
@@ -703,7 +759,7 @@ CONFIG = Section(
     ),
     # Backends before the institutions that name them; institutions and profiles before the
     # listeners and accounts that name them.
-    order=("server", "logging", "http", "backends", "institutions", "listeners", "profiles", "accounts"),
+    order=("server", "logging", "http", "console", "backends", "institutions", "listeners", "profiles", "accounts"),
     check=_whole_config,
 )
 

@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 
 from sipserver.accounts.lockout import Lockout
 from sipserver.observe.loglevel import logger
-from sipserver.observe.snapshots import Gathered, Snapshots, merge
+from sipserver.observe.snapshots import Gathered, Snapshots
 
 log = logger("sipserver.daemon.workers")
 
@@ -181,7 +181,10 @@ class Hub:
                 except (ValueError, zlib.error, KeyError):
                     continue
             names = set().union(*parts)
-            together = {name: merge(part[name] for part in parts if name in part) for name in sorted(names)}
+            together = {
+                name: self.snapshots.merger(name)(part[name] for part in parts if name in part)
+                for name in sorted(names)
+            }
             return Gathered(together, processes=self.processes, answered=len(parts))
 
         return defer.gatherResults(calls).addCallback(merged)

@@ -42,6 +42,7 @@ from sipserver.acs import ACS
 from sipserver.config import Config, ListenerConfig
 from sipserver.daemon import sdnotify
 from sipserver.daemon.backends import BackendsService
+from sipserver.daemon.console import console_page, keep_books
 from sipserver.daemon.control import Hub
 from sipserver.daemon.drain import Drain
 from sipserver.daemon.fast_paths import FastPaths
@@ -56,6 +57,7 @@ from sipserver.daemon.workers import WorkerPool
 from sipserver.ils.factory import create_backend
 from sipserver.ils.interface import ILSBackend
 from sipserver.observe import exchangelog, logsetup
+from sipserver.observe.console.snapshot import merge as console_merge
 from sipserver.observe.events import Events
 from sipserver.observe.loglevel import logger
 from sipserver.observe.snapshots import Gathered, Snapshots
@@ -131,6 +133,9 @@ def build(
     timer.clock = reactor
     timer.setName("health-probe")
     timer.setServiceParent(daemon)
+    books = keep_books(config, events, acs.health, reactor, daemon, worker)
+    if books is not None:  # in every process: the parent merges its workers' books with its own
+        snapshots.register("console", books.snapshot, console_merge)
     if listen:
         listeners: dict[str, ListeningService] = {}
         for index, listener in enumerate(config.listeners):
@@ -163,8 +168,12 @@ def build(
                 log=writer,
                 gather=gather,
             )
+            threads_of = functools.partial(run_in_thread, reactor)
+            console = console_page(config, books, serving, lockout, listeners, threads_of, reactor, gather)
             endpoint = endpoint_for("http.endpoint", config.http.endpoint, reactor)
-            ListeningService("http", endpoint, http.site(config.http, sources)).setServiceParent(daemon)
+            ListeningService("http", endpoint, http.site(config.http, sources, console)).setServiceParent(daemon)
+        elif books is not None:
+            console_page(config, books, serving, lockout, listeners, run_in_thread, reactor)  # says why it is off
     for warning in config.warnings:
         log.warn("{warning}", warning=warning)  # each warning already names the file
     if fast.off:

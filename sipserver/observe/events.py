@@ -24,6 +24,7 @@ from sipserver.sip2.masking import mask_secrets
 
 if TYPE_CHECKING:
     from sipserver.connection import Connection
+    from sipserver.observe.console.record import ConsoleRecord
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 
@@ -106,6 +107,7 @@ class Events:
         self.set_level(level)
         self.in_flight = 0  # requests waiting for a backend; a stopping server waits for them
         self.worker: int | None = None  # this process's index when server.workers > 1
+        self.console: ConsoleRecord | None = None  # the console's books (sipserver.observe.console)
 
     def set_level(self, level: str) -> None:
         self.level = LEVELS.get(level, LogLevel.info)
@@ -117,6 +119,8 @@ class Events:
 
     def connection_opened(self, connection: Connection) -> None:
         self.metrics.connections_opened[connection.listener.name] += 1
+        if self.console is not None:
+            self.console.opened(connection)
         if self._info:
             listener, peer, worker = connection.listener.name, connection.peer, self.worker
             text = f"connection opened listener={listener} peer={peer}"
@@ -127,6 +131,8 @@ class Events:
 
     def connection_refused(self, listener: str, peer: str, reason: str) -> None:
         self.metrics.connections_refused[(listener, reason.split(" ")[0])] += 1
+        if self.console is not None:
+            self.console.connection_refused(listener, peer, reason)
         if self._warn:
             self.log.line("warn", f"connection refused listener={listener} peer={peer} reason={reason}",
                           listener=listener, peer=peer, reason=reason)  # fmt: skip
@@ -146,6 +152,8 @@ class Events:
 
     def connection_closed(self, connection: Connection) -> None:
         self.logged_out(connection)
+        if self.console is not None:
+            self.console.closed(connection)
         if self._info:
             listener, peer, login = connection.listener.name, connection.peer, connection.login or "-"
             self.log.line("info", f"connection closed listener={listener} peer={peer} login={login}",
@@ -158,6 +166,8 @@ class Events:
         ends here whatever the outcome: the connection takes the new account, or none."""
         self.metrics.logins[("ok" if ok else "refused", reason or "")] += 1
         self.logged_out(connection)
+        if self.console is not None:
+            self.console.login(connection, login, ok, reason)
         listener, peer = connection.listener.name, connection.peer
         if ok:
             self.metrics.open_by_login[(listener, login)] += 1
@@ -172,6 +182,9 @@ class Events:
     def exchange(self, connection: Connection, request: str, outcome: str, elapsed: float) -> None:
         self.metrics.messages[(request, outcome)] += 1
         self.metrics.observe(elapsed)
+        console = self.console
+        if console is not None:
+            console.exchange(connection, request, outcome, elapsed)
         if self._info:
             login = connection.login or "-"
             self.log.exchange(connection.listener.name, connection.peer, login, request, outcome, elapsed)

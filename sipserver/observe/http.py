@@ -243,10 +243,13 @@ class CappedFactory(policies.WrappingFactory):
         return super().buildProtocol(addr)
 
 
-def site(http: HttpConfig, sources: StatusSources) -> CappedFactory:
-    """The status listener's factory: ``/health`` and ``/metrics`` over ``sources``, within the
-    ``http:`` block's budget."""
+def site(http: HttpConfig, sources: StatusSources, console: resource.Resource | None = None) -> CappedFactory:
+    """The status listener's factory: ``/health`` and ``/metrics`` over ``sources``, and the
+    operator's ``console`` when it is on (:mod:`sipserver.observe.console`), within the ``http:``
+    block's budget."""
     root = resource.Resource()
+    if console is not None:
+        root.putChild(b"console", console)
     root.putChild(b"health", Health(sources))
     metrics = MetricsPage(sources)
     root.putChild(b"metrics", metrics)

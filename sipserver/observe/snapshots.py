@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 Provider = Callable[[], dict[str, Any]]
+Merger = Callable[[Iterable[dict[str, Any]]], dict[str, Any]]
 
 
 class Snapshots:
@@ -27,10 +28,20 @@ class Snapshots:
 
     def __init__(self) -> None:
         self._providers: dict[str, Provider] = {}
+        self._mergers: dict[str, Merger] = {}
 
-    def register(self, name: str, provider: Provider) -> None:
-        """Add (or replace) the provider called ``name``."""
+    def register(self, name: str, provider: Provider, merger: Merger | None = None) -> None:
+        """Add (or replace) the provider called ``name``; ``merger`` joins several processes'
+        snapshots of it where adding numbers up would be wrong (times, rings, tables by key)."""
         self._providers[name] = provider
+        if merger is None:
+            self._mergers.pop(name, None)
+        else:
+            self._mergers[name] = merger
+
+    def merger(self, name: str) -> Merger:
+        """How the snapshots called ``name`` are merged (:func:`merge` unless registered)."""
+        return self._mergers.get(name, merge)
 
     @property
     def names(self) -> tuple[str, ...]:
