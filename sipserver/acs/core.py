@@ -24,11 +24,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from sipserver.config import PERMISSIONS, AccountConfig, PolicyConfig
-from sipserver.ils.interface import Answer, BackendRequest, BackendUnavailable, ILSBackend
+from sipserver.ils.interface import Answer, BackendRequest, BackendUnavailable, ILSBackend, OutcomeUnknown, Relayed
 from sipserver.observe.loglevel import logger
 from sipserver.sip2 import MESSAGES, Message, make, supported_messages
 
-from . import screen_texts
+from . import relayed, screen_texts
 from .context import Reply, RequestContext
 from .health import BackendHealth
 from .place import UnknownLocations
@@ -181,7 +181,7 @@ class ACS:
             answer = defer.fail()
         if not isinstance(answer, defer.Deferred):
             self.health.mark(name, True)
-            return reply(answer, *args)
+            return _answered(answer, reply, *args)
         if not answer.called:  # a Deferred that fired already (an inline failure) needs no timer
             answer.addTimeout(ctx.institution.policy.timeout, self.reactor)
         operation = request.operation
@@ -212,7 +212,7 @@ class ACS:
                 self.health.mark(name, False)
             return failure
 
-        return answer.addCallbacks(ok, failed).addCallback(reply, *args)
+        return answer.addCallbacks(ok, failed).addCallback(_answered, reply, *args)
 
     def answer(self, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
         """The reply to ``request``: a Reply when the answer is at hand (99, refusals, and any
@@ -235,6 +235,8 @@ class ACS:
         return result.addErrback(self._failed, request, ctx)
 
     def _failed(self, failure: Failure, request: Message, ctx: RequestContext) -> Reply:
+        if failure.check(OutcomeUnknown):
+            return Reply(refuse(request, ctx, screen_texts.OUTCOME_UNKNOWN), "outcome_unknown")
         if failure.check(BackendUnavailable):
             return Reply(refuse(request, ctx, screen_texts.UNAVAILABLE), "unavailable")
         log.failure(
@@ -245,3 +247,14 @@ class ACS:
             peer=ctx.peer,
         )
         return Reply(refuse(request, ctx, screen_texts.SYSTEM_ERROR), "error")
+
+
+def _answered(result: R | Relayed[R], reply: Callable[[R, *Ts], T], *args: *Ts) -> T:
+    """``reply(result, *args)``; when a backend relayed the request to another SIP2 server, the
+    Reply carries that server's reply as the terminal's (``sipserver.acs.relayed``)."""
+    if not isinstance(result, Relayed):
+        return reply(result, *args)
+    built = reply(result.result, *args)
+    if isinstance(built, Reply):
+        return attrs.evolve(built, message=relayed.faithful(built.message, result.reply))  # type: ignore[return-value]
+    return built

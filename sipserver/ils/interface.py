@@ -44,6 +44,7 @@ from sipserver.ils.results import (
     PatronCounts,
     PatronStatusFlags,
     Refusal,
+    Relayed,
     RenewAllResult,
     RenewResult,
 )
@@ -77,11 +78,13 @@ __all__ = [
     "ItemRequest",
     "ItemStatusResult",
     "ItemStatusUpdateRequest",
+    "OutcomeUnknown",
     "Patron",
     "PatronCounts",
     "PatronRequest",
     "PatronStatusFlags",
     "Refusal",
+    "Relayed",
     "RenewAllRequest",
     "RenewAllResult",
     "RenewRequest",
@@ -104,6 +107,12 @@ class BackendError(Exception):
 
 class BackendUnavailable(BackendError):
     """The ILS could not be reached or did not answer in time. The request was *not* carried out."""
+
+
+class OutcomeUnknown(BackendError):
+    """A change was sent to the ILS and its answer was lost (the connection broke, or the answer
+    did not come in time): it may or may not have been carried out. It is never sent again on its
+    own; the terminal is told the outcome is unknown and to try again (see :class:`ChangeRequest`)."""
 
 
 class BackendConfigError(BackendError):

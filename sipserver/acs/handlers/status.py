@@ -13,7 +13,7 @@ from sipserver.config import AccountConfig, InstitutionConfig
 from sipserver.sip2 import Message, make
 from sipserver.sip2.codes import format_date
 
-from .. import screen_texts
+from .. import relayed, screen_texts
 from ..context import Reply, RequestContext
 from ..core import ACS, handles, offered, offered_to, permitted
 
@@ -40,6 +40,10 @@ def sc_status(acs: ACS, request: Message, ctx: RequestContext) -> Reply:
     reply = Message("98", {**fixed, "date_time_sync": format_date(ctx.now)}, dict(fields))
     if messages:
         reply.fields["AF"] = messages
+    upstream_status = getattr(acs.backends.get(ctx.institution.backend), "upstream_status", None)
+    if upstream_status is not None:  # a backend relaying to another SIP2 server: both must allow
+        reply = relayed.combined_status(reply, upstream_status())
+        online = reply.fixed["online_status"] == "Y"
     return Reply(reply, "ok" if online else "offline")
 
 
