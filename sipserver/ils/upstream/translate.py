@@ -99,7 +99,9 @@ def request_message(request: BackendRequest[Any], institution: Institutions) -> 
         return make("11", fields, sc_renewal_policy=request.renewal_allowed, no_block=request.no_block,
                     transaction_date=now, nb_due_date=format_date(request.nb_due))  # fmt: skip
     if isinstance(request, CheckinRequest):
-        fields.update(AP=request.current_location, AB=request.item, AC="", BI="Y" if request.cancel else None)
+        # Without an AP the upstream would take the gateway's own location: where the terminal is goes instead.
+        where = request.current_location or request.branch or request.terminal.location
+        fields.update(AP=where, AB=request.item, AC="", BI="Y" if request.cancel else None)
         return make("09", fields, no_block=request.no_block, transaction_date=now,
                     return_date=format_date(request.return_date) if request.return_date else now)  # fmt: skip
     if isinstance(request, RenewRequest):
