@@ -11,10 +11,10 @@ import pytest
 from twisted.internet import defer
 
 from sipserver.accounts.registry import Registry
+from sipserver.ils.embedded.sqlite import SQLiteBackend
 from sipserver.ils.interface import BackendUnavailable
 from sipserver.sip2 import Message, decode, encode, make
 from sipserver.sip2.codes import format_date
-from sipserver.ils.embedded.sqlite import SQLiteBackend
 from tests.relay import SocketTerminal, start_pair
 from tests.support import Hub, Terminal, make_config
 

@@ -24,7 +24,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from sipserver.config import PERMISSIONS, AccountConfig, PolicyConfig
-from sipserver.ils.interface import Answer, BackendRequest, BackendUnavailable, ILSBackend, OutcomeUnknown, Relayed
+from sipserver.ils.interface import (
+    Answer,
+    BackendError,
+    BackendRequest,
+    BackendUnavailable,
+    ILSBackend,
+    OutcomeUnknown,
+    Relayed,
+)
 from sipserver.observe.loglevel import logger
 from sipserver.sip2 import MESSAGES, Message, make, supported_messages
 
@@ -239,6 +247,15 @@ class ACS:
             return Reply(refuse(request, ctx, screen_texts.OUTCOME_UNKNOWN), "outcome_unknown")
         if failure.check(BackendUnavailable):
             return Reply(refuse(request, ctx, screen_texts.UNAVAILABLE), "unavailable")
+        if failure.check(BackendError):  # a fault the backend describes itself: its words, no traceback
+            log.error(
+                "backend fault answering {name} (login {login}, peer {peer}): {why}",
+                name=request.name,
+                login=ctx.login,
+                peer=ctx.peer,
+                why=failure.getErrorMessage(),
+            )
+            return Reply(refuse(request, ctx, screen_texts.SYSTEM_ERROR), "error")
         log.failure(
             "handler for {name} failed (login {login}, peer {peer})",
             failure,

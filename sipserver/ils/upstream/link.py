@@ -23,15 +23,18 @@ from .options import UpstreamSettings
 
 #: The longest reply frame read from the upstream, in bytes; a longer one is garbage.
 MAX_FRAME = 64 * 1024
+_NO_PIN = frozenset({"AD"})
 
 
 class LinkBroken(Exception):
     """The connection ended, or the upstream said something that cannot be a reply.
     ``sent`` says whether the request in hand had been written to it."""
 
-    def __init__(self, why: str, sent: bool) -> None:
+    def __init__(self, why: str, sent: bool, resend_refused: bool = False) -> None:
         super().__init__(why)
         self.sent = sent
+        #: The upstream answered 96 to every resend: the link itself is fine.
+        self.resend_refused = resend_refused
 
 
 class LoginRefused(Exception):
@@ -79,9 +82,14 @@ class UpstreamLink(Protocol):
         self.why_lost = why
         self._closing = True
         pending, self._pending = self._pending, None
+        self.on_lost(self, why)  # first: out of the pool before the request in hand is tried elsewhere
         if pending is not None:
             pending.errback(LinkBroken(why, sent=True))
-        self.on_lost(self, why)
+
+    @property
+    def usable(self) -> bool:
+        """Connected, and not being given up."""
+        return not self._closing and self.transport is not None
 
     # -- the pool's side --------------------------------------------------------------------------
 
@@ -92,12 +100,11 @@ class UpstreamLink(Protocol):
         if self._closing or self.transport is None:
             return defer.fail(LinkBroken(self.why_lost or "not connected", sent=False))
         self._sequence_sent = next(self._sequence) if self.settings.error_detection else None
-        self._frame = encode(
-            request,
-            encoding=self.settings.encoding,
-            sequence=self._sequence_sent,
-            leave_out=frozenset({"AD"}) if "AD" not in request.fields else frozenset(),
-        )
+        # Other required fields go out empty when not given; a PIN the terminal did not send is
+        # left out, as it was (an empty AD is a PIN to check, and is sent as such).
+        leave_out = _NO_PIN if "AD" not in request.fields else frozenset()
+        self._frame = encode(request, encoding=self.settings.encoding, sequence=self._sequence_sent,
+                             leave_out=leave_out)  # fmt: skip
         self._expected = request.code
         self._resends = 0
         self._asked_again = False
@@ -148,7 +155,8 @@ class UpstreamLink(Protocol):
         if reply.code == "96":  # it could not read our request: it did not act on it
             if self._resends >= self.settings.resends:
                 self._pending = None
-                pending.errback(LinkBroken("the upstream asked for the request again too often (96)", sent=False))
+                why = "the upstream asked for the request again too often (96)"
+                pending.errback(LinkBroken(why, sent=False, resend_refused=True))
                 return
             self._resends += 1
             self.transport.write(self._frame)

@@ -26,7 +26,7 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from sipserver.ils.backoff import Backoff
-from sipserver.ils.interface import BackendUnavailable, OutcomeUnknown
+from sipserver.ils.interface import BackendError, BackendUnavailable, OutcomeUnknown
 from sipserver.observe.loglevel import logger
 from sipserver.sip2 import Message, make
 
@@ -254,7 +254,7 @@ class UpstreamPool:
         for link in self._ready:
             if not self._queue:
                 return
-            if not link.busy:
+            if not link.busy and link.usable:
                 self._send(link, self._queue.popleft())
 
     def _send(self, link: UpstreamLink, job: Job) -> None:
@@ -292,8 +292,10 @@ class UpstreamPool:
         if job.change and sent:
             self._outcome_unknown(job, why)
             return
-        if not sent and isinstance(broken, LinkBroken) and "96" in why:
-            self._fail(job, BackendUnavailable(f"{self.name}: {why}"))
+        if not sent and isinstance(broken, LinkBroken) and broken.resend_refused:
+            # The upstream could not read it, again and again: a fault of this request, not an outage.
+            self._fail(job, BackendError(f"{self.name}: {job.what}: {why}"))
+            self._free(link)
             return
         if job.tries < 2 and not self._stopped:  # a read, or a change never written: once more
             log.info("upstream {backend}: {what} is asked again on another connection ({why})",
@@ -361,7 +363,7 @@ class UpstreamPool:
     def _keep_alive(self) -> None:
         now = self.reactor.seconds()
         for link in list(self._ready):
-            if link.busy or now - self._last_used.get(link, now) < self.settings.keepalive:
+            if link.busy or not link.usable or now - self._last_used.get(link, now) < self.settings.keepalive:
                 continue
             link.busy = True
             timer = self.reactor.callLater(

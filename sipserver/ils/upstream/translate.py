@@ -71,6 +71,12 @@ def _pin(fields: dict[str, Any], pin: str | None) -> None:
         fields["AD"] = pin
 
 
+def _nb_due(due: datetime.datetime | None, now: str) -> str:
+    """The nb due date: the one given, else the transaction date, which servers ignore when the
+    request is not store and forward (some refuse the 18 blanks the reference allows)."""
+    return format_date(due) if due else now
+
+
 def request_message(request: BackendRequest[Any], institution: Institutions) -> Message:
     """The SIP2 request that asks the upstream what ``request`` asks."""
     ao = institution(request.terminal.institution)
@@ -97,7 +103,7 @@ def request_message(request: BackendRequest[Any], institution: Institutions) -> 
         fields.update(AA=request.patron, AB=request.item, AC="", BO="Y" if request.fee_acknowledged else None,
                       BI="Y" if request.cancel else None)  # fmt: skip
         return make("11", fields, sc_renewal_policy=request.renewal_allowed, no_block=request.no_block,
-                    transaction_date=now, nb_due_date=format_date(request.nb_due))  # fmt: skip
+                    transaction_date=now, nb_due_date=_nb_due(request.nb_due, now))  # fmt: skip
     if isinstance(request, CheckinRequest):
         # Without an AP the upstream would take the gateway's own location: where the terminal is goes instead.
         where = request.current_location or request.branch or request.terminal.location
@@ -109,7 +115,7 @@ def request_message(request: BackendRequest[Any], institution: Institutions) -> 
         fields.update(AA=request.patron, AB=request.item or None, AJ=request.title or None, AC="",
                       BO="Y" if request.fee_acknowledged else None)  # fmt: skip
         return make("29", fields, third_party_allowed=False, no_block=request.no_block, transaction_date=now,
-                    nb_due_date=format_date(request.nb_due))  # fmt: skip
+                    nb_due_date=_nb_due(request.nb_due, now))  # fmt: skip
     if isinstance(request, RenewAllRequest):
         _pin(fields, request.pin)
         fields.update(AA=request.patron, AC="", BO="Y" if request.fee_acknowledged else None)
