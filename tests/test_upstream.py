@@ -267,6 +267,18 @@ def test_the_upstreams_flags_and_bx_are_combined_with_the_accounts_permissions(t
         upstream.stop()
 
 
+def test_each_side_has_its_own_encoding(tmp_path):
+    upstream = start_upstream(tmp_path, gateway={"encoding": "cp850"})
+    relay = start_relay(tmp_path, upstream.port("raw"), encoding="cp850")
+    try:
+        with terminal(relay) as client:  # the terminal speaks UTF-8, the upstream link cp850
+            reply = client.patron_status("21000000000010", "0010", institution="MAIN")
+        assert reply.get("AE") == "José Álvarez"
+    finally:
+        relay.stop()
+        upstream.stop()
+
+
 # -- pysip2 0.1.0's server as a second, independent upstream -----------------------------------------
 
 
