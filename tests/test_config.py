@@ -753,7 +753,7 @@ def test_the_shipped_config_loads() -> None:
     assert {a.branch for a in config.accounts if a.location} == {"MAIN"}
     assert config.institutions["MAIN"].currency == "USD"
     logins = {account.login: account for account in config.accounts}
-    assert set(logins) == {"sip_sco_main", "sip_sorter_main", "sip_overdrive", "sip_telnet_main"}
+    assert set(logins) == {"sip_sco_main", "sip_sorter_main", "sip_overdrive", "sip_telnet_main", "sip_gateway"}
     assert logins["sip_sorter_main"].permissions == {"checkin", "item_status"}
     assert logins["sip_sorter_main"].location == "MAIN-SORTER"
     assert logins["sip_overdrive"].permissions == {"patron"}

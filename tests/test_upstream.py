@@ -13,8 +13,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
+import yaml
 
 from sipserver.client import SIPClient
 from sipserver.sip2 import checksum
@@ -323,3 +325,42 @@ def test_through_the_pysip2_server_the_terminal_gets_what_it_said(tmp_path, pysi
             assert unknown.get("BL") == "N" and unknown.getall("AF") == ["Unknown patron"]
     finally:
         relay.stop()
+
+
+# -- the demo: etc/relay.yaml in front of etc/sip.yaml ---------------------------------------------
+
+
+def _on_free_ports(path: Path, directory: Path) -> dict:
+    """A shipped config with every listener on a free loopback port and files under ``directory``."""
+    data = yaml.safe_load(path.read_text())
+    for listener in data["listeners"]:
+        listener["endpoint"] = "tcp:0:interface=127.0.0.1"
+    data["http"]["endpoint"] = "tcp:0:interface=127.0.0.1"
+    for backend in data["backends"].values():
+        if backend["type"] == "sqlite":
+            backend.update(path=str(directory / "demo.sqlite3"), seed=str(ROOT / "etc" / "demo-data.yaml"))
+    return data
+
+
+def test_the_demo_relay_config_fronts_the_demo_daemon(tmp_path):
+    demo = Daemon(write_config(tmp_path, _on_free_ports(ROOT / "etc" / "sip.yaml", tmp_path)), tmp_path / "demo.log")
+    demo.wait_ready(2)
+    try:
+        relay_dir = tmp_path / "relay"
+        relay_dir.mkdir()
+        data = _on_free_ports(ROOT / "etc" / "relay.yaml", relay_dir)
+        data["backends"]["ils"]["endpoint"] = f"tcp:127.0.0.1:{demo.port('raw')}"
+        relay = Daemon(write_config(relay_dir, data), relay_dir / "relay.log",
+                       env={"SIP_GATEWAY_PASSWORD": "gatewaypass"}).wait_ready(2)  # fmt: skip
+        try:
+            relay.wait_for_log("logged in")
+            with terminal(relay, "sip_sco_main", "scpass") as client:
+                assert client.sc_status().fixed["online_status"] == "Y"
+                out = client.checkout(JANE, ITEM, PIN, institution="MAIN")
+                assert out.fixed["ok"] == "1" and out.get("AH")
+                assert client.checkin(ITEM, "MAIN-DESK1", institution="MAIN").fixed["ok"] == "1"
+            assert "login=sip_gateway checkout ok" in demo.log()
+        finally:
+            relay.stop()
+    finally:
+        demo.stop()
