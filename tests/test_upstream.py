@@ -246,7 +246,14 @@ def test_a_refused_gateway_login_is_reported_loudly_once_and_never_shows_the_pas
         assert status == 503 and body["upstreams"]["ils"]["login_refused"] is True
         assert 'sip_upstream_login_refused{backend="ils"} 1' in metrics(relay)
         with terminal(relay) as client:
-            assert client.sc_status().fixed["online_status"] == "N"
+            status_reply = client.sc_status()
+            assert status_reply.fixed["online_status"] == "N"
+            assert "refuses this gateway's login" in " ".join(status_reply.getall("AF"))
+        checked = subprocess.run(
+            [str(Path(sys.executable).parent / "sipclient"), "-p", str(relay.port("raw")), "-u", "sco", "-P", "scpass",
+             "check"], capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert checked.returncode != 0 and "refuses this gateway's login" in checked.stdout + checked.stderr
         everything = relay.log() + relay.output() + json.dumps(body) + metrics(relay)
         assert wrong not in everything
     finally:

@@ -40,10 +40,14 @@ def sc_status(acs: ACS, request: Message, ctx: RequestContext) -> Reply:
     reply = Message("98", {**fixed, "date_time_sync": format_date(ctx.now)}, dict(fields))
     if messages:
         reply.fields["AF"] = messages
-    upstream_status = getattr(acs.backends.get(ctx.institution.backend), "upstream_status", None)
+    backend = acs.backends.get(ctx.institution.backend)
+    upstream_status = getattr(backend, "upstream_status", None)
     if upstream_status is not None:  # a backend relaying to another SIP2 server: both must allow
         reply = relayed.combined_status(reply, upstream_status())
         online = reply.fixed["online_status"] == "Y"
+        problem = backend.upstream_problem() if not online else ""  # type: ignore[union-attr]
+        if problem:
+            reply.fields.setdefault("AF", []).append(problem)
     return Reply(reply, "ok" if online else "offline")
 
 

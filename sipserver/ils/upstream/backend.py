@@ -76,6 +76,15 @@ class SIP2Backend:
         BX and on-line flags are combined with this daemon's."""
         return self.pool.status if self.pool.logged_in else None
 
+    def upstream_problem(self) -> str:
+        """Why the upstream cannot be asked now, in words a terminal's staff can act on ("" when it
+        can): 98 carries it as a screen message, and ``sipclient check`` shows it."""
+        if self.pool.logged_in:
+            return ""
+        if self.pool.figures.login_refused:
+            return "The upstream library system refuses this gateway's login."
+        return "The upstream library system cannot be reached."
+
     def upstream_report(self) -> dict[str, Any]:
         """For /health and /metrics: reachable, logged in, and the pool's figures."""
         figures = self.pool.figures
