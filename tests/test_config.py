@@ -528,7 +528,7 @@ def test_unknown_key_without_close_match_lists_valid_keys() -> None:
     assert str(info.value) == (
         f"{FILE}: accounts[0].zzz: unknown key; expected one of login, password, institution, location, branch, "
         "allow_from, permissions, encoding, error_detection, terminator, delimiter, expires, enabled, "
-        "checkin_not_on_loan_ok, profile"
+        "checkin_not_on_loan_ok, profile, upstream_login"
     )
 
 

@@ -42,6 +42,7 @@ from sipserver.config.model import (
     LoggingConfig,
     PolicyConfig,
     ServerConfig,
+    UpstreamLogin,
 )
 from sipserver.config.profiles import ReplyProfile
 
@@ -61,6 +62,7 @@ __all__ = [
     "PolicyConfig",
     "ReplyProfile",
     "ServerConfig",
+    "UpstreamLogin",
     "load_config",
     "parse_config",
     "reload_plan",

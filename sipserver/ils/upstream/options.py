@@ -5,13 +5,13 @@ environment as well as inline, and is kept out of every error and repr."""
 from __future__ import annotations
 
 import codecs
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from sipserver.config.schema import At, Flag, Integer, Key, Number, Options, Section, Text, Type
+from sipserver.config.secrets import LOGIN, read_secret
 from sipserver.ils.interface import BackendConfigError
 
 
@@ -43,18 +43,6 @@ class EncodingName(Type[str]):
         except LookupError:
             return at.expected("an encoding name such as utf-8, cp850 or latin-1", value)
 
-
-LOGIN = Section(
-    None,
-    (
-        Key("user", Text(safe=True), default=""),
-        Key("password", Text(empty=True), default=None, secret=True),
-        Key("password_file", Text(), default=None),
-        Key("password_env", Text(), default=None),
-        Key("location", Text(empty=True, safe=True), default=""),
-    ),
-    what="a mapping with user and one of password, password_file or password_env",
-)
 
 POOL = Section(
     None,
@@ -135,28 +123,5 @@ def read_settings(name: str, options: Mapping[str, Any]) -> UpstreamSettings:
 
 
 def _password(name: str, login: Mapping[str, Any]) -> str:
-    """The upstream password from exactly one of ``password``, ``password_file``, ``password_env``
-    (none: the gateway logs in without one). Errors name the source, never the value."""
-    given = [key for key in ("password", "password_file", "password_env") if login.get(key) is not None]
-    if len(given) > 1:
-        raise BackendConfigError(f"sip2 backend {name!r}: login: give one of {', '.join(given)}, not several")
-    if not given:
-        return ""
-    key = given[0]
-    if key == "password":
-        return str(login["password"])
-    if key == "password_env":
-        value = os.environ.get(login["password_env"])
-        if value is None:
-            raise BackendConfigError(
-                f"sip2 backend {name!r}: login.password_env: the environment has no {login['password_env']}"
-            )
-        return value
-    path = login["password_file"]
-    try:
-        with open(path, encoding="utf-8") as secret:
-            return secret.read().strip("\r\n")
-    except OSError as exc:
-        raise BackendConfigError(
-            f"sip2 backend {name!r}: login.password_file: cannot read {path}: {exc.strerror}"
-        ) from None
+    """The upstream password (none: the gateway logs in without one)."""
+    return read_secret(login, lambda why: BackendConfigError(f"sip2 backend {name!r}: login: {why}"))
