@@ -29,6 +29,7 @@ from typing import ClassVar, Concatenate, Generic, ParamSpec, Protocol, TypeAlia
 import attrs
 from twisted.internet.defer import Deferred, succeed
 
+from sipserver.config.model import UpstreamLogin
 from sipserver.config.places import UNDECLARED, Places
 from sipserver.ils.results import (
     CheckinResult,
@@ -165,6 +166,9 @@ class Terminal:
     #: The institution's branches and their location codes, to tell which branch a stored code
     #: (an item's home, a hold's pickup location) stands in; undeclared, codes count as sent.
     places: Places = UNDECLARED
+    #: Under a backend relaying to another SIP2 server: the terminal's own upstream connection
+    #: (None: the shared one). Its password is never shown.
+    upstream_login: UpstreamLogin | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -43,7 +43,7 @@ def sc_status(acs: ACS, request: Message, ctx: RequestContext) -> Reply:
     backend = acs.backends.get(ctx.institution.backend)
     upstream_status = getattr(backend, "upstream_status", None)
     if upstream_status is not None:  # a backend relaying to another SIP2 server: both must allow
-        reply = relayed.combined_status(reply, upstream_status())
+        reply = relayed.combined_status(reply, upstream_status(ctx.terminal))
         online = reply.fixed["online_status"] == "Y"
         problem = backend.upstream_problem() if not online else ""  # type: ignore[union-attr]
         if problem:

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from sipserver.ils.interface import (
     BackendRequest,
+    BackendUnavailable,
     BlockPatronRequest,
     ChangeRequest,
     CheckinRequest,
@@ -28,6 +31,7 @@ from sipserver.ils.interface import (
     Relayed,
     RenewAllRequest,
     RenewRequest,
+    Terminal,
 )
 from sipserver.sip2 import Message
 
@@ -47,7 +51,12 @@ class SIP2Backend:
         self.name = name
         self.settings: UpstreamSettings = read_settings(name, options or {})
         self.reactor = reactor
+        #: The shared pool, for terminals without an upstream login of their own.
         self.pool = UpstreamPool(name, self.settings, reactor)
+        #: Without a ``login`` there is no shared pool: every terminal needs an upstream login of its own.
+        self.shared = bool(self.settings.user)
+        #: Terminals' own connections, by their login: bounded by the accounts in the config.
+        self._own: dict[str, UpstreamPool] = {}
         self._started = False
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -55,31 +64,79 @@ class SIP2Backend:
     def start(self) -> defer.Deferred[None]:
         """Connect the pool (once) and wait, within the timeout, for a first logged-in connection;
         the pool goes on connecting with backoff either way."""
+        if not self.shared:  # only terminals with their own upstream login: nothing to wait for
+            return defer.succeed(None)
         if not self._started:
             self._started = True
             self.pool.start()
         return self.pool.ready(self.settings.timeout)
 
     def stop(self) -> defer.Deferred[None]:
+        for own in self._own.values():
+            own.stop()
+        self._own.clear()
         return self.pool.stop()
 
     def health(self) -> defer.Deferred[bool]:
         """True when a connection is logged in upstream; while none is, waits (within the
         timeout) for one being made, so that start-up does not look like an outage."""
-        if self.pool.logged_in:
+        if self.pool.logged_in or not self.shared:
             return defer.succeed(True)
         waited = self.pool.ready(min(self.settings.timeout, 4.0))
         return waited.addCallbacks(lambda _: True, lambda _: False)
 
-    def upstream_status(self) -> Message | None:
-        """The upstream's last 98 (from the login and each keepalive), for the ACS's own 98: its
-        BX and on-line flags are combined with this daemon's."""
-        return self.pool.status if self.pool.logged_in else None
+    def upstream_status(self, terminal: Terminal | None = None) -> Message | None:
+        """The upstream's last 98 (from the login and each keepalive) on the terminal's connection,
+        for the ACS's own 98: its BX and on-line flags are combined with this daemon's."""
+        pool = self._own.get(terminal.login) if terminal and terminal.upstream_login else self.pool
+        return pool.status if pool is not None and pool.logged_in else None
+
+    # -- terminals with their own upstream connection ---------------------------------------------
+
+    def forward_login(self, login: str, password: str, location: str) -> defer.Deferred[bool]:
+        """Log a terminal in upstream with its own login and password (an account with ``password:
+        upstream``): True when the upstream's 94 says yes, False when it says no; the connection
+        then carries that terminal's requests. BackendUnavailable when the upstream cannot be asked."""
+        settings = attrs.evolve(self.settings, user=login, password=password, location=location, pool_size=1)
+        pool = UpstreamPool(f"{self.name}:{login}", settings, self.reactor, loud=False)
+        pool.start()
+
+        def judged(_: object) -> bool:
+            old = self._own.pop(login, None)
+            if old is not None:
+                old.stop()
+            self._own[login] = pool
+            return True
+
+        def refused(failure: Failure) -> bool:
+            pool.stop()
+            if pool.figures.login_refused:
+                return False
+            raise BackendUnavailable(f"{self.name}: cannot log {login} in upstream: {pool.last_problem}")
+
+        return pool.ready(self.settings.timeout).addCallbacks(judged, refused)
+
+    def _pool_for(self, terminal: Terminal) -> UpstreamPool:
+        who = terminal.upstream_login
+        if who is None:
+            if not self.shared:
+                raise BackendUnavailable(f"{self.name}: no shared login upstream, and {terminal.login} has none")
+            return self.pool
+        own = self._own.get(terminal.login)
+        if own is not None:
+            return own
+        if who.forwarded:  # its login made the connection; without one it has none
+            raise BackendUnavailable(f"{self.name}: {terminal.login} is not logged in upstream")
+        settings = attrs.evolve(self.settings, user=who.user, password=who.password,
+                                location=who.location or self.settings.location, pool_size=1)  # fmt: skip
+        own = self._own[terminal.login] = UpstreamPool(f"{self.name}:{terminal.login}", settings, self.reactor)
+        own.start()
+        return own
 
     def upstream_problem(self) -> str:
         """Why the upstream cannot be asked now, in words a terminal's staff can act on ("" when it
         can): 98 carries it as a screen message, and ``sipclient check`` shows it."""
-        if self.pool.logged_in:
+        if self.pool.logged_in or not self.shared:
             return ""
         if self.pool.figures.login_refused:
             return "The upstream library system refuses this gateway's login."
@@ -109,7 +166,11 @@ class SIP2Backend:
         message = request_message(request, self.settings.upstream_institution)
         terminal = request.terminal
         what = f"{request.operation} ({message.code}) for {terminal.login or '?'} at {terminal.institution}"
-        d = self.pool.submit(message, change=isinstance(request, ChangeRequest), what=what)
+        try:
+            pool = self._pool_for(terminal)
+        except BackendUnavailable:
+            return defer.fail()
+        d = pool.submit(message, change=isinstance(request, ChangeRequest), what=what)
         return d.addCallback(lambda reply: Relayed(result_of(request, reply), reply))
 
     def patron(self, request: PatronRequest) -> defer.Deferred[Any]:

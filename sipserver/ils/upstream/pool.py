@@ -67,8 +67,11 @@ class PoolFigures:
 class UpstreamPool:
     """See the module docstring."""
 
-    def __init__(self, name: str, settings: UpstreamSettings, reactor: Any) -> None:
+    def __init__(self, name: str, settings: UpstreamSettings, reactor: Any, *, loud: bool = True) -> None:
+        """``loud``: a refused login is the gateway's own, reported as an alarm (a terminal's
+        forwarded login refused is that terminal's business, logged by its login line)."""
         self.name = name
+        self.loud = loud
         self.settings = settings
         self.reactor = reactor
         self.figures = PoolFigures()
@@ -190,7 +193,7 @@ class UpstreamPool:
                 link.abandon("not logged in")
         if failure.check(LoginRefused):
             why = failure.getErrorMessage()
-            if not self.figures.login_refused:
+            if not self.figures.login_refused and self.loud:
                 log.critical(
                     "UPSTREAM {backend} REFUSED THE GATEWAY'S LOGIN (user {user}): check login.user and its "
                     "password on both sides; trying again with backoff",
