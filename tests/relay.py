@@ -21,10 +21,13 @@ GATEWAY = {"login": "gateway", "password": "plain:gwsecret-9d1", "institution": 
 GATEWAY_PASSWORD = "gwsecret-9d1"
 
 
-def start_upstream(tmp_path: Path, gateway: dict[str, Any] | None = None, **changes: Any) -> Daemon:
+def start_upstream(
+    tmp_path: Path, gateway: dict[str, Any] | None = None, extra_accounts: list[dict[str, Any]] = (), **changes: Any
+) -> Daemon:
     directory = tmp_path / "upstream"
     directory.mkdir(exist_ok=True)
-    data = config_data(directory, accounts=[*copy.deepcopy(ACCOUNTS), {**GATEWAY, **(gateway or {})}])
+    accounts = [*copy.deepcopy(ACCOUNTS), {**GATEWAY, **(gateway or {})}, *extra_accounts]
+    data = config_data(directory, accounts=accounts)
     data.update(changes)
     return Daemon(write_config(directory, data), directory / "daemon.log").wait_ready(2)
 

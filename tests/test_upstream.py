@@ -371,3 +371,66 @@ def test_the_demo_relay_config_fronts_the_demo_daemon(tmp_path):
             relay.stop()
     finally:
         demo.stop()
+
+
+# -- terminals with their own upstream connection --------------------------------------------------
+
+
+def _relay_with_accounts(tmp_path, port: int, accounts: list[dict]) -> Daemon:
+    directory = tmp_path / "own"
+    directory.mkdir()
+    data = config_data(directory)
+    data["backends"] = {"ils": relay_backend(port, pool={"size": 1})}
+    data["institutions"]["MAIN"]["backend"] = "ils"
+    data["accounts"] = [*data["accounts"], *accounts]
+    relay = Daemon(write_config(directory, data), directory / "daemon.log").wait_ready(2)
+    relay.wait_for_log("logged in")
+    return relay
+
+
+def test_a_terminal_with_an_upstream_login_of_its_own_uses_its_own_connection(tmp_path):
+    own_secret = "own-upstream-pw-31"
+    upstream = start_upstream(tmp_path, extra_accounts=[
+        {"login": "desk_up", "password": f"plain:{own_secret}", "institution": "MAIN", "allow_from": ["127.0.0.0/8"]}
+    ])  # fmt: skip
+    secret = tmp_path / "desk.secret"
+    secret.write_text(own_secret + "\n")
+    desk = {"login": "desk", "password": "plain:deskpass", "institution": "MAIN", "allow_from": ["127.0.0.0/8"],
+            "upstream_login": {"user": "desk_up", "password_file": str(secret)}}  # fmt: skip
+    relay = _relay_with_accounts(tmp_path, upstream.port("raw"), [desk])
+    try:
+        with terminal(relay, "desk", "deskpass") as client:
+            assert client.checkout(JANE, ITEM, PIN, institution="MAIN").fixed["ok"] == "1"
+        with terminal(relay) as client:  # sco: no upstream login of its own, the shared pool
+            assert client.checkin(ITEM, "MAIN", institution="MAIN").fixed["ok"] == "1"
+        log = upstream.log()
+        assert "login=desk_up checkout ok" in log and "login=gateway checkin ok" in log
+        assert own_secret not in relay.log() + relay.output()
+    finally:
+        relay.stop()
+        upstream.stop()
+
+
+def test_a_forwarded_login_is_judged_by_the_upstream_and_its_requests_go_as_that_login(tmp_path):
+    upstream = start_upstream(tmp_path, extra_accounts=[
+        {"login": "legacy", "password": "plain:legacypass", "institution": "MAIN", "allow_from": ["127.0.0.0/8"]}
+    ])  # fmt: skip
+    legacy = {"login": "legacy", "password": "upstream", "institution": "MAIN", "allow_from": ["127.0.0.0/8"]}
+    far = {"login": "faraway2", "password": "upstream", "institution": "MAIN", "allow_from": ["10.0.0.0/8"]}
+    relay = _relay_with_accounts(tmp_path, upstream.port("raw"), [legacy, far])
+    try:
+        with SIPClient("127.0.0.1", relay.port("raw")) as client:
+            assert not client.login("legacy", "not-the-password")  # the upstream's 94 says no
+        with SIPClient("127.0.0.1", relay.port("raw")) as client:
+            assert not client.login("faraway2", "whatever-9")  # refused here: never sent upstream
+        with terminal(relay, "legacy", "legacypass") as client:
+            assert client.checkout(JANE, ITEM, PIN, institution="MAIN").fixed["ok"] == "1"
+            assert client.sc_status().fixed["online_status"] == "Y"
+        log = upstream.log()
+        assert "login=legacy checkout ok" in log and "faraway2" not in log
+        assert "login refused" in relay.log() or "wrong_password" in relay.log()
+        everything = relay.log() + relay.output()
+        assert "legacypass" not in everything and "not-the-password" not in everything
+    finally:
+        relay.stop()
+        upstream.stop()
