@@ -434,3 +434,21 @@ def test_a_forwarded_login_is_judged_by_the_upstream_and_its_requests_go_as_that
     finally:
         relay.stop()
         upstream.stop()
+
+
+def test_a_terminals_own_connection_failing_does_not_take_the_institution_off_line(tmp_path):
+    upstream = start_upstream(tmp_path)
+    desk = {"login": "desk", "password": "plain:deskpass", "institution": "MAIN", "allow_from": ["127.0.0.0/8"],
+            "upstream_login": {"user": "no_such_login", "password": "nope-12"}}  # fmt: skip
+    relay = _relay_with_accounts(tmp_path, upstream.port("raw"), [desk])
+    try:
+        with terminal(relay, "desk", "deskpass") as client:
+            refused = client.patron_status(JANE, PIN, institution="MAIN")
+            assert "not available" in " ".join(refused.getall("AF"))
+        with terminal(relay) as client:  # the shared pool's terminals go on
+            assert client.sc_status().fixed["online_status"] == "Y"
+            assert client.patron_status(JANE, PIN, institution="MAIN").get("AE") == "Jane Doe"
+        assert "REFUSED THE GATEWAY'S LOGIN (user no_such_login)" in relay.log()
+    finally:
+        relay.stop()
+        upstream.stop()

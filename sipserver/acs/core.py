@@ -217,7 +217,8 @@ class ACS:
                     method=operation,
                     why=failure.getErrorMessage(),
                 )
-                self.health.mark(name, False)
+                if getattr(failure.value, "whole_backend", True):
+                    self.health.mark(name, False)
             return failure
 
         return answer.addCallbacks(ok, failed).addCallback(_answered, reply, *args)

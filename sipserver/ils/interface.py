@@ -107,7 +107,14 @@ class BackendError(Exception):
 
 
 class BackendUnavailable(BackendError):
-    """The ILS could not be reached or did not answer in time. The request was *not* carried out."""
+    """The ILS could not be reached or did not answer in time. The request was *not* carried out.
+
+    ``whole_backend`` False says the fault is this terminal's own way in (its own upstream
+    connection), not the backend's: the ACS then does not report the institution off-line."""
+
+    def __init__(self, *args: object, whole_backend: bool = True) -> None:
+        super().__init__(*args)
+        self.whole_backend = whole_backend
 
 
 class OutcomeUnknown(BackendError):

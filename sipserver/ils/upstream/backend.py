@@ -120,13 +120,15 @@ class SIP2Backend:
         who = terminal.upstream_login
         if who is None:
             if not self.shared:
-                raise BackendUnavailable(f"{self.name}: no shared login upstream, and {terminal.login} has none")
+                raise BackendUnavailable(
+                    f"{self.name}: no shared login upstream, and {terminal.login} has none", whole_backend=False
+                )
             return self.pool
         own = self._own.get(terminal.login)
         if own is not None:
             return own
         if who.forwarded:  # its login made the connection; without one it has none
-            raise BackendUnavailable(f"{self.name}: {terminal.login} is not logged in upstream")
+            raise BackendUnavailable(f"{self.name}: {terminal.login} is not logged in upstream", whole_backend=False)
         settings = attrs.evolve(self.settings, user=who.user, password=who.password,
                                 location=who.location or self.settings.location, pool_size=1)  # fmt: skip
         own = self._own[terminal.login] = UpstreamPool(f"{self.name}:{terminal.login}", settings, self.reactor)
@@ -171,6 +173,8 @@ class SIP2Backend:
         except BackendUnavailable:
             return defer.fail()
         d = pool.submit(message, change=isinstance(request, ChangeRequest), what=what)
+        if pool is not self.pool:  # the terminal's own connection: its trouble is not the institution's
+            d.addErrback(_own_trouble)
         return d.addCallback(lambda reply: Relayed(result_of(request, reply), reply))
 
     def patron(self, request: PatronRequest) -> defer.Deferred[Any]:
@@ -208,3 +212,10 @@ class SIP2Backend:
 
     def end_session(self, request: EndSessionRequest) -> defer.Deferred[Any]:
         return self._relay(request)
+
+
+def _own_trouble(failure: Failure) -> Failure:
+    """A terminal's own connection could not carry its request: unavailable for it alone."""
+    if failure.check(BackendUnavailable) and failure.value.whole_backend:
+        return Failure(BackendUnavailable(failure.getErrorMessage(), whole_backend=False))
+    return failure
