@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/codec.py
 	$(PY) bench/load.py
 	$(PY) bench/backends.py
+	$(PY) bench/relay.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis twisted/plugins/dropin.cache var
