@@ -14,15 +14,17 @@ terminals through sipserver relaying to it, in the same run.
   status mix's rate in a closed loop (every terminal always waiting: its p99 is the queue), its p99
   at ``--light-rate`` messages a second spread over them, and the relay's memory per terminal.
 
-Every daemon runs at ``logging.level: info``, text to a file, as sites run it. Nothing is pinned:
-the relay, the upstream and the load generator share the machine's CPUs, as a relay and its ILS
-would not; the ratios are what to read. Every phase is bounded in time, and every process started
-here is stopped at the end.
+Every daemon runs at ``logging.level: info``, text to a file, as sites run it. The upstream runs on
+CPU 0 and the relay with the load generator on CPU 1, as a relay and its ILS stand on separate
+machines (the direct runs have the generator on CPU 1 too); ``--share`` lets every process use every
+CPU instead, where the relay's work takes CPU from the upstream's.
+Every phase is bounded in time, and every process started here is stopped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -43,7 +45,9 @@ from servers import LOGIN, PASSWORD, TWISTD, OurServer, Pysip2Server, Server, be
 class RelayServer(Server):
     """sipserver with its institution on the ``sip2`` backend, relaying to ``upstream``."""
 
-    def __init__(self, work: Path, upstream: Server, *, pool: int, level: str = "info") -> None:
+    def __init__(
+        self, work: Path, upstream: Server, *, pool: int, level: str = "info", cpus: set[int] | None = None
+    ) -> None:
         port = free_port()
         self.name = f"relay>{upstream.name}"
         self.log_file = work / f"sipserver-{port}.log"
@@ -56,7 +60,7 @@ class RelayServer(Server):
         data["institutions"]["MAIN"]["backend"] = "ils"
         path = work / f"relay-{port}.yaml"
         path.write_text(yaml.safe_dump(data))
-        super().__init__([TWISTD, "-n", "--pidfile=", "--logfile=-", "sip", "-c", str(path)], port, None,
+        super().__init__([TWISTD, "-n", "--pidfile=", "--logfile=-", "sip", "-c", str(path)], port, cpus,
                          work / f"relay-{port}.out")  # fmt: skip
 
     def wait_logged_in(self, timeout: float = 30.0) -> RelayServer:
@@ -79,8 +83,16 @@ def started(server: Server) -> Server:
         raise
 
 
+#: CPUs of the upstream, and of the relay with the load generator: the relay and the ILS on separate
+#: machines, as they are deployed, on a 2-CPU box. None (``--share``): every process on every CPU.
+PINNED = {"upstream": {0}, "relay": {1}}
+UNPINNED: dict[str, set[int] | None] = {"upstream": None, "relay": None}
+CPUS: dict[str, set[int] | None] = dict(UNPINNED)
+
+
 def upstream_of(kind: str, work: Path) -> Server:
-    return started(OurServer(work, cpus=None) if kind == "sipserver" else Pysip2Server(work, cpus=None))
+    cpus = CPUS["upstream"]
+    return started(OurServer(work, cpus=cpus) if kind == "sipserver" else Pysip2Server(work, cpus=cpus))
 
 
 def rounds(
@@ -114,7 +126,7 @@ def mix(args: argparse.Namespace, work: Path, kind: str, name: str, cycles: list
     upstream = upstream_of(kind, work)
     relay = None
     try:
-        relay = started(RelayServer(work, upstream, pool=args.pool))
+        relay = started(RelayServer(work, upstream, pool=args.pool, cpus=CPUS["relay"]))
         cpu_used: dict[str, float] = {}
         msgs: dict[str, int] = {}
         before = {"upstream": upstream.cpu(), "relay": relay.cpu()}
@@ -150,7 +162,7 @@ def many(args: argparse.Namespace, work: Path, figures: dict) -> None:
     upstream = upstream_of("sipserver", work)
     relay = None
     try:
-        relay = started(RelayServer(work, upstream, pool=args.pool))
+        relay = started(RelayServer(work, upstream, pool=args.pool, cpus=CPUS["relay"]))
         warm = [Conn(sock, status_cycle(i, patrons)) for i, sock in enumerate(
             connect("127.0.0.1", relay.port, 10, [login_frame()]))]  # fmt: skip
         closed_loop(warm, 0.5, warmup=0.0)
@@ -184,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=50, help="terminals in the mixes (default 50)")
     parser.add_argument("--many", type=int, default=2000, help="terminals held through the relay (default 2000)")
     parser.add_argument("--pool", type=int, default=8, help="the relay's upstream connections (default 8)")
+    parser.add_argument("--share", action="store_true",
+                        help="pin nothing (default: upstream on CPU 0, relay and generator on CPU 1)")  # fmt: skip
     parser.add_argument("--light-rate", type=float, default=1000, help="msg/s of the open loop over --many")
     args = parser.parse_args(argv)
     try:
@@ -192,8 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         print("pysip2 is not installed: .venv/bin/pip install -e '.[bench]'", file=sys.stderr)
         return 2
     raise_fd_limit()
+    if not args.share and (os.cpu_count() or 1) >= 2:
+        CPUS.update(PINNED)
+        os.sched_setaffinity(0, PINNED["relay"])
     print(f"bench/relay.py: {machine()}")
-    print(f"load generator: {generator_name()}; every daemon at logging.level info, text to a file; nothing pinned")
+    placing = ("the upstream on CPU 0, the relay and the load generator on CPU 1" if CPUS["relay"]
+               else "nothing pinned: every process on every CPU")  # fmt: skip
+    print(f"load generator: {generator_name()}; every daemon at logging.level info, text to a file; {placing}")
     patrons, items = demo()
     status = [status_cycle(i, patrons) for i in range(args.connections)]
     circ = [circ_cycle(i, patrons, items) for i in range(min(args.connections, len(items)))]

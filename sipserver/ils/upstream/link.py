@@ -63,6 +63,9 @@ class UpstreamLink(Protocol):
     # -- the transport's side ---------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:  # a request waits for nothing: small frames go out at once
+            no_delay(True)
         self.connected_d.callback(self)
 
     def dataReceived(self, data: bytes) -> None:
