@@ -166,3 +166,42 @@ def test_another_requests_sequence_number_ends_the_link():
     link.exchange(make("17", AO="MAIN", AB="i", AC="")).addErrback(lambda _: None)
     link.dataReceived(answer(b"18", "7", b"010001" + b"20270105    101010" + b"ABi|AJT|"))
     assert "sequence number" in link.why_lost
+
+
+# -- accounts with an upstream login of their own --------------------------------------------------
+
+
+def _accounts(tmp_path, *accounts):
+    from tests.support import make_config
+
+    return make_config(tmp_path, {"accounts": [{"institution": "MAIN", **a} for a in accounts]})
+
+
+def test_an_account_maps_to_its_own_upstream_login_or_forwards_its_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("DESK_UP", SECRET)
+    config = _accounts(
+        tmp_path,
+        {"login": "desk", "password": "plain:x", "upstream_login": {"user": "desk_up", "password_env": "DESK_UP"}},
+        {"login": "legacy", "password": "upstream"},
+    )
+    desk, legacy = config.accounts
+    assert (desk.upstream_login.user, desk.upstream_login.password) == ("desk_up", SECRET)
+    assert legacy.upstream_login.forwarded and legacy.upstream_login.user == "legacy"
+    assert SECRET not in repr(config.accounts)
+
+
+@pytest.mark.parametrize(
+    ("account", "words"),
+    [
+        ({"password": "upstream", "upstream_login": {"user": "u", "password": "p"}}, "leave this out"),
+        ({"password": "plain:x", "upstream_login": {"password": SECRET}}, "upstream_login.user"),
+        ({"password": "plain:x", "upstream_login": {"user": "u", "password_env": "NO_SUCH_20"}}, "NO_SUCH_20"),
+    ],
+)
+def test_a_wrong_upstream_login_stops_the_config_naming_the_key(tmp_path, account, words):
+    from sipserver.config import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        _accounts(tmp_path, {"login": "desk", **account})
+    assert words in str(refused.value) and "accounts[0]" in str(refused.value)
+    assert SECRET not in str(refused.value)

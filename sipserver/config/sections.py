@@ -497,7 +497,8 @@ ACCOUNT = Section(
             attr="password_hash",
             default=REQUIRED,
             secret=True,
-            doc="A hash from `sipserver hash-password`, or `plain:<password>` (see below).",
+            doc="A hash from `sipserver hash-password`, or `plain:<password>` (see below), or `upstream`: "
+            "judged by the upstream SIP2 server of a `sip2` backend ([docs/upstream.md](upstream.md)).",
         ),
         Key(
             "institution",
