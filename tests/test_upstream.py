@@ -452,3 +452,17 @@ def test_a_terminals_own_connection_failing_does_not_take_the_institution_off_li
     finally:
         relay.stop()
         upstream.stop()
+
+
+def test_an_upstream_silent_at_login_is_tried_again_and_used_once_it_answers(wired):
+    _upstream, wire, relay = wired
+    silent = threading.Event()
+    silent.set()
+    wire.tamper = lambda to_server, data, _s: b"" if (not to_server and silent.is_set()) else data
+    relay = relay(wait=False, timeout=1.0)
+    relay.wait_for_log("no answer to the login in time", timeout=15)
+    with terminal(relay) as client:
+        assert client.sc_status().fixed["online_status"] == "N"
+        silent.clear()
+        wait_until(lambda: client.sc_status().fixed["online_status"] == "Y", timeout=30)
+        assert client.patron_status(JANE, PIN, "MAIN").get("AE") == "Jane Doe"

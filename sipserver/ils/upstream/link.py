@@ -86,7 +86,7 @@ class UpstreamLink(Protocol):
         self._closing = True
         pending, self._pending = self._pending, None
         self.on_lost(self, why)  # first: out of the pool before the request in hand is tried elsewhere
-        if pending is not None:
+        if pending is not None and not pending.called:
             pending.errback(LinkBroken(why, sent=True))
 
     @property
@@ -111,9 +111,15 @@ class UpstreamLink(Protocol):
         self._expected = request.code
         self._resends = 0
         self._asked_again = False
-        self._pending = defer.Deferred()
+        self._pending = defer.Deferred(self._given_up)
         self.transport.write(self._frame)
         return self._pending
+
+    def _given_up(self, pending: defer.Deferred[Message]) -> None:
+        """The caller stopped waiting (a timeout): its answer could only come to the next request."""
+        if self._pending is pending:
+            self._pending = None
+            self.abandon("a request on it was given up")
 
     def login(self) -> defer.Deferred[Message]:
         """93 with the gateway's account; the 94, or LoginRefused."""

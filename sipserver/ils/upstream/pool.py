@@ -155,6 +155,9 @@ class UpstreamPool:
         d = self._endpoint.connect(factory)
         d.addCallback(lambda link: link.login().addCallback(lambda _: link))
         d.addCallback(self._status_of)
+        # Connecting, logging in and the first 99 within the timeout: an upstream that accepts and
+        # then says nothing must not hold the slot for ever.
+        d.addTimeout(self.settings.timeout, self.reactor)
         d.addCallbacks(self._logged_in, self._not_up, errbackArgs=(links,))
 
     def _status_of(self, link: UpstreamLink) -> defer.Deferred[UpstreamLink]:
@@ -202,7 +205,7 @@ class UpstreamPool:
                 )
             self.figures.login_refused = True
         else:
-            why = _why(failure)
+            why = _why(failure) if not failure.check(defer.TimeoutError) else "no answer to the login in time"
             if why != self.last_problem:
                 log.error("upstream {backend} unreachable: {why}", backend=self.name, why=why)
         self.last_problem = why
