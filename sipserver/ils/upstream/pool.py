@@ -268,7 +268,12 @@ class UpstreamPool:
         job.link = link
         job.tries += 1
         started = time.perf_counter()
-        d = link.exchange(job.message)
+        try:
+            d = link.exchange(job.message)
+        except Exception as exc:  # the request could not be written (never sent): this request's fault
+            job.link, link.busy = None, False
+            self._fail(job, BackendError(f"{self.name}: {job.what} could not be sent: {exc}"))
+            return
         d.addCallbacks(self._answered, self._broken, callbackArgs=(job, link, started), errbackArgs=(job, link))
 
     def _free(self, link: UpstreamLink) -> None:
