@@ -25,6 +25,7 @@ RESTART_KEYS = {
     "listeners",
     "backends",
     "server.workers",
+    "server.lockout.shared",
     "logging.format",
     "logging.destination",
     "logging.file",

@@ -6,7 +6,8 @@ telnet listener (``sipserver/daemon/transport/telnet.py``) read TelnetTransport'
 the raw listener's replies go straight to a plain TCP connection's socket at the end of a turn
 (``sipserver/daemon/transport/reply_batches.py``), a measured saving on every reply. Everything else
 on the accept path uses public APIs: endpoints' ``listen()``, ports' ``fileno()``, the reactor's
-``removeReader``/``addReader`` and ``adoptStreamConnection``.
+``removeReader``/``addReader`` and ``adoptStreamConnection``; a TLS listener behind a balancer reads
+the ``ssl:`` endpoint's settings (``sipserver/daemon/service.py``).
 """
 
 from __future__ import annotations
@@ -85,3 +86,15 @@ def test_a_plain_tcp_connection_offers_what_the_direct_reply_path_uses():
         assert terminal.recv(100) == b"98\r"
         conn.connectionLost(Failure(ConnectionDone()))
         assert conn.disconnected, "tcp.Connection.disconnected does not turn true once it is lost"
+
+
+def test_ssl_endpoint_keeps_what_a_tls_listener_behind_a_balancer_reads():
+    """A TLS listener with ``proxy_protocol`` reads the PROXY header on the plain socket and runs
+    TLS inside it (``sipserver.daemon.service.tls_behind_proxy``): it takes the ``ssl:``
+    endpoint's port, backlog, interface and certificate options from these attributes."""
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
+    options = object()
+    endpoint = SSL4ServerEndpoint(MemoryReactorClock(), 6443, options, backlog=7, interface="127.0.0.1")
+    read = (endpoint._port, endpoint._backlog, endpoint._interface, endpoint._sslContextFactory)
+    assert read == (6443, 7, "127.0.0.1", options), "SSL4ServerEndpoint's attributes changed"

@@ -22,6 +22,12 @@ are capped at ``max_peers`` (the least recently active entries go first). Under 
 addresses than the cap, the oldest locks are dropped early; that is the price of not running out of
 memory, and the flood itself is then visible in the logs.
 
+Several processes of one daemon (``server.workers``), or several daemons on one PostgreSQL, share
+one table through :attr:`Lockout.share`: each failure and success recorded here is handed on, and
+the others' are recorded here with ``shared=True`` (:mod:`sipserver.daemon.control`,
+:mod:`sipserver.accounts.shared_lockout`). A refusal's reply waits for :meth:`Lockout.settled`, so
+that the terminal's next attempt, wherever it lands, is judged with this one counted.
+
 Not thread-safe: call it from the reactor thread.
 """
 
@@ -29,6 +35,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
 
 __all__ = ["Lockout", "peer_key"]
 
@@ -76,6 +86,14 @@ class Lockout:
         self._locked: dict[str, float] = {}
         # peer -> password checks running now (at most a few: they run on a couple of threads)
         self._reserved: dict[str, int] = {}
+        #: Hands an outcome ("failure" or "success", the address) to the processes sharing the
+        #: table; a Deferred it returns fires once they have it. None: this process alone.
+        self.share: Callable[[str, str], Deferred[Any] | None] | None = None
+        #: Brings an address's entry up to date from the shared table before its password is
+        #: checked (daemons on one database); the Deferred fires once it is. None: nothing to ask.
+        self.consult: Callable[[str], Deferred[Any] | None] | None = None
+        self._unsettled = 0
+        self._waiters: list[Deferred[None]] = []
         self.failures = 0
         self.window = 0.0
         self.duration = 0.0
@@ -106,13 +124,19 @@ class Lockout:
                 self._failures[peer] = deque(stamps, maxlen=failures)
         self.failures = failures
 
-    def record_failure(self, peer: str) -> bool:
-        """Count a failed login from *peer*; True when this failure locked the address."""
+    def record_failure(self, peer: str, *, shared: bool = False) -> bool:
+        """Count a failed login from *peer*; True when this failure locked the address.
+        ``shared``: another process recorded it (it is not handed on again)."""
         if self.failures == 0:
             return False
+        key = peer_key(peer)
+        if not shared and not self._is_locked_key(key, self._clock.seconds()):  # a locked one counts for nothing
+            self._hand_on("failure", key)
+        return self._count_failure(key)
+
+    def _count_failure(self, key: str) -> bool:
         now = self._clock.seconds()
         self._prune(now)
-        key = peer_key(peer)
         if self._is_locked_key(key, now):
             return False
         stamps = self._failures.pop(key, None)
@@ -166,9 +190,69 @@ class Lockout:
         else:
             self._reserved.pop(key, None)
 
-    def record_success(self, peer: str) -> None:
+    def record_success(self, peer: str, *, shared: bool = False) -> None:
         """Forget *peer*'s recent failures (a lock, if any, still runs its course)."""
-        self._failures.pop(peer_key(peer), None)
+        key = peer_key(peer)
+        if not shared and key in self._failures:  # nothing to forget elsewhere either (kept in step)
+            self._hand_on("success", key)
+        self._failures.pop(key, None)
+
+    def settled(self) -> Deferred[None] | None:
+        """None when every outcome recorded here is known to the processes sharing the table;
+        else a Deferred that fires once it is (cancelling it fires it at once)."""
+        if not self._unsettled:
+            return None
+        waiter: Deferred[None] = Deferred(lambda d: d.callback(None))
+        self._waiters.append(waiter)
+        return waiter
+
+    def _hand_on(self, event: str, key: str) -> None:
+        share = self.share
+        if share is None:
+            return
+        acknowledged = share(event, key)
+        if acknowledged is None:
+            return
+        self._unsettled += 1
+        acknowledged.addBoth(self._acknowledged)
+
+    def _acknowledged(self, _: Any) -> None:
+        self._unsettled -= 1
+        if not self._unsettled:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.called:
+                    waiter.callback(None)
+
+    def running_locks(self) -> dict[str, float]:
+        """The addresses locked now, with the seconds each has left (for a process joining late)."""
+        now = self._clock.seconds()
+        self._prune(now)
+        return {key: start + self.duration - now for key, start in self._locked.items() if now < start + self.duration}
+
+    def adopt_locks(self, locks: dict[str, float]) -> None:
+        """Lock these addresses for the seconds given (another process's :meth:`running_locks`)."""
+        if self.failures == 0:
+            return
+        now = self._clock.seconds()
+        for key, left in locks.items():
+            self._locked[peer_key(key)] = now - self.duration + min(float(left), self.duration)
+        while len(self._locked) > self._max_peers:
+            del self._locked[next(iter(self._locked))]
+
+    def take_entry(self, peer: str, ages: list[float], lock_left: float | None) -> None:
+        """Make *peer*'s entry the shared table's: failures ``ages`` seconds old (within the
+        window), and a lock with ``lock_left`` seconds to run, if any."""
+        if self.failures == 0:
+            return
+        key = peer_key(peer)
+        now = self._clock.seconds()
+        recent = sorted(now - age for age in ages if age < self.window)[-self.failures :]
+        self._failures.pop(key, None)
+        if recent:
+            self._failures[key] = deque(recent, maxlen=self.failures)
+        if lock_left is not None and lock_left > 0:
+            self.adopt_locks({key: lock_left})
 
     def locked_count(self) -> int:
         """How many addresses are locked right now (for metrics)."""

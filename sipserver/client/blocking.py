@@ -49,7 +49,11 @@ class SIPClient:
         error_detection: bool = True,
         encoding: str = "utf-8",
         terminator: bytes = b"\r",
+        source: str | None = None,
+        proxy_header: bytes = b"",
     ) -> None:
+        """``source``: the local address to connect from; ``proxy_header``: bytes sent first,
+        before TLS (what a balancer sends: a client test of a listener behind one)."""
         self.host = host
         self.port = port
         self.transport = transport
@@ -63,8 +67,11 @@ class SIPClient:
         self.last_request: bytes = b""
         self.last_reply: bytes = b""
         self.telnet_greeting: bytes = b""  # what a telnet server said after a good password
-        raw = socket.create_connection((host, port), timeout=timeout)
+        bind = (source, 0) if source is not None else None
+        raw = socket.create_connection((host, port), timeout=timeout, source_address=bind)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if proxy_header:
+            raw.sendall(proxy_header)
         if tls:
             context = ssl.create_default_context(cafile=ca_file)
             if not tls_verify:

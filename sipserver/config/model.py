@@ -63,6 +63,8 @@ class LockoutConfig:
     failures: int = 5
     window: float = 60.0
     duration: float = 300.0
+    #: A postgresql backend whose database holds the failures of every daemon on it; None: this daemon's own.
+    shared: str | None = None
 
 
 @attrs.frozen
@@ -94,6 +96,14 @@ class HttpConfig:
 
 
 @attrs.frozen
+class ProxyProtocolConfig:
+    """A listener behind a balancer: who may send the PROXY header, and whether it must."""
+
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    required: bool = True
+
+
+@attrs.frozen
 class ListenerConfig:
     name: str
     transport: str
@@ -104,6 +114,8 @@ class ListenerConfig:
     #: What ends every reply on this listener, whatever the account says; None: the account's.
     #: CR LF on a telnet port people test by hand shows each reply on its own line.
     terminator: bytes | None = None
+    #: Behind a balancer: the PROXY header's rules; None: the socket's peer is the terminal.
+    proxy_protocol: ProxyProtocolConfig | None = None
 
 
 @attrs.frozen(cache_hash=True)  # a key of the ACS's reply caches, hashed per request

@@ -38,6 +38,9 @@ def rows(section: Section[Any], reload: Reload | None, prefix: str = "") -> Iter
     of its own (``lockout``, ``policy``) is listed key by key."""
     for key in section.keys:
         decided = key.reload if key.reload not in (None, BY_KEY) else reload
+        if key.reload is BY_KEY and isinstance(key.type, Section):  # each of its keys declares its own
+            yield from rows(key.type, None, f"{prefix}{key.name}.")
+            continue
         assert decided is not None, f"{prefix}{key.name} declares neither live nor restart"
         if isinstance(key.type, Section) and key.type.model is not None:
             yield from rows(key.type, decided, f"{prefix}{key.name}.")

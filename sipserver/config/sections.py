@@ -31,6 +31,7 @@ from sipserver.config.model import (
     LockoutConfig,
     LoggingConfig,
     PolicyConfig,
+    ProxyProtocolConfig,
     ServerConfig,
     UpstreamLogin,
 )
@@ -222,8 +223,23 @@ def _warn_about_places(institutions: Mapping[str, InstitutionConfig], accounts: 
             )
 
 
+def _shared_lockout(values: dict[str, Any], at: At) -> None:
+    """``server.lockout.shared`` names a postgresql backend (the server section is read before the
+    backends, so the name is checked here)."""
+    shared = values["server"].lockout.shared
+    if shared is None:
+        return
+    backend = values["backends"].get(shared)
+    if backend is None or backend.type != "postgresql":
+        kinds = [name for name, b in values["backends"].items() if b.type == "postgresql"]
+        at.child("server").child("lockout").child("shared").fail(
+            f"expected the name of a postgresql backend ({', '.join(kinds) or 'there are none'}), got {shared!r}"
+        )
+
+
 def _whole_config(values: dict[str, Any], written: Mapping[str, Any], at: At) -> None:
     _places(values, written, at)
+    _shared_lockout(values, at)
     values["path"] = at.source.name
     values["warnings"] = tuple(at.source.warnings)
 
@@ -237,10 +253,23 @@ LOCKOUT = Section(
         Key(
             "failures",
             Integer(0),
+            reload=LIVE,
             doc="Failed logins from one address within `window` that lock it. `0` disables the lockout.",
         ),
-        Key("window", Seconds(), doc="The sliding window failures are counted in."),
-        Key("duration", Seconds(), doc="How long a locked address is refused."),
+        Key("window", Seconds(), reload=LIVE, doc="The sliding window failures are counted in."),
+        Key("duration", Seconds(), reload=LIVE, doc="How long a locked address is refused."),
+        Key(
+            "shared",
+            Text(),
+            nullable=True,
+            reload=RESTART,
+            type_doc="backend name",
+            default_doc="none (each daemon its own)",
+            doc="A `postgresql` backend whose database keeps the failures and locks of every daemon using it, so "
+            "that a terminal guessing through a balancer is locked at `failures` over all of them; it costs one "
+            "read per login and one write per failed login ([scale-out](scale-out.md#the-lockout-across-daemons)). "
+            "The workers of one daemon share its lockout in any case.",
+        ),
     ),
 )
 
@@ -278,7 +307,7 @@ SERVER = Section(
         Key(
             "lockout",
             LOCKOUT,
-            reload=LIVE,
+            reload=BY_KEY,
             doc="Failed-login lockout per client address ([Failed-login lockout](#failed-login-lockout)); the "
             "counts and running locks survive a reload, new limits apply at once.",
         ),
@@ -356,6 +385,30 @@ HTTP = Section(
     ),
 )
 
+PROXY_PROTOCOL = Section(
+    ProxyProtocolConfig,
+    (
+        Key(
+            "trusted",
+            ListOf(Network(), scalar=True, non_empty=True, what="a non-empty list of networks", doc="list of networks"),
+            default=REQUIRED,
+            example="trusted: [127.0.0.1/32]",
+            doc="The balancers' addresses or networks: only a connection from one of them may send the PROXY "
+            "header (v1 or v2), and its terminal's address is then the one `allow_from`, the lockout, the logs, "
+            "the metrics and the audit trail see ([scale-out](scale-out.md)).",
+        ),
+        Key(
+            "required",
+            Flag(),
+            doc="`true`: every connection must come from a trusted balancer and start with the header; any other "
+            "is closed with a `connection refused` line. `false`: terminals may also connect directly (a header "
+            "from them is refused), and a trusted balancer may leave the header out.",
+        ),
+    ),
+    null=False,
+    doc="mapping",
+)
+
 LISTENER = Section(
     ListenerConfig,
     (
@@ -396,6 +449,14 @@ LISTENER = Section(
             doc="What ends every reply on this listener, whatever the account's `terminator` says. `CRLF` on a "
             "telnet listener that people test by hand shows each reply on its own line ([Testing by "
             "telnet](troubleshooting.md#4-testing-by-telnet)); SIP2 devices expect a bare CR, the default.",
+        ),
+        Key(
+            "proxy_protocol",
+            PROXY_PROTOCOL,
+            nullable=True,
+            default_doc="none (no header is read)",
+            doc="Behind HAProxy or a cloud balancer: read the PROXY protocol header before anything else (before "
+            "TLS and telnet too), from the `trusted` addresses only ([PROXY protocol](#proxy-protocol)).",
         ),
     ),
 )

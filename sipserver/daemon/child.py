@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--channel", type=int, required=True, help="descriptor of the socket pair to the parent")
+    parser.add_argument("--control", type=int, help="descriptor of the control socket pair to the parent")
     parser.add_argument("--logfile", help="the parent's log file when twistd's --logfile named one")
     args = parser.parse_args(argv)
 
@@ -52,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         if reactor.running:
             reactor.stop()
 
-    inbox = Inbox(reactor, daemon.factories, lambda: bool(daemon.running), channel, stop)
+    if args.control is not None:
+        from sipserver.daemon.control import connect_worker
+
+        own_lockout = daemon.lockout if config.server.lockout.shared is None else None  # else: the database's
+        connect_worker(reactor, args.control, own_lockout, daemon.snapshots)
+    inbox = Inbox(reactor, daemon.fronts, lambda: bool(daemon.running), channel, stop)
     reactor.addReader(inbox.reader)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C in a terminal reaches the parent, which stops us
     for name in ("SIGHUP", "SIGUSR1"):  # forwarded by the parent; handled once started (reload, reopen)

@@ -45,10 +45,14 @@ def endpoint_for(key: str, description: str, reactor: Any) -> Any:
 class ListeningService(Service):
     """One listening socket: ``endpoint.listen(factory)`` on start, ``stopListening`` on stop."""
 
-    def __init__(self, name: str, endpoint: Any, factory: Any) -> None:
+    def __init__(
+        self, name: str, endpoint: Any, factory: Any, *, counted: Any = None, shareable: bool | None = None
+    ) -> None:
         self.name = name
         self.endpoint = endpoint
         self.factory = factory
+        self.counted = factory if counted is None else counted  # the SIP factory under a PROXY or TLS wrapper
+        self._shareable = shareable
         self.port: IListeningPort | None = None
         self._listening = False  # listen() was called (by privilegedStartService or startService)
         self._waiting: list[defer.Deferred[Any]] = []
@@ -61,11 +65,13 @@ class ListeningService(Service):
     @property
     def connections(self) -> int:
         """Open connections on this listener."""
-        return int(getattr(self.factory, "connections", 0))
+        return int(getattr(self.counted, "connections", 0))
 
     @property
     def shareable(self) -> bool:
         """Connections accepted here may be handed to a worker process as they are (not TLS)."""
+        if self._shareable is not None:
+            return self._shareable
         return isinstance(self.endpoint, _PLAIN)
 
     def when_bound(self) -> defer.Deferred[Any]:

@@ -8,6 +8,7 @@
       health-probe      every backend's health each few seconds, for 98 and /health
       listener:NAME     one per listener: its endpoint's listen(), the SIP protocol (sipserver.daemon.listeners)
       workers           server.workers > 1: the children and the dealing    (sipserver.daemon.workers)
+                        and one lockout and one view over them              (sipserver.daemon.control)
       http              the status site, when there is an http: block        (sipserver.observe.http)
 
 Each is handed the few things it needs: the listeners' connections what every connection is served
@@ -32,6 +33,7 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, threads
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 
 from sipserver.accounts.lockout import Lockout
 from sipserver.accounts.password_checks import PasswordChecks
@@ -40,11 +42,14 @@ from sipserver.acs import ACS
 from sipserver.config import Config, ListenerConfig
 from sipserver.daemon import sdnotify
 from sipserver.daemon.backends import BackendsService
+from sipserver.daemon.control import Hub
 from sipserver.daemon.drain import Drain
 from sipserver.daemon.listeners import ListeningService, endpoint_for
 from sipserver.daemon.reload import Reloader
 from sipserver.daemon.serving import Serving
+from sipserver.daemon.shared_lockout import DatabaseLockout
 from sipserver.daemon.transport.protocol import ListenerFactory
+from sipserver.daemon.transport.proxied import ProxyHeaderFactory
 from sipserver.daemon.transport.telnet import TelnetListenerFactory
 from sipserver.daemon.workers import WorkerPool
 from sipserver.ils.factory import create_backend
@@ -52,6 +57,7 @@ from sipserver.ils.interface import ILSBackend
 from sipserver.observe import exchangelog, logsetup
 from sipserver.observe.events import Events
 from sipserver.observe.loglevel import logger
+from sipserver.observe.snapshots import Gathered, Snapshots
 
 log = logger("sipserver.daemon.service")
 
@@ -92,11 +98,24 @@ def build(
             name: create_backend(name, {"type": backend.type, **backend.options}, reactor=reactor)
             for name, backend in config.backends.items()
         }
+    shared = config.server.lockout.shared
+    if shared is not None:  # every process of every daemon on that database: one table
+        DatabaseLockout(lockout, backends[shared])
     acs = ACS(backends, reactor, server_name=config.server.name)
     checks = PasswordChecks(lockout, functools.partial(run_in_thread, reactor), threads=PASSWORD_THREADS)
     serving = Serving(Registry.from_config(config, lockout), config.server, acs, events, checks)
     factories = {listener.name: listener_factory(listener, serving, reactor, writer) for listener in config.listeners}
+    fronts = {
+        listener.name: front_factory(listener, factories[listener.name], serving, reactor)
+        for listener in config.listeners
+    }
     daemon = SIPDaemon(config, reactor, writer, levels, serving, factories, notify=listen)
+    daemon.fronts = fronts
+    daemon.lockout = lockout
+    daemon.snapshots = snapshots = Snapshots()
+    snapshots.register("metrics", events.metrics.snapshot)
+    snapshots.register("connections", functools.partial(_connections, serving, factories))
+    gather: Any = lambda: defer.succeed(Gathered(snapshots.take()))  # noqa: E731
 
     reload = Reloader(config, reactor, serving, lockout, levels, writer, backends)
     reload.setServiceParent(daemon)
@@ -110,11 +129,19 @@ def build(
         listeners: dict[str, ListeningService] = {}
         for index, listener in enumerate(config.listeners):
             endpoint = endpoint_for(f"listeners[{index}].endpoint", listener.endpoint, reactor)
-            service = ListeningService(f"listener:{listener.name}", endpoint, factories[listener.name])
+            front, shareable = fronts[listener.name], None
+            if listener.proxy_protocol is not None and isinstance(endpoint, SSL4ServerEndpoint):
+                endpoint, front = tls_behind_proxy(endpoint, reactor, factories[listener.name], front)
+                shareable = False  # TLS: each connection is decrypted where it was accepted
+            service = ListeningService(
+                f"listener:{listener.name}", endpoint, front, counted=factories[listener.name], shareable=shareable
+            )
             service.setServiceParent(daemon)
             listeners[listener.name] = service
         if config.server.workers > 1:
-            pool = WorkerPool(reactor, factories, listeners, config.server.workers, config.path, logfile)
+            hub = Hub(reactor, lockout if shared is None else None, snapshots, config.server.workers)
+            gather = hub.gather
+            pool = WorkerPool(reactor, fronts, listeners, config.server.workers, config.path, logfile, hub)
             pool.setServiceParent(daemon)
             reload.workers = pool
         if config.http is not None:
@@ -128,6 +155,7 @@ def build(
                 health=acs.health,
                 lockout=lockout,
                 log=writer,
+                gather=gather,
             )
             endpoint = endpoint_for("http.endpoint", config.http.endpoint, reactor)
             ListeningService("http", endpoint, http.site(config.http, sources)).setServiceParent(daemon)
@@ -142,6 +170,41 @@ def listener_factory(
     """The factory of one SIP listener: the SIP protocol, behind telnet's login prelude on telnet."""
     kind = TelnetListenerFactory if listener.transport == "telnet" else ListenerFactory
     return kind(serving, listener, reactor, writer.flush)
+
+
+def _connections(serving: Serving, factories: Mapping[str, ListenerFactory]) -> dict[str, Any]:
+    """The "connections" snapshot: open SIP connections, in all and by listener."""
+    return {"total": serving.connections, "listeners": {name: f.connections for name, f in factories.items()}}
+
+
+def front_factory(listener: ListenerConfig, factory: ListenerFactory, serving: Serving, reactor: Any) -> Any:
+    """The factory a listener's sockets are accepted (or adopted, in a worker) with: the SIP one,
+    behind the PROXY header's reader when the listener sits behind a balancer."""
+    proxy = listener.proxy_protocol
+    if proxy is None:
+        return factory
+    return ProxyHeaderFactory(
+        factory,
+        listener.name,
+        proxy.trusted,
+        proxy.required,
+        serving.events,
+        reactor,
+        lambda: serving.settings.login_timeout,
+    )
+
+
+def tls_behind_proxy(endpoint: SSL4ServerEndpoint, reactor: Any, factory: Any, front: Any) -> tuple[Any, Any]:
+    """A TLS listener behind a balancer: the balancer sends the PROXY header before the TLS
+    handshake, so the header is read on the plain socket and TLS runs inside it. Twisted's ``ssl:``
+    endpoint does TLS in the port itself; its port, certificate options and interface are taken
+    from it (attributes pinned in tests/test_twisted_internals.py)."""
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    tcp = TCP4ServerEndpoint(reactor, endpoint._port, endpoint._backlog, endpoint._interface)
+    tls = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)
+    front.wrappedFactory = tls
+    return tcp, front
 
 
 def run_in_thread(reactor: Any, f: Any, *args: Any) -> defer.Deferred[Any]:
@@ -159,6 +222,12 @@ class SIPDaemon(MultiService):
     worker child tells systemd nothing)."""
 
     backends: BackendsService
+    #: What each listener's sockets are accepted with, by name (see :func:`front_factory`).
+    fronts: Mapping[str, Any]
+    #: The failed-login lockout, one for the process's life (a reload reconfigures it).
+    lockout: Lockout
+    #: What this process shows of itself, merged over the workers for /metrics and /health.
+    snapshots: Snapshots
 
     def __init__(
         self,

@@ -23,8 +23,9 @@ processes. The design, in the order things happen:
   answer their requests in flight and exit. A child whose parent dies sees its socket pair close
   and stops. A child that dies while the parent runs is started again after a pause.
 * Shared: TCP and unix-socket listeners (also when systemd passes them). Served by the parent
-  alone: TLS listeners and the HTTP status page, so ``/health`` and ``/metrics`` describe the
-  parent process (metrics, lockout and connection caps are per process).
+  alone: TLS listeners and the HTTP status page. A second socket pair per child carries the
+  control channel (:mod:`sipserver.daemon.control`): one failed-login lockout for the daemon, and
+  ``/health`` and ``/metrics`` merged from every process. Connection caps stay per process.
 
 Log lines of every process go to the same destination (stdout, the log file or syslog), each line
 written whole; connection lines carry ``worker=<index>`` (0 is the parent) when there is more than
@@ -45,6 +46,7 @@ from twisted.internet import address, defer, error, protocol
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
+from sipserver.daemon.control import CONTROL_FD, Hub
 from sipserver.daemon.listeners import ListeningService
 from sipserver.observe.loglevel import logger
 
@@ -149,8 +151,10 @@ class WorkerPool(Service):
         count: int,
         config_path: str,
         logfile: str | None = None,
+        hub: Hub | None = None,
     ) -> None:
         self.reactor = reactor
+        self.hub = hub  # the control channel's parent side (sipserver.daemon.control)
         self.factories = factories
         self.listeners = listeners
         self.count = count
@@ -193,16 +197,24 @@ class WorkerPool(Service):
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
+        control, their_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         argv = [sys.executable, "-m", "sipserver.daemon.child", "--config", self.config_path,
                 "--index", str(index), "--channel", str(CHILD_FD)]  # fmt: skip
+        if self.hub is not None:
+            argv += ["--control", str(CONTROL_FD)]
         if self.logfile is not None:
             argv += ["--logfile", self.logfile]
         child = _Child(self, index, ours)
         try:
-            fds = {0: 0, 1: 1, 2: 2, CHILD_FD: theirs.fileno()}
+            fds = {0: 0, 1: 1, 2: 2, CHILD_FD: theirs.fileno(), CONTROL_FD: their_control.fileno()}
             self.reactor.spawnProcess(child, sys.executable, argv, env=_child_environment(), childFDs=fds)
         finally:
             theirs.close()
+            their_control.close()
+        if self.hub is not None:
+            self.hub.attach(index, control)
+        else:
+            control.close()
         self.children[index] = child
         log.info("worker {index} started (pid {pid})", index=index, pid=child.transport.pid)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import collections
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import LogLevel
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 
 #: Upper bounds (seconds) of the latency histogram buckets.
+_SEP = "\x1f"  # joins a label pair into one JSON key
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -45,6 +47,41 @@ class Metrics:
         self.protocol_errors = 0
         self.reloads: collections.Counter[str] = collections.Counter()  # "ok" or "refused"
         self.open_by_login: collections.Counter[tuple[str, str]] = collections.Counter()  # (listener, login)
+
+    def snapshot(self) -> dict[str, object]:
+        """The counters as JSON (for a worker's snapshot, :mod:`sipserver.observe.snapshots`); a
+        label pair is one key, its parts joined by a unit separator."""
+
+        def flat(counter: collections.Counter[Any]) -> dict[str, int]:
+            return {_SEP.join(key) if isinstance(key, tuple) else key: count for key, count in counter.items()}
+
+        return {
+            "messages": flat(self.messages),
+            "latency_buckets": {str(index): count for index, count in enumerate(self.latency_buckets)},
+            "latency_sum": self.latency_sum,
+            "latency_count": self.latency_count,
+            "logins": flat(self.logins),
+            "connections_opened": flat(self.connections_opened),
+            "connections_refused": flat(self.connections_refused),
+            "protocol_errors": self.protocol_errors,
+            "reloads": flat(self.reloads),
+            "open_by_login": flat(self.open_by_login),
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> Metrics:
+        """Counters from a (merged) :meth:`snapshot`, to render."""
+        metrics = cls()
+        for name in ("messages", "logins", "connections_refused", "open_by_login"):
+            getattr(metrics, name).update({tuple(key.split(_SEP)): n for key, n in data.get(name, {}).items()})
+        for name in ("connections_opened", "reloads"):
+            getattr(metrics, name).update(data.get(name, {}))
+        buckets = data.get("latency_buckets", {})
+        metrics.latency_buckets = [int(buckets.get(str(i), 0)) for i in range(len(LATENCY_BUCKETS))]
+        metrics.latency_sum = float(data.get("latency_sum", 0.0))
+        metrics.latency_count = int(data.get("latency_count", 0))
+        metrics.protocol_errors = int(data.get("protocol_errors", 0))
+        return metrics
 
     def observe(self, elapsed: float) -> None:
         self.latency_sum += elapsed

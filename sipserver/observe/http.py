@@ -17,12 +17,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
+from twisted.internet.defer import Deferred, succeed
 from twisted.protocols import policies
 from twisted.web import resource, server
 
 from sipserver.config import HttpConfig
 from sipserver.observe.events import LATENCY_BUCKETS, Metrics
 from sipserver.observe.exchangelog import LogWriter
+from sipserver.observe.snapshots import Gathered
 
 if TYPE_CHECKING:
     from sipserver.accounts.lockout import Lockout
@@ -50,6 +52,16 @@ class StatusSources:
     health: BackendHealth
     lockout: Lockout
     log: LogWriter
+    #: Every process's snapshots merged (``sipserver.observe.snapshots``): with workers, the
+    #: connections and counters of the whole daemon. None: this process's own.
+    gather: Callable[[], Deferred[Gathered]] | None = None
+
+    def gathered(self) -> Deferred[Gathered]:
+        if self.gather is not None:
+            return self.gather()
+        own = {"metrics": self.metrics.snapshot(), "connections": {"total": self.connections(), "listeners": {
+            name: listener.connections for name, listener in self.listeners.items()}}}  # fmt: skip
+        return succeed(Gathered(own))
 
 
 class Health(resource.Resource):
@@ -61,9 +73,14 @@ class Health(resource.Resource):
 
     def render_GET(self, request: Any) -> Any:
         sources = self.sources
+        gathered: list[Gathered] = []
         d = sources.health.probe_all()
+        d.addBoth(lambda _: sources.gathered()).addCallback(gathered.append)
+        gone = _watch(request)
 
         def answer(_: Any) -> None:
+            if gone:
+                return
             listeners = {name: listener.bound for name, listener in sources.listeners.items()}
             backends = sources.health.snapshot()
             healthy = all(listeners.values()) and all(backends.values())
@@ -71,7 +88,7 @@ class Health(resource.Resource):
                 "status": "ok" if healthy else "unavailable",
                 "listeners": {name: "up" if up else "down" for name, up in listeners.items()},
                 "backends": {name: "up" if up else "down" for name, up in backends.items()},
-                "connections": sources.connections(),
+                "connections": _total(gathered, sources),
                 "name": sources.name(),
                 # the log's own trouble (syslog unreachable, lines dropped): shown, but SIP still works
                 "log": sources.log.problem or "ok",
@@ -88,6 +105,8 @@ class Health(resource.Resource):
                     }
                     for name, report in upstreams.items()
                 }
+            if gathered and gathered[0].processes > 1:
+                body["workers"] = {"processes": gathered[0].processes, "answered": gathered[0].answered}
             request.setResponseCode(200 if healthy else 503)
             request.setHeader(b"content-type", b"application/json")
             request.setHeader(b"cache-control", b"no-store")
@@ -106,18 +125,44 @@ class MetricsPage(resource.Resource):
         self.sources = sources
         self.site: CappedFactory | None = None  # the status site itself, for its own refusals
 
-    def render_GET(self, request: Any) -> bytes:
-        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-        return render_metrics(self.sources, self.site).encode("utf-8")
+    def render_GET(self, request: Any) -> Any:
+        gone = _watch(request)
+
+        def answer(gathered: Gathered) -> None:
+            if gone:
+                return
+            request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+            request.write(render_metrics(self.sources, self.site, gathered).encode("utf-8"))
+            request.finish()
+
+        self.sources.gathered().addCallback(answer)
+        return server.NOT_DONE_YET
+
+
+def _watch(request: Any) -> list[bool]:
+    """A list that holds True once the client has gone (nothing may be written then)."""
+    gone: list[bool] = []
+    request.notifyFinish().addErrback(lambda _: gone.append(True))
+    return gone
+
+
+def _total(gathered: list[Gathered], sources: StatusSources) -> int:
+    if gathered:
+        return int(gathered[0].merged.get("connections", {}).get("total", 0))
+    return sources.connections()
 
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_metrics(sources: StatusSources, status_site: CappedFactory | None = None) -> str:
-    """The Prometheus text exposition format (0.0.4) of the server's counters."""
-    m = sources.metrics
+def render_metrics(
+    sources: StatusSources, status_site: CappedFactory | None = None, gathered: Gathered | None = None
+) -> str:
+    """The Prometheus text exposition format (0.0.4) of the server's counters: of every worker's
+    together when ``gathered`` holds their snapshots."""
+    m = Metrics.from_snapshot(gathered.merged["metrics"]) if gathered is not None else sources.metrics
+    open_by_listener = gathered.merged.get("connections", {}).get("listeners", {}) if gathered is not None else {}
     out: list[str] = []
 
     def family(name: str, kind: str, help_text: str) -> None:
@@ -126,7 +171,8 @@ def render_metrics(sources: StatusSources, status_site: CappedFactory | None = N
 
     family("sip_connections_open", "gauge", "Open SIP connections by listener.")
     for name in sorted(sources.listeners):
-        out.append(f'sip_connections_open{{listener="{_label(name)}"}} {sources.listeners[name].connections}')
+        count = open_by_listener.get(name, sources.listeners[name].connections)
+        out.append(f'sip_connections_open{{listener="{_label(name)}"}} {count}')
     family("sip_connections_by_login", "gauge", "Open logged-in SIP connections by listener and login.")
     for (listener, login), count in sorted(m.open_by_login.items()):
         if count > 0:
@@ -156,6 +202,9 @@ def render_metrics(sources: StatusSources, status_site: CappedFactory | None = N
     if status_site is not None:
         family("sip_http_connections_refused_total", "counter", "Status connections closed over http.max_connections.")
         out.append(f"sip_http_connections_refused_total {status_site.refused}")
+    if gathered is not None and gathered.processes > 1:
+        family("sip_workers_answering", "gauge", "Worker processes counted in this page (of server.workers).")
+        out.append(f"sip_workers_answering {gathered.answered}")
     family("sip_protocol_errors_total", "counter", "Frames refused or ignored (bad checksum, unknown code, ...).")
     out.append(f"sip_protocol_errors_total {m.protocol_errors}")
     family("sip_config_reloads_total", "counter", "Configuration reloads (SIGHUP) by result: ok or refused.")

@@ -1,1 +1,1 @@
-"""Twisted transports: the protocol that drives a SIP connection, telnet's login prelude, backpressure and reply batching."""
+"""Twisted transports: the SIP protocol, telnet's login prelude, the PROXY header, backpressure, reply batching."""

@@ -41,6 +41,8 @@ from .base import CLOSE_GRACE, TLS_CLIENT_HELLO, FrameSplitter, peer_host, wind_
 from .reply_batches import ReplyChannel, TurnWriter
 
 CLOSED = State.CLOSED
+#: A login whose connection closed while its address's shared lockout entry was read: not checked.
+WITHDRAWN = AuthResult(None, "withdrawn")
 _now = time.monotonic  # an exchange's milliseconds
 
 
@@ -359,7 +361,21 @@ class SIPProtocol(Protocol, TimeoutMixin):
 
     def _authenticate(self, event: Login, registry: Registry) -> AuthResult | Deferred[AuthResult]:
         """The registry's verdict; a Deferred when the password needs scrypt, which waits its turn
-        for a thread on the password-check queue so that the other terminals are not held up."""
+        for a thread on the password-check queue so that the other terminals are not held up, or
+        when the lockout is shared by daemons on one database and the address's entry is read first."""
+        connection = self.connection
+        assert connection is not None
+        consult = registry.lockout.consult
+        asked = consult(connection.peer) if consult is not None else None
+        if asked is not None:
+            waiting: Deferred[None] = Deferred(lambda d: d.callback(None))  # a close does not cancel the read
+            asked.addBoth(lambda _: None if waiting.called else waiting.callback(None))
+            result = waiting.addCallback(lambda _: WITHDRAWN if self.closed else self._verdict(event, registry))
+            self._password_check = self._counted_in_flight(result)
+            return result
+        return self._verdict(event, registry)
+
+    def _verdict(self, event: Login, registry: Registry) -> AuthResult | Deferred[AuthResult]:
         connection = self.connection
         assert connection is not None
         account = registry.account(event.login)
@@ -368,8 +384,13 @@ class SIPProtocol(Protocol, TimeoutMixin):
         checks = self.serving.password_checks
         listener = connection.listener.name
         if checks is None:
-            return registry.authenticate(event.login, event.password, connection.peer, listener)
-        result = registry.authenticate_queued(event.login, event.password, connection.peer, listener, checks)
+            result = registry.authenticate(event.login, event.password, connection.peer, listener)
+        else:
+            result = registry.authenticate_queued(event.login, event.password, connection.peer, listener, checks)
+        if isinstance(result, AuthResult):
+            result = _once_shared(result, registry)
+        else:
+            result.addCallback(_once_shared, registry)
         if not isinstance(result, AuthResult):
             self._password_check = self._counted_in_flight(result)
         return result
@@ -409,6 +430,16 @@ class SIPProtocol(Protocol, TimeoutMixin):
             serving.events.exchange(connection, event.request.name, "ok" if result.ok else "refused", _now() - started)
 
 
+def _once_shared(result: AuthResult, registry: Registry) -> AuthResult | Deferred[AuthResult]:
+    """``result`` once the processes sharing the lockout know of it (workers, or daemons on one
+    PostgreSQL): a refused terminal that tries again at once, wherever it lands, is judged with
+    this failure counted."""
+    settled = registry.lockout.settled()
+    if settled is None:
+        return result
+    return settled.addCallback(lambda _: result)
+
+
 class ListenerFactory(Factory):
     """One per listener: builds its protocols, counts its connections against the listener's and
     the server's caps, and gives each its way out for replies.
@@ -441,7 +472,10 @@ class ListenerFactory(Factory):
         return protocol
 
     def reply_channel(self, transport: Any) -> ReplyChannel:
-        """The way out for a new connection's replies (see :mod:`.reply_batches`)."""
+        """The way out for a new connection's replies (see :mod:`.reply_batches`); behind the
+        PROXY header's reader, the socket's own (the reader passes written bytes on unchanged)."""
+        while getattr(type(transport), "passes_writes_through", False):  # its own, not forwarded from below
+            transport = transport.transport
         reactor = getattr(transport, "reactor", None)
         if reactor is not None and (self._turn is None or self._turn.reactor is not reactor):
             self._turn = TurnWriter(reactor, self._before_replies)
