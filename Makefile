@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= etc/sip.yaml
 
-.PHONY: venv run test test-debian print-debian-packages lint check bench clean deb
+.PHONY: venv run run-relay test test-debian print-debian-packages lint check bench clean deb
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ venv: $(STAMP)
 run: $(STAMP)
 	mkdir -p var
 	$(VENV)/bin/twistd -n --pidfile= sip -c $(CONFIG)
+
+# A second daemon in front of the one `make run` starts (etc/relay.yaml; docs/upstream.md).
+run-relay: $(STAMP)
+	SIP_GATEWAY_PASSWORD=gatewaypass $(VENV)/bin/twistd -n --pidfile= sip -c etc/relay.yaml
 
 check: $(STAMP)
 	$(VENV)/bin/twistd -n --pidfile= sip -c $(CONFIG) --check
@@ -65,6 +69,7 @@ bench: $(STAMP)
 	$(PY) bench/codec.py
 	$(PY) bench/load.py
 	$(PY) bench/backends.py
+	$(PY) bench/relay.py
 
 clean:
 	rm -rf $(VENV) $(DEBIAN_VENV) build *.egg-info .pytest_cache .hypothesis twisted/plugins/dropin.cache var

@@ -11,6 +11,11 @@ import contextlib
 import select
 import socket
 import threading
+from collections.abc import Callable
+
+#: ``tamper(to_server, data, sender)``: the bytes to pass on instead of ``data`` (b"" drops them),
+#: or None to end the connection; ``sender.sendall`` answers the side that sent them.
+Tamper = Callable[[bool, bytes, socket.socket], "bytes | None"]
 
 
 class CuttableRelay:
@@ -23,6 +28,9 @@ class CuttableRelay:
         self.attempts = 0  # connections made while cut
         self._cut = False
         self._pairs: dict[socket.socket, socket.socket] = {}
+        self._servers: set[socket.socket] = set()
+        #: Changes what passes (see :data:`Tamper`); run on the relay's thread, under its lock.
+        self.tamper: Tamper | None = None
         self._lock = threading.Lock()
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -80,17 +88,22 @@ class CuttableRelay:
             return
         self._pairs[client] = server
         self._pairs[server] = client
+        self._servers.add(server)
 
     def _relay(self, sock: socket.socket) -> None:
         other = self._pairs[sock]
         try:
             data = sock.recv(65536)
             if data:
-                other.sendall(data)
-                return
+                passed = data if self.tamper is None else self.tamper(sock not in self._servers, data, sock)
+                if passed is not None:
+                    if passed:
+                        other.sendall(passed)
+                    return
         except OSError:
             pass
         for end in (sock, other):
             self._pairs.pop(end, None)
+            self._servers.discard(end)
             with contextlib.suppress(OSError):
                 end.close()

@@ -11,9 +11,11 @@ import pytest
 from twisted.internet import defer
 
 from sipserver.accounts.registry import Registry
+from sipserver.ils.embedded.sqlite import SQLiteBackend
 from sipserver.ils.interface import BackendUnavailable
 from sipserver.sip2 import Message, decode, encode, make
 from sipserver.sip2.codes import format_date
+from tests.relay import SocketTerminal, start_pair
 from tests.support import Hub, Terminal, make_config
 
 JANE, JANE_PIN = "21000000000001", "1234"
@@ -34,9 +36,20 @@ RENTAL_DVD = "31000000000088"
 EAST_BOOK = "31000000000010"  # owned by EAST, available
 
 
-@pytest.fixture
-def terminal(tmp_path, backend):
-    term = Terminal(Hub(make_config(tmp_path), backend))
+@pytest.fixture(params=["direct", pytest.param("relayed", marks=pytest.mark.e2e)])
+def terminal(request, tmp_path, backend):
+    """A logged-in terminal: on the backend in this process (``direct``), or, for ``relayed``,
+    over TCP on a daemon whose ``sip2`` backend relays to a second daemon on the embedded backend
+    with the demo data (``tests.relay``): every behaviour here holds through the relay too."""
+    if request.param == "direct":
+        term = Terminal(Hub(make_config(tmp_path), backend))
+    else:
+        if backend.name != "embedded" or not isinstance(backend, SQLiteBackend):
+            pytest.skip("the relay runs once, with a sqlite upstream")
+        pair = start_pair(tmp_path)
+        request.addfinalizer(pair.stop)
+        term = SocketTerminal(pair.relay.port("raw"))
+        request.addfinalizer(term.close)
     reply = decode(term.one(encode(make("93", CN="sco", CO="scpass"))))
     assert reply.fixed["ok"] == "1"
     term.sequence = itertools.cycle(range(10))
@@ -278,6 +291,8 @@ def test_checkin_at_another_branch_sends_the_item_in_transit(terminal):
 
 @pytest.mark.parametrize(("branch", "transit"), [("EAST", False), ("", True)], ids=["branch-east", "no-branch"])
 def test_a_checkin_without_ap_happens_at_the_accounts_branch(terminal, branch, transit):
+    if not isinstance(terminal, Terminal):
+        pytest.skip("changes the account in the running process; tests/test_upstream.py covers it relayed")
     hub = terminal.hub
     accounts = tuple(attrs.evolve(a, branch=branch) if a.login == "sco" else a for a in hub.config.accounts)
     hub.config = attrs.evolve(hub.config, accounts=accounts)

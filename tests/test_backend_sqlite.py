@@ -388,7 +388,7 @@ def test_factory_finds_entry_points(monkeypatch):
     ep = EntryPoint(name="acme", value=f"{__name__}:PluginBackend", group=factory.ENTRY_POINT_GROUP)
     monkeypatch.setattr(factory, "entry_points", lambda group: [ep] if group == factory.ENTRY_POINT_GROUP else [])
     assert isinstance(factory.create_backend("x", {"type": "acme"}), PluginBackend)
-    with pytest.raises(BackendConfigError, match="expected one of acme, postgresql, sqlite"):
+    with pytest.raises(BackendConfigError, match="expected one of acme, postgresql, sip2, sqlite"):
         factory.create_backend("x", {"type": "nope"})
 
 

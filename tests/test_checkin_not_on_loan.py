@@ -20,6 +20,8 @@ NOT_ON_LOAN = "This item was not checked out."
 @pytest.fixture(params=[False, True], ids=["ok0", "ok1"])
 def accepts(request, terminal):  # noqa: F811 (the fixture imported above)
     """The terminal's account with ``checkin_not_on_loan_ok`` as the parameter says."""
+    if not hasattr(terminal, "hub"):  # through a relay the upstream's ok is passed on (docs/upstream.md)
+        pytest.skip("changes the account in the running process")
     hub = terminal.hub
     accounts = tuple(
         attrs.evolve(a, checkin_not_on_loan_ok=request.param) if a.login == "sco" else a for a in hub.config.accounts

@@ -528,7 +528,7 @@ def test_unknown_key_without_close_match_lists_valid_keys() -> None:
     assert str(info.value) == (
         f"{FILE}: accounts[0].zzz: unknown key; expected one of login, password, institution, location, branch, "
         "allow_from, permissions, encoding, error_detection, terminator, delimiter, expires, enabled, "
-        "checkin_not_on_loan_ok, profile"
+        "checkin_not_on_loan_ok, profile, upstream_login"
     )
 
 
@@ -753,7 +753,7 @@ def test_the_shipped_config_loads() -> None:
     assert {a.branch for a in config.accounts if a.location} == {"MAIN"}
     assert config.institutions["MAIN"].currency == "USD"
     logins = {account.login: account for account in config.accounts}
-    assert set(logins) == {"sip_sco_main", "sip_sorter_main", "sip_overdrive", "sip_telnet_main"}
+    assert set(logins) == {"sip_sco_main", "sip_sorter_main", "sip_overdrive", "sip_telnet_main", "sip_gateway"}
     assert logins["sip_sorter_main"].permissions == {"checkin", "item_status"}
     assert logins["sip_sorter_main"].location == "MAIN-SORTER"
     assert logins["sip_overdrive"].permissions == {"patron"}

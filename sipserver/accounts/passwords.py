@@ -56,6 +56,9 @@ __all__ = [
 
 SCRYPT_PREFIX = "scrypt$"
 PLAIN_PREFIX = "plain:"
+#: An account's ``password`` that says: not checked here; its login and password are forwarded to the
+#: upstream SIP2 server behind its institution's ``sip2`` backend, whose 94 decides. Never matches here.
+UPSTREAM = "upstream"
 
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -98,10 +101,12 @@ def check_stored(stored: object) -> str | None:
     """
     if not isinstance(stored, str):
         return "expected a string"
+    if stored == UPSTREAM:
+        return None
     if stored.startswith(PLAIN_PREFIX):
         return None if len(stored) > len(PLAIN_PREFIX) else "the plain: password is empty"
     if not stored.startswith(SCRYPT_PREFIX):
-        return "expected a hash from `sipserver hash-password` (scrypt$...) or plain:<password>"
+        return "expected a hash from `sipserver hash-password` (scrypt$...), plain:<password> or upstream"
     if _parse_scrypt(stored) is None:
         return "the scrypt$ hash is malformed or its parameters are out of range"
     return None

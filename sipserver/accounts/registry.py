@@ -16,15 +16,16 @@ from __future__ import annotations
 import datetime
 import functools
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from sipserver.accounts import passwords
 from sipserver.accounts.lockout import Lockout
 from sipserver.config import AccountConfig, Config, InstitutionConfig
+from sipserver.ils.interface import BackendError
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -52,6 +53,7 @@ WRONG_PASSWORD = "wrong_password"
 DISABLED = "disabled"
 EXPIRED = "expired"
 ADDRESS_NOT_ALLOWED = "address_not_allowed"
+UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # a forwarded login the upstream could not be asked; not counted
 BUSY = "busy"  # too many password checks waiting (sipserver.accounts.password_checks); not counted as a failure
 REASONS = (LOCKED_OUT, UNKNOWN_LOGIN, WRONG_PASSWORD, DISABLED, EXPIRED, ADDRESS_NOT_ALLOWED, BUSY)
 
@@ -193,6 +195,38 @@ class Registry:
         verify = functools.partial(passwords.verify_password, password or "", stored)
         return checks.submit(peer, verify, judge, expected=expected)
 
+    def authenticate_forwarded(
+        self,
+        login: str,
+        password: str,
+        peer: str,
+        forward: Callable[[str, str, str], Deferred[bool]] | None,
+        location: str = "",
+    ) -> AuthResult | Deferred[AuthResult]:
+        """A login whose account says ``password: upstream``: the upstream SIP2 server judges the
+        password (``forward(login, password, location)``, its 94), and everything else is judged
+        here as for any account: the lockout first, the account's state and allow-list before the
+        password leaves this daemon, and a refusal counts as a failure for the address. An upstream
+        that cannot be asked refuses the login without counting it."""
+        refused, account, _ = self._before_password(login, password, peer)
+        if refused is not None:
+            return refused
+        assert account is not None
+        early = self._after_password(account, True, peer, None, record=False)
+        if not early.ok:
+            return early
+        if forward is None:
+            return AuthResult(None, UPSTREAM_UNAVAILABLE)
+
+        def judged(ok: bool) -> AuthResult:
+            return self._after_password(account, ok, peer, None)
+
+        def unreachable(failure: Any) -> AuthResult:
+            failure.trap(BackendError)
+            return AuthResult(None, UPSTREAM_UNAVAILABLE)
+
+        return forward(login, password, location or account.location).addCallbacks(judged, unreachable)
+
     def _before_password(
         self, login: str, password: str, peer: str
     ) -> tuple[AuthResult | None, AccountConfig | None, str]:
@@ -206,7 +240,8 @@ class Registry:
         return None, account, account.password_hash if account is not None else passwords.dummy_hash()
 
     def _after_password(
-        self, account: AccountConfig | None, matches: bool, peer: str, today: datetime.date | None
+        self, account: AccountConfig | None, matches: bool, peer: str, today: datetime.date | None,
+        record: bool = True,
     ) -> AuthResult:
         if account is None:
             return self._refuse(peer, UNKNOWN_LOGIN)
@@ -220,7 +255,8 @@ class Registry:
             return self._refuse(peer, EXPIRED)
         if not allowed_from(account, peer):
             return self._refuse(peer, ADDRESS_NOT_ALLOWED)
-        self.lockout.record_success(peer)
+        if record:
+            self.lockout.record_success(peer)
         return AuthResult(account, None)
 
     def _refuse(self, peer: str, reason: str) -> AuthResult:

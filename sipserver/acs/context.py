@@ -40,6 +40,7 @@ def _terminal_of(ctx: RequestContext) -> Terminal:
         now=ctx.now,
         branch=ctx.branch,
         places=ctx.institution.places,
+        upstream_login=ctx.account.upstream_login if ctx.account else None,
     )
 
 

@@ -24,11 +24,19 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from sipserver.config import PERMISSIONS, AccountConfig, PolicyConfig
-from sipserver.ils.interface import Answer, BackendRequest, BackendUnavailable, ILSBackend
+from sipserver.ils.interface import (
+    Answer,
+    BackendError,
+    BackendRequest,
+    BackendUnavailable,
+    ILSBackend,
+    OutcomeUnknown,
+    Relayed,
+)
 from sipserver.observe.loglevel import logger
 from sipserver.sip2 import MESSAGES, Message, make, supported_messages
 
-from . import screen_texts
+from . import relayed, screen_texts
 from .context import Reply, RequestContext
 from .health import BackendHealth
 from .place import UnknownLocations
@@ -181,7 +189,7 @@ class ACS:
             answer = defer.fail()
         if not isinstance(answer, defer.Deferred):
             self.health.mark(name, True)
-            return reply(answer, *args)
+            return _answered(answer, reply, *args)
         if not answer.called:  # a Deferred that fired already (an inline failure) needs no timer
             answer.addTimeout(ctx.institution.policy.timeout, self.reactor)
         operation = request.operation
@@ -209,10 +217,14 @@ class ACS:
                     method=operation,
                     why=failure.getErrorMessage(),
                 )
-                self.health.mark(name, False)
+                if getattr(failure.value, "whole_backend", True):
+                    self.health.mark(name, False)
             return failure
 
-        return answer.addCallbacks(ok, failed).addCallback(reply, *args)
+        def answered(result: R | Relayed[R]) -> T:
+            return _answered(result, reply, *args)
+
+        return answer.addCallbacks(ok, failed).addCallback(answered)
 
     def answer(self, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
         """The reply to ``request``: a Reply when the answer is at hand (99, refusals, and any
@@ -235,8 +247,19 @@ class ACS:
         return result.addErrback(self._failed, request, ctx)
 
     def _failed(self, failure: Failure, request: Message, ctx: RequestContext) -> Reply:
+        if failure.check(OutcomeUnknown):
+            return Reply(refuse(request, ctx, screen_texts.OUTCOME_UNKNOWN), "outcome_unknown")
         if failure.check(BackendUnavailable):
             return Reply(refuse(request, ctx, screen_texts.UNAVAILABLE), "unavailable")
+        if failure.check(BackendError):  # a fault the backend describes itself: its words, no traceback
+            log.error(
+                "backend fault answering {name} (login {login}, peer {peer}): {why}",
+                name=request.name,
+                login=ctx.login,
+                peer=ctx.peer,
+                why=failure.getErrorMessage(),
+            )
+            return Reply(refuse(request, ctx, screen_texts.SYSTEM_ERROR), "error")
         log.failure(
             "handler for {name} failed (login {login}, peer {peer})",
             failure,
@@ -245,3 +268,14 @@ class ACS:
             peer=ctx.peer,
         )
         return Reply(refuse(request, ctx, screen_texts.SYSTEM_ERROR), "error")
+
+
+def _answered(result: R | Relayed[R], reply: Callable[[R, *Ts], T], *args: *Ts) -> T:
+    """``reply(result, *args)``; when a backend relayed the request to another SIP2 server, the
+    Reply carries that server's reply as the terminal's (``sipserver.acs.relayed``)."""
+    if not isinstance(result, Relayed):
+        return reply(result, *args)
+    built = reply(result.result, *args)
+    if isinstance(built, Reply):
+        return attrs.evolve(built, message=relayed.faithful(built.message, result.reply))
+    return built

@@ -132,3 +132,13 @@ class BackendHealth:
 
     def snapshot(self) -> dict[str, bool]:
         return dict(self._online)
+
+    def upstreams(self) -> dict[str, dict[str, Any]]:
+        """What each backend that relays to another SIP2 server reports of its upstream
+        (reachable, logged in, its pool's figures), by backend name."""
+        reports = {}
+        for name, backend in self._backends.items():
+            report = getattr(backend, "upstream_report", None)
+            if report is not None:
+                reports[name] = report()
+        return reports

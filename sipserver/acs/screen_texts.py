@@ -44,6 +44,10 @@ NOT_ON_LOAN = "This item was not checked out."
 NOT_PERMITTED = "This terminal may not do that. Please see staff."
 DISABLED_BY_POLICY = "This service is not available right now. Please see staff."
 SYSTEM_ERROR = "Something went wrong. Please see staff."
+#: A change whose answer from the library system was lost: it may or may not have been done.
+OUTCOME_UNKNOWN = (
+    "The library system did not confirm this; it may or may not have been done. Please check and try again."
+)
 UNKNOWN_HOLD_MODE = "This hold request was not understood. Please see staff."
 
 

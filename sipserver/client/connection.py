@@ -237,8 +237,11 @@ def check(conn: Connection) -> str:
     if status.code != "98":
         raise Failure(f"SC status answered with {status.code} {status.name}, not 98", SIP_FAILURE)
     if online != "Y":
+        said = " ".join(status.getall("AF"))
         raise Failure(
-            f"the ACS reports itself off-line (online_status {online!r}; backend down: check /health)", SIP_FAILURE
+            f"the ACS reports itself off-line (online_status {online!r}; backend down: check /health)"
+            + (f"; it says: {said}" if said else ""),
+            SIP_FAILURE,
         )
     who = "no login" if a.no_login else f"login {a.login} accepted"
     line = (

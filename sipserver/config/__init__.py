@@ -44,6 +44,7 @@ from sipserver.config.model import (
     LoggingConfig,
     PolicyConfig,
     ServerConfig,
+    UpstreamLogin,
 )
 from sipserver.config.profiles import ReplyProfile
 
@@ -65,6 +66,7 @@ __all__ = [
     "PolicyConfig",
     "ReplyProfile",
     "ServerConfig",
+    "UpstreamLogin",
     "load_config",
     "parse_config",
     "reload_plan",

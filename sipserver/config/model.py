@@ -160,6 +160,18 @@ class InstitutionConfig:
     places: Places = UNDECLARED
 
 
+@attrs.frozen
+class UpstreamLogin:
+    """How a terminal's requests reach an upstream SIP2 server (the ``sip2`` backend) over a
+    connection of its own: logged in as ``user`` with ``password``, or, ``forwarded``, with the
+    terminal's own login and password, which the upstream judges. The password is never shown."""
+
+    user: str = ""
+    password: str = attrs.field(default="", repr=False)
+    location: str = ""
+    forwarded: bool = False
+
+
 @attrs.frozen(cache_hash=True)  # a key of the ACS's reply caches, hashed per request
 class AccountConfig:
     """One SIP login. The password hash is left out of ``repr()`` so that logging an account is safe."""
@@ -185,6 +197,9 @@ class AccountConfig:
     checkin_not_on_loan_ok: bool = False
     #: What this account's replies carry beyond the standard fields, and what they leave out.
     profile: ReplyProfile = DEFAULT_PROFILE
+    #: Its own upstream connection under a ``sip2`` backend (None: the shared pool); see
+    #: :class:`UpstreamLogin`. ``password: upstream`` makes it a forwarded one.
+    upstream_login: UpstreamLogin | None = None
 
 
 @attrs.frozen

@@ -35,6 +35,7 @@ from sipserver.config.model import (
     PolicyConfig,
     ProxyProtocolConfig,
     ServerConfig,
+    UpstreamLogin,
 )
 from sipserver.config.places import Places, fold
 from sipserver.config.profiles import PATRON_FIELDS, ReplyProfile
@@ -53,9 +54,11 @@ from sipserver.config.schema import (
     Ref,
     Section,
     Text,
+    Type,
     check_reload_declarations,
     hint,
 )
+from sipserver.config.secrets import LOGIN, read_secret
 from sipserver.config.values import (
     ENDPOINT,
     ERROR_DETECTION,
@@ -93,6 +96,30 @@ def _log_file(values: dict[str, Any], written: Mapping[str, Any], at: At) -> Non
             at.child("file").fail("required when destination is file (the log file's path)")
     elif written.get("file") is not None:
         at.child("file").warn(f"not used, the destination is {values['destination']} (set destination: file)")
+
+
+class UpstreamLoginType(Type[UpstreamLogin]):
+    """An account's ``upstream_login``: the user, secret and location its own upstream connection
+    logs in with (the secret read from where it is given; see ``sipserver.config.secrets``)."""
+
+    doc = "mapping"
+
+    def read(self, value: Any, at: At) -> UpstreamLogin:
+        given = LOGIN.read(value, at)
+        if not given["user"]:
+            at.child("user").expected("the upstream login name", given["user"])
+        password = read_secret(given, lambda why: at.source.error(at.path, why))
+        return UpstreamLogin(user=given["user"], password=password, location=given["location"])
+
+
+def _account_checks(values: dict[str, Any], written: Mapping[str, Any], at: At) -> None:
+    _plain_password(values, written, at)
+    if values["password_hash"] == passwords.UPSTREAM:
+        if values.get("upstream_login") is not None:
+            at.child("upstream_login").fail(
+                "a forwarded account (password: upstream) logs in upstream with its own login; leave this out"
+            )
+        values["upstream_login"] = UpstreamLogin(user=values["login"], forwarded=True)
 
 
 def _plain_password(values: dict[str, Any], written: Mapping[str, Any], at: At) -> None:
@@ -588,7 +615,8 @@ ACCOUNT = Section(
             attr="password_hash",
             default=REQUIRED,
             secret=True,
-            doc="A hash from `sipserver hash-password`, or `plain:<password>` (see below).",
+            doc="A hash from `sipserver hash-password`, or `plain:<password>` (see below), or `upstream`: "
+            "judged by the upstream SIP2 server of a `sip2` backend ([docs/upstream.md](upstream.md)).",
         ),
         Key(
             "institution",
@@ -679,8 +707,18 @@ ACCOUNT = Section(
             doc="A name under `profiles`: the extension fields this account receives and the fields it never "
             "receives ([Reply profiles](#reply-profiles)).",
         ),
+        Key(
+            "upstream_login",
+            UpstreamLoginType(),
+            nullable=True,
+            default_doc="none",
+            doc="Under a `sip2` backend: this terminal's own upstream connection, logged in as "
+            "`{user, password_file (or password_env, password), location}` instead of through the shared "
+            "pool ([docs/upstream.md](upstream.md)). `password: upstream` instead forwards the terminal's "
+            "own login and password.",
+        ),
     ),
-    check=_plain_password,
+    check=_account_checks,
 )
 
 BACKEND = Section(

@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "sipserver.backends"
 BUILT_IN = {
     "sqlite": "sipserver.ils.embedded.sqlite:SQLiteBackend",
     "postgresql": "sipserver.ils.embedded.postgresql:PostgreSQLBackend",
+    "sip2": "sipserver.ils.upstream.backend:SIP2Backend",
 }
 
 

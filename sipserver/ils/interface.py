@@ -29,6 +29,7 @@ from typing import ClassVar, Concatenate, Generic, ParamSpec, Protocol, TypeAlia
 import attrs
 from twisted.internet.defer import Deferred, succeed
 
+from sipserver.config.model import UpstreamLogin
 from sipserver.config.places import UNDECLARED, Places
 from sipserver.ils.results import (
     CheckinResult,
@@ -44,6 +45,7 @@ from sipserver.ils.results import (
     PatronCounts,
     PatronStatusFlags,
     Refusal,
+    Relayed,
     RenewAllResult,
     RenewResult,
 )
@@ -77,11 +79,13 @@ __all__ = [
     "ItemRequest",
     "ItemStatusResult",
     "ItemStatusUpdateRequest",
+    "OutcomeUnknown",
     "Patron",
     "PatronCounts",
     "PatronRequest",
     "PatronStatusFlags",
     "Refusal",
+    "Relayed",
     "RenewAllRequest",
     "RenewAllResult",
     "RenewRequest",
@@ -103,7 +107,20 @@ class BackendError(Exception):
 
 
 class BackendUnavailable(BackendError):
-    """The ILS could not be reached or did not answer in time. The request was *not* carried out."""
+    """The ILS could not be reached or did not answer in time. The request was *not* carried out.
+
+    ``whole_backend`` False says the fault is this terminal's own way in (its own upstream
+    connection), not the backend's: the ACS then does not report the institution off-line."""
+
+    def __init__(self, *args: object, whole_backend: bool = True) -> None:
+        super().__init__(*args)
+        self.whole_backend = whole_backend
+
+
+class OutcomeUnknown(BackendError):
+    """A change was sent to the ILS and its answer was lost (the connection broke, or the answer
+    did not come in time): it may or may not have been carried out. It is never sent again on its
+    own; the terminal is told the outcome is unknown and to try again (see :class:`ChangeRequest`)."""
 
 
 class BackendConfigError(BackendError):
@@ -156,6 +173,9 @@ class Terminal:
     #: The institution's branches and their location codes, to tell which branch a stored code
     #: (an item's home, a hold's pickup location) stands in; undeclared, codes count as sent.
     places: Places = UNDECLARED
+    #: Under a backend relaying to another SIP2 server: the terminal's own upstream connection
+    #: (None: the shared one). Its password is never shown.
+    upstream_login: UpstreamLogin | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import datetime
 import enum
+from typing import Generic, TypeVar
 
 import attrs
+
+from sipserver.sip2.codec import Message
+
+R = TypeVar("R")
 
 
 class Refusal(enum.Enum):
@@ -262,3 +267,14 @@ class ItemStatusResult:
     refusal: Refusal | None = None
     message: str = ""
     item: Item | None = None
+
+
+@attrs.frozen
+class Relayed(Generic[R]):
+    """A result together with the SIP2 reply another server gave for it, from a backend that
+    relays to that server: the ACS answers the terminal with that reply (its screen messages, dates
+    and fields this daemon does not know, as sent) rather than with one of its own built from
+    ``result`` (``sipserver.acs.relayed``). A relaying backend may answer any request with one."""
+
+    result: R
+    reply: Message

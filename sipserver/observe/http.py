@@ -93,6 +93,18 @@ class Health(resource.Resource):
                 # the log's own trouble (syslog unreachable, lines dropped): shown, but SIP still works
                 "log": sources.log.problem or "ok",
             }
+            upstreams = sources.health.upstreams()
+            if upstreams:  # backends relaying to another SIP2 server: is it reachable, are we logged in
+                body["upstreams"] = {
+                    name: {
+                        "reachable": report["endpoint_reachable"],
+                        "logged_in": f"{report['logged_in']}/{report['pool_size']}",
+                        "login_refused": report["login_refused"],
+                        "queue": report["queue_depth"],
+                        "problem": report["problem"],
+                    }
+                    for name, report in upstreams.items()
+                }
             if gathered and gathered[0].processes > 1:
                 body["workers"] = {"processes": gathered[0].processes, "answered": gathered[0].answered}
             request.setResponseCode(200 if healthy else 503)
@@ -215,7 +227,34 @@ def render_metrics(
     family("sip_backend_timeouts_total", "counter", "Backend calls that exceeded the institution's timeout.")
     for name, count in sorted(health.timeouts.items()):
         out.append(f'sip_backend_timeouts_total{{backend="{_label(name)}"}} {count}')
+    upstreams = health.upstreams()
+    if upstreams:
+        _upstream_metrics(upstreams, family, out)
     return "\n".join(out) + "\n"
+
+
+#: The upstream pool figures in /metrics: (family, kind, help, the report's key).
+_UPSTREAM_FAMILIES = (
+    ("sip_upstream_connections_logged_in", "gauge", "Pool connections logged in upstream.", "logged_in"),
+    ("sip_upstream_login_refused", "gauge", "1 while the upstream refuses the gateway's login.", "login_refused"),
+    ("sip_upstream_queue_depth", "gauge", "Requests waiting for a free upstream connection.", "queue_depth"),
+    ("sip_upstream_requests_total", "counter", "Requests relayed upstream.", "requests"),
+    ("sip_upstream_errors_total", "counter", "Relayed requests that failed.", "errors"),
+    ("sip_upstream_outcome_unknown_total", "counter", "Changes sent whose answer was lost.", "outcome_unknown"),
+    ("sip_upstream_reconnects_total", "counter", "Upstream connections lost after login.", "reconnects"),
+    ("sip_upstream_latency_seconds_sum", "counter", "Time spent waiting on upstream answers.", "latency_sum"),
+    ("sip_upstream_latency_seconds_count", "counter", "Upstream answers timed.", "latency_count"),
+)
+
+
+def _upstream_metrics(upstreams: Mapping[str, Mapping[str, Any]], family: Callable[[str, str, str], None],
+                      out: list[str]) -> None:  # fmt: skip
+    for metric, kind, help_text, key in _UPSTREAM_FAMILIES:
+        family(metric, kind, help_text)
+        for name, report in sorted(upstreams.items()):
+            value = report[key]
+            shown = f"{value:.6f}" if isinstance(value, float) else str(int(value))
+            out.append(f'{metric}{{backend="{_label(name)}"}} {shown}')
 
 
 class _UnloggedSite(server.Site):

@@ -13,7 +13,7 @@ from sipserver.config import AccountConfig, InstitutionConfig
 from sipserver.sip2 import Message, make
 from sipserver.sip2.codes import format_date
 
-from .. import screen_texts
+from .. import relayed, screen_texts
 from ..context import Reply, RequestContext
 from ..core import ACS, handles, offered, offered_to, permitted
 
@@ -37,10 +37,42 @@ def sc_status(acs: ACS, request: Message, ctx: RequestContext) -> Reply:
     else:
         messages = [] if online else [screen_texts.UNAVAILABLE]
     fixed, fields = _status_parts(ctx.institution, ctx.account, online)
+    backend = acs.backends.get(ctx.institution.backend)
+    upstream_status = getattr(backend, "upstream_status", None)
+    if upstream_status is not None:  # a backend relaying to another SIP2 server: both must allow
+        fixed, fields = _with_upstream(fixed, fields, upstream_status(ctx.terminal))
+        if online and fixed["online_status"] != "Y":
+            online, messages = False, [screen_texts.UNAVAILABLE]
+        problem = backend.upstream_problem() if not online else ""  # type: ignore[union-attr]
+        if problem:
+            messages = [*messages, problem]
     reply = Message("98", {**fixed, "date_time_sync": format_date(ctx.now)}, dict(fields))
     if messages:
-        reply.fields["AF"] = messages
+        reply.fields["AF"] = [*fields.get("AF", ()), *messages]
     return Reply(reply, "ok" if online else "offline")
+
+
+#: The parts of a 98 combined with an upstream's 98, by the identity of both (an upstream's 98
+#: changes with each keepalive): sorters polling 99 through a relay reuse them as they do
+#: :func:`_status_parts`.
+_COMBINED: dict[tuple[int, int], tuple[object, object, tuple[dict[str, str], dict[str, list[str]]]]] = {}
+
+
+def _with_upstream(
+    fixed: dict[str, str], fields: dict[str, list[str]], upstream: Message | None
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    if upstream is None:
+        return fixed, fields
+    key = (id(fields), id(upstream))
+    cached = _COMBINED.get(key)
+    if cached is not None and cached[0] is fields and cached[1] is upstream:
+        return cached[2]
+    combined = relayed.combined_status(Message("98", fixed, fields), upstream)
+    if len(_COMBINED) >= 1024:
+        _COMBINED.clear()
+    parts = (combined.fixed, combined.fields)
+    _COMBINED[key] = (fields, upstream, parts)
+    return parts
 
 
 @functools.lru_cache(maxsize=1024)

@@ -28,10 +28,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from sipserver.accounts import passwords
 from sipserver.accounts.registry import AuthResult, Registry
 from sipserver.acs import Reply, RequestContext
 from sipserver.acs.context import now_to_the_second
-from sipserver.config import ListenerConfig
+from sipserver.config import AccountConfig, ListenerConfig
 from sipserver.connection import Connection, Event, Login, ProtocolError, Request, Resend, State
 from sipserver.daemon.serving import Serving
 from sipserver.sip2 import Message
@@ -381,6 +382,9 @@ class SIPProtocol(Protocol, TimeoutMixin):
     def _verdict(self, event: Login, registry: Registry) -> AuthResult | Deferred[AuthResult]:
         connection = self.connection
         assert connection is not None
+        account = registry.account(event.login)
+        if account is not None and account.password_hash == passwords.UPSTREAM:
+            return self._forwarded(event, registry, account)
         checks = self.serving.password_checks
         listener = connection.listener.name
         result: AuthResult | Deferred[AuthResult]
@@ -392,6 +396,22 @@ class SIPProtocol(Protocol, TimeoutMixin):
             result = _once_shared(result, registry)
         else:
             result.addCallback(_once_shared, registry)
+        if not isinstance(result, AuthResult):
+            self._password_check = self._counted_in_flight(result)
+        return result
+
+    def _forwarded(
+        self, event: Login, registry: Registry, account: AccountConfig
+    ) -> AuthResult | Deferred[AuthResult]:
+        """A login the upstream SIP2 server judges (``password: upstream``): handed to the
+        institution's backend, which logs the terminal in upstream on a connection of its own."""
+        connection = self.connection
+        assert connection is not None
+        institution = registry.institution(account.institution)
+        backend = self.serving.acs.backends.get(institution.backend) if institution is not None else None
+        forward = getattr(backend, "forward_login", None)
+        location = event.request.get("CP") if event.request is not None else ""
+        result = registry.authenticate_forwarded(event.login, event.password, connection.peer, forward, location)
         if not isinstance(result, AuthResult):
             self._password_check = self._counted_in_flight(result)
         return result

@@ -1,0 +1,55 @@
+"""The terminal's reply when a backend relayed the request to another SIP2 server: that server's
+reply, so the terminal gets what the ILS said (screen and print lines, due dates as it wrote them,
+fees and currency, alerts, list entries, and fields this daemon does not know), with the few
+things that belong to this side put right: the institution id the terminal sent, and required
+fields the upstream left out taken from the reply the ACS built itself. AY and AZ are the
+terminal's own, written by its connection.
+"""
+
+from __future__ import annotations
+
+from sipserver.sip2 import Message
+
+_TRAILER = ("AY", "AZ")
+
+
+def faithful(own: Message, upstream: Message) -> Message:
+    """The reply for the terminal: ``upstream``'s, with ``own``'s AO and its required fields
+    where the upstream has none. A reply of another kind than ``own`` (a confused upstream) is
+    not passed on: ``own`` is."""
+    if upstream.code != own.code:
+        return own
+    fixed = dict(own.fixed)
+    for name, value in upstream.fixed.items():
+        if name in fixed and value.strip():
+            fixed[name] = value
+    fields: dict[str, list[str]] = {}
+    for field_id, values in upstream.fields.items():
+        if field_id not in _TRAILER:
+            fields[field_id] = list(values)
+    if "AO" in own.fields:
+        fields["AO"] = list(own.fields["AO"])
+    for field in own.spec.fields:
+        if field.required and field.id not in fields and field.id in own.fields:
+            fields[field.id] = list(own.fields[field.id])
+    return Message(own.code, fixed, fields)
+
+
+def combined_status(own: Message, upstream: Message | None) -> Message:
+    """98 for the terminal: this daemon's, with each Y/N flag and each BX position Y only when the
+    upstream says Y too (a terminal may do what both allow), and the upstream's screen messages."""
+    if upstream is None or upstream.code != "98":
+        return own
+    fixed = dict(own.fixed)
+    for name in ("online_status", "checkin_ok", "checkout_ok", "acs_renewal_policy", "status_update_ok",
+                 "offline_ok"):  # fmt: skip
+        if fixed.get(name) == "Y" and upstream.fixed.get(name, "Y").strip().upper() == "N":
+            fixed[name] = "N"
+    fields = {field_id: list(values) for field_id, values in own.fields.items()}
+    ours, theirs = own.get("BX"), upstream.get("BX")
+    if ours and theirs:
+        theirs = theirs[: len(ours)].ljust(len(ours), "N").upper()
+        fields["BX"] = ["".join("Y" if a == b == "Y" else "N" for a, b in zip(ours, theirs, strict=True))]
+    for text in upstream.getall("AF"):
+        fields.setdefault("AF", []).append(text)
+    return Message(own.code, fixed, fields)
