@@ -131,8 +131,11 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip pysip2's server")
     parser.add_argument("--console", action="store_true",
                         help="count our daemon with the operator's console off and on (no pysip2)")  # fmt: skip
-    parser.add_argument("--relay", choices=["pysip2", "sipserver"],
-                        help="count our daemon relaying the circulation mix to this upstream (the sip2 backend)")
+    parser.add_argument(
+        "--relay",
+        choices=["pysip2", "sipserver"],
+        help="count our daemon relaying the circulation mix to this upstream (the sip2 backend)",
+    )
     parser.add_argument("--level", choices=["warn", "info"], default="warn",
                         help="our daemon's logging.level (default warn, as the figures in bench/README.md; info"
                         " writes a line per message to a file)")  # fmt: skip
