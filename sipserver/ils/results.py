@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import attrs
@@ -269,12 +270,38 @@ class ItemStatusResult:
     item: Item | None = None
 
 
-@attrs.frozen
 class Relayed(Generic[R]):
     """A result together with the SIP2 reply another server gave for it, from a backend that
     relays to that server: the ACS answers the terminal with that reply (its screen messages, dates
     and fields this daemon does not know, as sent) rather than with one of its own built from
-    ``result`` (``sipserver.acs.relayed``). A relaying backend may answer any request with one."""
+    ``result`` (``sipserver.acs.relayed``). A relaying backend may answer any request with one.
 
-    result: R
-    reply: Message
+    ``Relayed.read_later(reply, read)`` reads the typed result from the reply only when something
+    asks for it: passing a complete reply on needs no more than its outcome, and reading every
+    field of every relayed reply into a result would be most of the relay's own work.
+    """
+
+    __slots__ = ("_read", "_result", "reply")
+
+    def __init__(self, result: R, reply: Message) -> None:
+        self._result = result
+        self._read: Callable[[], R] | None = None
+        self.reply = reply
+
+    @classmethod
+    def read_later(cls, reply: Message, read: Callable[[], R]) -> Relayed[R]:
+        relayed = cls.__new__(cls)
+        relayed.reply = reply
+        relayed._read = read
+        return relayed
+
+    @property
+    def result(self) -> R:
+        read = self._read
+        if read is not None:
+            self._result = read()
+            self._read = None
+        return self._result
+
+    def __repr__(self) -> str:
+        return f"Relayed({self.reply!r})"

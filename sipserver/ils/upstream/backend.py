@@ -59,6 +59,13 @@ class SIP2Backend:
         self._own: dict[str, UpstreamPool] = {}
         self._started = False
 
+    @property
+    def answers_within(self) -> float:
+        """Every request is answered or refused within the upstream ``timeout`` (the pool watches
+        each one's deadline), so the ACS needs no timer of its own when the institution's
+        timeout is no shorter (:class:`sipserver.ils.interface.BoundsItsTime`)."""
+        return self.settings.timeout
+
     # -- life cycle -------------------------------------------------------------------------------
 
     def start(self) -> defer.Deferred[None]:
@@ -175,7 +182,7 @@ class SIP2Backend:
         d = pool.submit(message, change=isinstance(request, ChangeRequest), what=what)
         if pool is not self.pool:  # the terminal's own connection: its trouble is not the institution's
             d.addErrback(_own_trouble)
-        return d.addCallback(lambda reply: Relayed(result_of(request, reply), reply))
+        return d.addCallback(_relayed, request)
 
     def patron(self, request: PatronRequest) -> defer.Deferred[Any]:
         return self._relay(request)
@@ -212,6 +219,10 @@ class SIP2Backend:
 
     def end_session(self, request: EndSessionRequest) -> defer.Deferred[Any]:
         return self._relay(request)
+
+
+def _relayed(reply: Message, request: BackendRequest[Any]) -> Relayed[Any]:
+    return Relayed.read_later(reply, lambda: result_of(request, reply))
 
 
 def _own_trouble(failure: Failure) -> Failure:
