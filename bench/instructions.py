@@ -210,7 +210,7 @@ def relay(args: argparse.Namespace, tree: Path, ours_env: dict[str, str], env: d
                     "type": "sip2", "endpoint": f"tcp:127.0.0.1:{upstream.port}",
                     "login": {"user": LOGIN, "password": PASSWORD, "location": "MAIN-DESK1"},
                     # keepalives would fire more often in the longer run: none within it
-                    "pool": {"size": 8, "queue": 20000}, "timeout": 600, "keepalive": 3600,
+                    "pool": {"size": 8, "queue": 20000}, "timeout": 30, "keepalive": 3600,
                 }}  # fmt: skip
                 data["institutions"]["MAIN"]["backend"] = "ils"
                 config.write_text(yaml.safe_dump(data, allow_unicode=True))

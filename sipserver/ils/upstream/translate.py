@@ -60,6 +60,8 @@ _STATES = {
     Code.CLAIMED_RETURNED: CirculationStatus.CLAIMED_RETURNED, Code.LOST: CirculationStatus.LOST,
     Code.MISSING: CirculationStatus.MISSING,
 }  # fmt: skip
+#: The same by the code's two characters, as they come (read for every item a reply describes).
+_STATE_OF_CODE = {code.value: state for code, state in _STATES.items()}
 
 
 def _when(request: BackendRequest[Any]) -> str:
@@ -172,10 +174,8 @@ def item_of(reply: Message, barcode: str = "") -> Item | None:
     barcode = reply.get("AB") or barcode
     if not barcode:
         return None
-    code = reply.fixed.get("circulation_status", "")
-    try:
-        status = _STATES[Code(code)]
-    except ValueError:
+    status = _STATE_OF_CODE.get(reply.fixed.get("circulation_status", ""))
+    if status is None:
         status = CirculationStatus.CHARGED if reply.code in ("12", "30") else CirculationStatus.OTHER
     return Item(
         barcode=barcode, title=reply.get("AJ"), status=status, call_number=reply.get("CS"),
