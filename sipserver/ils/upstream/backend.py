@@ -173,13 +173,11 @@ class SIP2Backend:
 
     def _relay(self, request: BackendRequest[Any]) -> defer.Deferred[Any]:
         message = request_message(request, self.settings.upstream_institution)
-        terminal = request.terminal
-        what = f"{request.operation} ({message.code}) for {terminal.login or '?'} at {terminal.institution}"
         try:
-            pool = self._pool_for(terminal)
+            pool = self._pool_for(request.terminal)
         except BackendUnavailable:
             return defer.fail()
-        d = pool.submit(message, change=isinstance(request, ChangeRequest), what=what)
+        d = pool.submit(message, change=isinstance(request, ChangeRequest), what=_What(request, message.code))
         if pool is not self.pool:  # the terminal's own connection: its trouble is not the institution's
             d.addErrback(_own_trouble)
         return d.addCallback(_relayed, request)
@@ -219,6 +217,20 @@ class SIP2Backend:
 
     def end_session(self, request: EndSessionRequest) -> defer.Deferred[Any]:
         return self._relay(request)
+
+
+class _What:
+    """A request in words for the pool's log lines and errors, written only when one is."""
+
+    __slots__ = ("code", "request")
+
+    def __init__(self, request: BackendRequest[Any], code: str) -> None:
+        self.request = request
+        self.code = code
+
+    def __str__(self) -> str:
+        terminal = self.request.terminal
+        return f"{self.request.operation} ({self.code}) for {terminal.login or '?'} at {terminal.institution}"
 
 
 def _relayed(reply: Message, request: BackendRequest[Any]) -> Relayed[Any]:

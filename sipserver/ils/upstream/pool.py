@@ -47,7 +47,7 @@ class Job:
 
     message: Message
     change: bool
-    what: str  # for log lines: the operation and the terminal
+    what: object  # for log lines and errors, as str(): the operation and the terminal
     done: defer.Deferred[Message]
     #: When the request gets its refusal if no reply came (the reactor's clock).
     deadline: float
@@ -251,7 +251,7 @@ class UpstreamPool:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def submit(self, message: Message, *, change: bool, what: str) -> defer.Deferred[Message]:
+    def submit(self, message: Message, *, change: bool, what: object) -> defer.Deferred[Message]:
         """The upstream's reply to ``message`` (see the module docstring for the failures)."""
         done: defer.Deferred[Message] = defer.Deferred(lambda d: self._cancelled(job))
         job = Job(message, change, what, done, self.reactor.seconds() + self.settings.timeout)
@@ -340,7 +340,7 @@ class UpstreamPool:
             return
         if job.tries < 2 and not self._stopped:  # a read, or a change never written: once more
             log.info("upstream {backend}: {what} is asked again on another connection ({why})",
-                     backend=self.name, what=job.what, why=why)  # fmt: skip
+                     backend=self.name, what=str(job.what), why=why)  # fmt: skip
             self._queue.appendleft(job)
             self._dispatch()
             return
@@ -352,7 +352,7 @@ class UpstreamPool:
             "upstream {backend}: OUTCOME UNKNOWN for {what}: it was sent and {why}; it is not sent again, "
             "the terminal is told to check and try again",
             backend=self.name,
-            what=job.what,
+            what=str(job.what),
             why=why,
         )
         self._fail(job, OutcomeUnknown(f"{self.name}: {job.what}: {why}"))
@@ -384,7 +384,7 @@ class UpstreamPool:
             if job.change:
                 self.figures.outcome_unknown += 1
                 log.error("upstream {backend}: OUTCOME UNKNOWN for {what}: it was sent and the answer was too late",
-                          backend=self.name, what=job.what)  # fmt: skip
+                          backend=self.name, what=str(job.what))  # fmt: skip
             link.abandon("the answer was too late for the terminal")
 
     def _fail(self, job: Job, error: Exception) -> None:
