@@ -7,19 +7,33 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from sipserver.acs import ACS, RequestContext
+from sipserver.acs.core import _OUTLINES
+from sipserver.acs.handlers import circulation
 from sipserver.acs.relayed import faithful, passed_on
 from sipserver.config import AccountConfig, InstitutionConfig
 from sipserver.config.model import PolicyConfig
-from sipserver.ils.interface import BackendUnavailable, OutcomeUnknown, answers_within
+from sipserver.ils.interface import (
+    BackendUnavailable,
+    CheckinRequest,
+    CheckoutRequest,
+    OutcomeUnknown,
+    RenewRequest,
+    Terminal,
+    answers_within,
+)
 from sipserver.ils.upstream.backend import SIP2Backend
 from sipserver.ils.upstream.pool import UpstreamPool
+from sipserver.ils.upstream.translate import glance_of, result_of
 from sipserver.sip2 import Message, checksum, decode, encode, make
 from tests.test_upstream_parts import settings
 
+TERMINAL = Terminal("MAIN", login="sco")
+HANDLER_REPLY = {"11": circulation._checkout_reply, "29": circulation._renew_reply, "09": circulation._checkin_reply}
 COMPLETE = (b"121NNY20270105    101010AOCPL|AAp|ABi|AJA Title|AH05/02/2027|AFChecked out.|AGprint|"
             b"BHEUR|BV1.50|ZZnew|")  # fmt: skip
 
@@ -46,6 +60,28 @@ def test_an_incomplete_or_other_reply_is_left_to_faithful():
     assert passed_on(decode(COMPLETE), "30", "MAIN") is None
     # What faithful does with them: fills them from the ACS's own reply.
     assert faithful(own_checkout(), decode(no_title)).get("AJ") == ""
+
+
+@pytest.mark.parametrize("ok", [b"1", b"0"])
+@pytest.mark.parametrize(
+    ("code", "body", "asked", "reply_code"),
+    [
+        (b"12", b"NNY20270105    101010AOCPL|AAp|ABi|AJT|AH20270205    235900|", "11", "12"),
+        (b"30", b"YNY20270105    101010AOCPL|AAp|ABi|AJT|AH20270205    235900|", "29", "30"),
+        (b"10", b"YNN20270105    101010AOCPL|ABi|AQEAST|AJT|", "09", "10"),
+    ],
+)
+def test_a_relayed_answers_outline_from_a_glance_is_the_one_from_the_whole_result(ok, code, body, asked, reply_code):
+    reply = decode(code + ok + body)
+    request = {"11": CheckoutRequest(terminal=TERMINAL, patron="p", item="i"),
+               "29": RenewRequest(terminal=TERMINAL, patron="p", item="i"),
+               "09": CheckinRequest(terminal=TERMINAL, item="i")}[asked]  # fmt: skip
+    outline = _OUTLINES[HANDLER_REPLY[asked]]
+    ctx = context(30)
+    glanced = outline(glance_of(request, reply), decode(encode(make(asked, AO="MAIN", AB="i"))), ctx)
+    whole = outline(result_of(request, reply), decode(encode(make(asked, AO="MAIN", AB="i"))), ctx)
+    assert glanced == whole and glanced.code == reply_code
+    assert glanced.outcome == ("ok" if ok == b"1" else "not_permitted")
 
 
 # -- one deadline timer per pool -------------------------------------------------------------------
@@ -119,6 +155,16 @@ def test_an_answer_in_time_leaves_no_deadline_behind():
 # -- the ACS's own timer ---------------------------------------------------------------------------
 
 
+def context(timeout: float) -> RequestContext:
+    return RequestContext(
+        institution=InstitutionConfig(id="MAIN", backend="ils", policy=PolicyConfig(timeout=timeout)),
+        account=AccountConfig(login="sco", password_hash="plain:x", institution="MAIN"),
+        listener="raw",
+        peer="127.0.0.1",
+        now=datetime.datetime(2027, 1, 5, 10, 0, 0),
+    )
+
+
 class LateBackend:
     """Answers nothing until told: the ACS's timer, if any, is the only one running."""
 
@@ -136,13 +182,7 @@ class LateBackend:
 def ask_item(bound: float | None, timeout: float) -> MemoryReactorClock:
     reactor = MemoryReactorClock()
     acs = ACS({"ils": LateBackend(bound)}, reactor)
-    ctx = RequestContext(
-        institution=InstitutionConfig(id="MAIN", backend="ils", policy=PolicyConfig(timeout=timeout)),
-        account=AccountConfig(login="sco", password_hash="plain:x", institution="MAIN"),
-        listener="raw",
-        peer="127.0.0.1",
-        now=datetime.datetime(2027, 1, 5, 10, 0, 0),
-    )
+    ctx = context(timeout)
     acs.answer(make("17", AO="MAIN", AB="i", AC="", transaction_date=ctx.now), ctx)
     return reactor
 

@@ -293,7 +293,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def outline_when_relayed(outline: Callable[..., Outline]) -> Callable[[F], F]:
     """Give a handler's reply function (``reply(result, *args)`` of :meth:`ACS.call`) a cheap
-    twin, ``outline(result, *args)``, for answers a backend relayed from another SIP2 server: when
+    twin, ``outline(result, *args)``, for answers a backend relayed from another SIP2 server (it
+    is given :attr:`Relayed.glance`, so it reads no more than how the request went: ``ok``,
+    ``refusal``, and a checkin's ``was_on_loan``, which a relayed reply does not tell): when
     the upstream's reply is complete (every fixed field and required field there), the terminal
     gets it as :func:`relayed.faithful` would give it, without the ACS building a reply of its
     own only to take its AO, outcome and patron from it."""
@@ -312,7 +314,7 @@ def _answered(result: R | Relayed[R], reply: Callable[[R, *Ts], T], *args: *Ts) 
         return reply(result, *args)
     outline = _OUTLINES.get(reply)
     if outline is not None:
-        drawn = outline(result.result, *args)
+        drawn = outline(result.glance, *args)
         message = relayed.passed_on(result.reply, drawn.code, drawn.institution)
         if message is not None:
             return Reply(message, drawn.outcome, drawn.patron)  # type: ignore[return-value]

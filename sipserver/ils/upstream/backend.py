@@ -37,7 +37,7 @@ from sipserver.sip2 import Message
 
 from .options import UpstreamSettings, read_settings
 from .pool import UpstreamPool
-from .translate import request_message, result_of
+from .translate import glance_of, request_message, result_of
 
 
 class SIP2Backend:
@@ -234,7 +234,7 @@ class _What:
 
 
 def _relayed(reply: Message, request: BackendRequest[Any]) -> Relayed[Any]:
-    return Relayed.read_later(reply, lambda: result_of(request, reply))
+    return Relayed.read_later(reply, lambda: result_of(request, reply), lambda: glance_of(request, reply))
 
 
 def _own_trouble(failure: Failure) -> Failure:

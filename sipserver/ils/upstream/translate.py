@@ -219,9 +219,24 @@ def _refusal(ok: bool) -> Refusal | None:
     return None if ok else Refusal.NOT_PERMITTED
 
 
+def _ok(reply: Message) -> bool:
+    return reply.fixed.get("ok", "") == "1"
+
+
+def glance_of(request: BackendRequest[Any], reply: Message) -> Any:
+    """What :func:`result_of` gives for ``reply`` with only ``ok`` and ``refusal`` read (the
+    rest at its defaults), for the requests the ACS passes on with an outline; else the whole
+    result (see :attr:`sipserver.ils.results.Relayed.glance`)."""
+    kind = _GLANCED.get(type(request))
+    if kind is None:
+        return result_of(request, reply)
+    ok = _ok(reply)
+    return kind(ok=ok, refusal=_refusal(ok))
+
+
 def result_of(request: BackendRequest[Any], reply: Message) -> Any:
     """The typed result ``request`` answers with, read from the upstream's ``reply``."""
-    ok = reply.fixed.get("ok", "") == "1"
+    ok = _ok(reply)
     text = _text(reply)
     if isinstance(request, PatronRequest | BlockPatronRequest | EnablePatronRequest):
         return patron_of(reply)
@@ -259,4 +274,10 @@ def result_of(request: BackendRequest[Any], reply: Message) -> Any:
     raise TypeError(f"no result for {type(request).__name__}")
 
 
-__all__ = ["item_of", "patron_of", "request_message", "result_of"]
+_GLANCED: dict[type, Callable[..., Any]] = {
+    CheckoutRequest: CheckoutResult,
+    RenewRequest: RenewResult,
+    CheckinRequest: CheckinResult,
+}
+
+__all__ = ["glance_of", "item_of", "patron_of", "request_message", "result_of"]
