@@ -28,7 +28,7 @@ from sipserver.ils.interface import (
 )
 from sipserver.ils.upstream.backend import SIP2Backend
 from sipserver.ils.upstream.pool import UpstreamPool
-from sipserver.ils.upstream.translate import glance_of, result_of
+from sipserver.ils.upstream.translate import glance_of, request_message, result_of
 from sipserver.sip2 import Message, checksum, decode, encode, make
 from tests.test_upstream_parts import settings
 
@@ -199,3 +199,30 @@ def test_the_sip2_backend_declares_its_upstream_timeout_as_its_bound():
                                   "login": {"user": "gw", "password": "x"}, "timeout": 7},
                           reactor=MemoryReactorClock())  # fmt: skip
     assert answers_within(backend) == 7
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        CheckoutRequest(
+            terminal=TERMINAL,
+            patron="p",
+            item="i",
+            pin="1234",
+            fee_acknowledged=True,
+            no_block=True,
+            nb_due=datetime.datetime(2027, 2, 1, 12, 0, 0),
+        ),
+        CheckoutRequest(terminal=TERMINAL, patron="p", item="i", renewal_allowed=False, cancel=True),
+        CheckinRequest(terminal=TERMINAL, item="i", branch="EAST", return_date=datetime.datetime(2027, 1, 4, 9, 0, 0)),
+        CheckinRequest(terminal=TERMINAL, item="i", cancel=True),
+        RenewRequest(terminal=TERMINAL, patron="p", item="", title="T", pin="", fee_acknowledged=True),
+    ],
+)
+def test_a_circulation_request_built_directly_is_what_make_builds(request_):
+    built = request_message(request_, lambda ours: "CPL")
+    fixed = dict(built.fixed)
+    fields = {field_id: values[0] for field_id, values in built.fields.items()}
+    assert built == make(built.code, fields, **fixed)
+    assert all(len(values) == 1 and isinstance(values[0], str) for values in built.fields.values())
+    assert set(built.fixed) == {field.name for field in built.spec.fixed}

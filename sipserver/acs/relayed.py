@@ -45,7 +45,7 @@ def passed_on(upstream: Message, code: str, institution: str) -> Message | None:
         return None
     fixed = upstream.fixed
     spec = upstream.spec
-    if len(fixed) != len(spec.fixed) or not all(value.strip() for value in fixed.values()):
+    if len(fixed) != len(spec.fixed) or "" in map(str.strip, fixed.values()):
         return None
     fields = upstream.fields
     for field_id in _REQUIRED[code]:

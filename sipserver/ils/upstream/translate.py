@@ -41,7 +41,7 @@ from sipserver.ils.interface import (
     RenewRequest,
     RenewResult,
 )
-from sipserver.sip2 import Message, make
+from sipserver.sip2 import MESSAGES, Message, make
 from sipserver.sip2.codes import CirculationStatus as Code
 from sipserver.sip2.codes import FeeType, PaymentType, format_date, parse_date
 
@@ -79,6 +79,17 @@ def _nb_due(due: datetime.datetime | None, now: str) -> str:
     return format_date(due) if due else now
 
 
+_YN = {True: "Y", False: "N"}
+
+
+def _built(code: str, fields: dict[str, Any], **fixed: str) -> Message:
+    """``make(code, fields, **fixed)`` when every fixed field is given and every value is a
+    string (the callers' are: typed requests' strings, "Y", or None to leave a field out)."""
+    if len(fixed) != len(MESSAGES[code].fixed):
+        return make(code, fields, **fixed)
+    return Message(code, fixed, {field_id: [value] for field_id, value in fields.items() if value is not None})
+
+
 def request_message(request: BackendRequest[Any], institution: Institutions) -> Message:
     """The SIP2 request that asks the upstream what ``request`` asks."""
     ao = institution(request.terminal.institution)
@@ -100,24 +111,26 @@ def request_message(request: BackendRequest[Any], institution: Institutions) -> 
         return make("63", fields, language=language, transaction_date=now, summary="".join(summary))
     if isinstance(request, ItemRequest):
         return make("17", fields, transaction_date=now, AB=request.item, AC="")
+    # Checkout, checkin and renew, most of what a relay sends, are built directly: every fixed
+    # field is given, every value a string (what ``make`` would give, for less).
     if isinstance(request, CheckoutRequest):
         _pin(fields, request.pin)
         fields.update(AA=request.patron, AB=request.item, AC="", BO="Y" if request.fee_acknowledged else None,
                       BI="Y" if request.cancel else None)  # fmt: skip
-        return make("11", fields, sc_renewal_policy=request.renewal_allowed, no_block=request.no_block,
-                    transaction_date=now, nb_due_date=_nb_due(request.nb_due, now))  # fmt: skip
+        return _built("11", fields, sc_renewal_policy=_YN[request.renewal_allowed], no_block=_YN[request.no_block],
+                      transaction_date=now, nb_due_date=_nb_due(request.nb_due, now))  # fmt: skip
     if isinstance(request, CheckinRequest):
         # Without an AP the upstream would take the gateway's own location: where the terminal is goes instead.
         where = request.current_location or request.branch or request.terminal.location
         fields.update(AP=where, AB=request.item, AC="", BI="Y" if request.cancel else None)
-        return make("09", fields, no_block=request.no_block, transaction_date=now,
-                    return_date=format_date(request.return_date) if request.return_date else now)  # fmt: skip
+        return _built("09", fields, no_block=_YN[request.no_block], transaction_date=now,
+                      return_date=format_date(request.return_date) if request.return_date else now)  # fmt: skip
     if isinstance(request, RenewRequest):
         _pin(fields, request.pin)
         fields.update(AA=request.patron, AB=request.item or None, AJ=request.title or None, AC="",
                       BO="Y" if request.fee_acknowledged else None)  # fmt: skip
-        return make("29", fields, third_party_allowed=False, no_block=request.no_block, transaction_date=now,
-                    nb_due_date=_nb_due(request.nb_due, now))  # fmt: skip
+        return _built("29", fields, third_party_allowed="N", no_block=_YN[request.no_block], transaction_date=now,
+                      nb_due_date=_nb_due(request.nb_due, now))  # fmt: skip
     if isinstance(request, RenewAllRequest):
         _pin(fields, request.pin)
         fields.update(AA=request.patron, AC="", BO="Y" if request.fee_acknowledged else None)
