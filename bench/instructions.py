@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per status-mix message, counted by callgrind: ours against pysip2's server.
 
-    python bench/instructions.py [--messages 3000] [--tree DIR] [--console]
+    python bench/instructions.py [--messages 3000] [--tree DIR] [--console] [--relay pysip2|sipserver]
 
 The development machine's speed drifts by up to 3x between hours and by ±10 % between runs a minute
 apart, which hides any change to the hot path smaller than that from ``bench/load.py``. Counted
@@ -15,7 +15,10 @@ server is the baseline, in the same run, as in ``load.py``.
 with this tree's benchmark code: an A/B of two versions without the machine's noise. It takes about
 two minutes a run on the 2-CPU machine; valgrind must be installed. ``--console`` counts our
 daemon with the operator's console off and on instead (its books on the request path), and prints
-the ratio.
+the ratio. ``--relay UPSTREAM`` counts our daemon relaying instead (the ``sip2`` backend, as
+``bench/relay.py`` runs it): the circulation mix (11, 29, 09 in turn, every one relayed) on one
+connection, with pysip2's server or our daemon (embedded backend) started normally as the upstream;
+only the relay runs under callgrind.
 """
 
 from __future__ import annotations
@@ -33,9 +36,23 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import yaml  # noqa: E402
-from load import demo, login_frame, status_cycle  # noqa: E402
+from load import circ_cycle, demo, login_frame, status_cycle  # noqa: E402
 from loadgen import exchange  # noqa: E402
-from servers import ROOT, TWISTD, Server, bench_config, free_port  # noqa: E402
+from servers import (  # noqa: E402
+    LOGIN,
+    PASSWORD,
+    ROOT,
+    TWISTD,
+    OurServer,
+    Pysip2Server,
+    Server,
+    bench_config,
+    free_port,
+)
+
+#: The requests counted: the status mix, or the circulation mix (``--relay``).
+MIXES = {"status": lambda: status_cycle(0, demo()[0]), "circulation": lambda: circ_cycle(0, *demo())}
+mix = "status"
 
 
 def count(argv: list[str], port: int, messages: int, cwd: Path, env: dict[str, str], work: Path) -> int:
@@ -47,7 +64,8 @@ def count(argv: list[str], port: int, messages: int, cwd: Path, env: dict[str, s
         sock = _connect(server)
         try:
             assert exchange(sock, login_frame()).startswith(b"941"), "login refused"
-            cycle = status_cycle(0, demo()[0])
+            _wait_upstream(work / f"sipserver-{port}.log")
+            cycle = MIXES[mix]()
             for i in range(messages):
                 frame, expected, _ = cycle[i % len(cycle)]
                 reply = exchange(sock, frame)
@@ -78,6 +96,20 @@ def _connect(server: Server, timeout: float = 300.0) -> socket.socket:
     raise RuntimeError(f"nothing listening on port {server.port} after {timeout}s")
 
 
+def _wait_upstream(log: Path, timeout: float = 300.0) -> None:
+    """For a relay: wait until its upstream pool has logged in, so that every run counts the same
+    start-up (the status mix is answered by our daemon itself: nothing to wait for)."""
+    if mix == "status":
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and "logged in" in log.read_text(errors="replace"):
+            time.sleep(1.0)  # the other pool connections log in too
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the relay's upstream pool did not log in within {timeout}s")
+
+
 Argv = Callable[[int, Path], list[str]]  # the server's command line for a port and a work folder
 
 
@@ -99,6 +131,11 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip pysip2's server")
     parser.add_argument("--console", action="store_true",
                         help="count our daemon with the operator's console off and on (no pysip2)")  # fmt: skip
+    parser.add_argument(
+        "--relay",
+        choices=["pysip2", "sipserver"],
+        help="count our daemon relaying the circulation mix to this upstream (the sip2 backend)",
+    )
     parser.add_argument("--level", choices=["warn", "info"], default="warn",
                         help="our daemon's logging.level (default warn, as the figures in bench/README.md; info"
                         " writes a line per message to a file)")  # fmt: skip
@@ -129,6 +166,8 @@ def main() -> int:
     def pysip2(port: int, work: Path) -> list[str]:
         return [sys.executable, str(BENCH / "pysip2_baseline.py"), "--port", str(port)]
 
+    if args.relay:
+        return relay(args, tree, ours_env, env)
     print(f"status mix (99 + 23 with PIN), one connection, {args.messages} messages, user-space instructions"
           f" (valgrind --tool=callgrind); ours from {tree}, logging.level {args.level}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="sipbench-") as folder:
@@ -145,6 +184,41 @@ def main() -> int:
             return 0
         theirs = per_message("pysip2", pysip2, args.messages, ROOT, env, work)
     print(f"  ratio      {theirs / mine:.2f}x fewer instructions a message for sipserver")
+    return 0
+
+
+def relay(args: argparse.Namespace, tree: Path, ours_env: dict[str, str], env: dict[str, str]) -> int:
+    """Our daemon relaying the circulation mix to an upstream that runs normally (not counted)."""
+    global mix
+    mix = "circulation"
+    print(f"circulation mix (11, 29, 09) relayed to {args.relay}, one connection, {args.messages} messages,"
+          f" user-space instructions of the relay (valgrind --tool=callgrind); relay from {tree},"
+          f" logging.level {args.level}")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="sipbench-") as folder:
+        work = Path(folder)
+        upstream_dir = work / "upstream"
+        upstream_dir.mkdir()
+        upstream: Server = (OurServer(upstream_dir, cpus=None, level="warn") if args.relay == "sipserver"
+                            else Pysip2Server(upstream_dir, cpus=None))  # fmt: skip
+        try:
+            upstream.wait_ready(login_frame())
+
+            def relaying(port: int, work: Path) -> list[str]:
+                config = work / f"relay-{port}.yaml"
+                data = bench_config(work, port, level=args.level)
+                data["backends"] = {"ils": {
+                    "type": "sip2", "endpoint": f"tcp:127.0.0.1:{upstream.port}",
+                    "login": {"user": LOGIN, "password": PASSWORD, "location": "MAIN-DESK1"},
+                    # keepalives would fire more often in the longer run: none within it
+                    "pool": {"size": 8, "queue": 20000}, "timeout": 30, "keepalive": 3600,
+                }}  # fmt: skip
+                data["institutions"]["MAIN"]["backend"] = "ils"
+                config.write_text(yaml.safe_dump(data, allow_unicode=True))
+                return [sys.executable, TWISTD, "-n", "--pidfile=", "--logfile=-", "sip", "-c", str(config)]
+
+            per_message("relay", relaying, args.messages, tree, ours_env, work)
+        finally:
+            upstream.stop()
     return 0
 
 

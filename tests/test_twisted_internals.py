@@ -4,7 +4,8 @@ one fails here, loudly and by name, rather than somewhere deep in a terminal's e
 Each is kept for a reason written where it is used: the eager CR and the subnegotiation bound of the
 telnet listener (``sipserver/daemon/transport/telnet.py``) read TelnetTransport's parser state, and
 the raw listener's replies go straight to a plain TCP connection's socket at the end of a turn
-(``sipserver/daemon/transport/reply_batches.py``), a measured saving on every reply. Everything else
+(``sipserver/daemon/transport/reply_batches.py``), a measured saving on every reply, and so do the
+``sip2`` backend's requests to its upstream (``sipserver/ils/upstream/link.py``). Everything else
 on the accept path uses public APIs: endpoints' ``listen()``, ports' ``fileno()``, the reactor's
 ``removeReader``/``addReader`` and ``adoptStreamConnection``; a TLS listener behind a balancer reads
 the ``ssl:`` endpoint's settings (``sipserver/daemon/service.py``).
@@ -86,6 +87,27 @@ def test_a_plain_tcp_connection_offers_what_the_direct_reply_path_uses():
         assert terminal.recv(100) == b"98\r"
         conn.connectionLost(Failure(ConnectionDone()))
         assert conn.disconnected, "tcp.Connection.disconnected does not turn true once it is lost"
+
+
+def test_an_upstream_link_on_a_plain_tcp_connection_writes_straight_to_its_socket():
+    from sipserver.ils.upstream.link import UpstreamLink
+    from sipserver.ils.upstream.options import read_settings
+    from sipserver.sip2 import make
+
+    settings = read_settings("ils", {"type": "sip2", "endpoint": "tcp:127.0.0.1:1", "login": {"user": "gw",
+                                     "password": "x"}})  # fmt: skip
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ours = socket.create_connection(listener.getsockname(), timeout=5)
+        upstream, _ = listener.accept()
+    with ours, upstream:
+        ours.setblocking(False)
+        link = UpstreamLink(settings, lambda *_: None)
+        conn = tcp.Connection(ours, link, MemoryReactorClock())
+        conn.connected = 1
+        link.makeConnection(conn)
+        link.exchange(make("17", AO="MAIN", AB="i", AC="")).addErrback(lambda _: None)
+        upstream.settimeout(5)  # the memory reactor never writes: only the link's own send can deliver it
+        assert upstream.recv(200).startswith(b"17"), "the upstream link no longer writes straight to its socket"
 
 
 def test_ssl_endpoint_keeps_what_a_tls_listener_behind_a_balancer_reads():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from typing import Literal, TypeVar, TypeVarTuple, get_args
+from typing import Any, Literal, NamedTuple, TypeVar, TypeVarTuple, get_args
 
 import attrs
 from twisted.internet import defer
@@ -31,7 +31,9 @@ from sipserver.ils.interface import (
     BackendUnavailable,
     ILSBackend,
     OutcomeUnknown,
+    Patron,
     Relayed,
+    answers_within,
 )
 from sipserver.observe.loglevel import logger
 from sipserver.sip2 import MESSAGES, Message, make, supported_messages
@@ -162,6 +164,8 @@ class ACS:
         self.reactor = reactor
         self.server_name = server_name
         self.health = BackendHealth(self.backends, reactor)
+        #: Backends that bound their own time (``BoundsItsTime``): seconds, else None.
+        self._bounds = {name: answers_within(backend) for name, backend in self.backends.items()}
         self.unknown_locations = UnknownLocations()
 
     def online(self, ctx: RequestContext) -> bool:
@@ -191,12 +195,15 @@ class ACS:
             self.health.mark(name, True)
             return _answered(answer, reply, *args)
         if not answer.called:  # a Deferred that fired already (an inline failure) needs no timer
-            answer.addTimeout(ctx.institution.policy.timeout, self.reactor)
+            bound = self._bounds.get(name)
+            timeout = ctx.institution.policy.timeout
+            if bound is None or bound > timeout:  # else the backend refuses in time by itself
+                answer.addTimeout(timeout, self.reactor)
         operation = request.operation
 
-        def ok(result: R) -> R:
+        def ok(result: R | Relayed[R]) -> T:
             self.health.mark(name, True)
-            return result
+            return _answered(result, reply, *args)
 
         def failed(failure: Failure) -> Failure:
             if failure.check(defer.TimeoutError, defer.CancelledError):
@@ -221,10 +228,7 @@ class ACS:
                     self.health.mark(name, False)
             return failure
 
-        def answered(result: R | Relayed[R]) -> T:
-            return _answered(result, reply, *args)
-
-        return answer.addCallbacks(ok, failed).addCallback(answered)
+        return answer.addCallbacks(ok, failed)
 
     def answer(self, request: Message, ctx: RequestContext) -> Reply | defer.Deferred[Reply]:
         """The reply to ``request``: a Reply when the answer is at hand (99, refusals, and any
@@ -270,11 +274,50 @@ class ACS:
         return Reply(refuse(request, ctx, screen_texts.SYSTEM_ERROR), "error")
 
 
+class Outline(NamedTuple):
+    """What a relayed answer's Reply needs besides the upstream's message: the reply code the
+    terminal waits for, the institution id it sent (AO), the exchange log's outcome and the
+    patron described (see :func:`outline_when_relayed`)."""
+
+    code: str
+    institution: str
+    outcome: str
+    patron: Patron | None = None
+
+
+#: Reply functions' outlines for a relayed answer, by reply function.
+_OUTLINES: dict[Callable[..., Any], Callable[..., Outline]] = {}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def outline_when_relayed(outline: Callable[..., Outline]) -> Callable[[F], F]:
+    """Give a handler's reply function (``reply(result, *args)`` of :meth:`ACS.call`) a cheap
+    twin, ``outline(result, *args)``, for answers a backend relayed from another SIP2 server (it
+    is given :attr:`Relayed.glance`, so it reads no more than how the request went: ``ok``,
+    ``refusal``, and a checkin's ``was_on_loan``, which a relayed reply does not tell): when
+    the upstream's reply is complete (every fixed field and required field there), the terminal
+    gets it as :func:`relayed.faithful` would give it, without the ACS building a reply of its
+    own only to take its AO, outcome and patron from it."""
+
+    def register(reply: F) -> F:
+        _OUTLINES[reply] = outline
+        return reply
+
+    return register
+
+
 def _answered(result: R | Relayed[R], reply: Callable[[R, *Ts], T], *args: *Ts) -> T:
     """``reply(result, *args)``; when a backend relayed the request to another SIP2 server, the
     Reply carries that server's reply as the terminal's (``sipserver.acs.relayed``)."""
     if not isinstance(result, Relayed):
         return reply(result, *args)
+    outline = _OUTLINES.get(reply)
+    if outline is not None:
+        drawn = outline(result.glance, *args)
+        message = relayed.passed_on(result.reply, drawn.code, drawn.institution)
+        if message is not None:
+            return Reply(message, drawn.outcome, drawn.patron)  # type: ignore[return-value]
     built = reply(result.result, *args)
     if isinstance(built, Reply):
         return attrs.evolve(built, message=relayed.faithful(built.message, result.reply))

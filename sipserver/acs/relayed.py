@@ -8,9 +8,11 @@ terminal's own, written by its connection.
 
 from __future__ import annotations
 
-from sipserver.sip2 import Message
+from sipserver.sip2 import MESSAGES, Message
 
 _TRAILER = ("AY", "AZ")
+#: Each reply's required fields but AO (the terminal's own institution id goes in instead).
+_REQUIRED = {code: tuple(f.id for f in spec.fields if f.required and f.id != "AO") for code, spec in MESSAGES.items()}
 
 
 def faithful(own: Message, upstream: Message) -> Message:
@@ -33,6 +35,28 @@ def faithful(own: Message, upstream: Message) -> Message:
         if field.required and field.id not in fields and field.id in own.fields:
             fields[field.id] = list(own.fields[field.id])
     return Message(own.code, fixed, fields)
+
+
+def passed_on(upstream: Message, code: str, institution: str) -> Message | None:
+    """What :func:`faithful` gives for a reply of ``code`` with AO ``institution`` when
+    ``upstream`` is complete (of that code, every fixed field given, every required field there),
+    without the ACS's own reply; None when it is not, and :func:`faithful` must fill it in."""
+    if upstream.code != code:
+        return None
+    fixed = upstream.fixed
+    spec = upstream.spec
+    if len(fixed) != len(spec.fixed) or "" in map(str.strip, fixed.values()):
+        return None
+    fields = upstream.fields
+    for field_id in _REQUIRED[code]:
+        if field_id not in fields:
+            return None
+    if "AY" in fields or "AZ" in fields:
+        fields = {field_id: values for field_id, values in fields.items() if field_id not in _TRAILER}
+    else:
+        fields = dict(fields)
+    fields["AO"] = [institution]
+    return Message(code, dict(fixed), fields)
 
 
 def combined_status(own: Message, upstream: Message | None) -> Message:

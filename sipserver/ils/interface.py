@@ -59,6 +59,7 @@ __all__ = [
     "BackendRequest",
     "BackendUnavailable",
     "BlockPatronRequest",
+    "BoundsItsTime",
     "ChangeRequest",
     "CheckinRequest",
     "CheckinResult",
@@ -93,6 +94,7 @@ __all__ = [
     "Summary",
     "SummaryRequest",
     "Terminal",
+    "answers_within",
     "as_deferred",
     "when_answered",
 ]
@@ -492,3 +494,22 @@ class ILSBackend(Protocol):
     def item_status_update(self, request: ItemStatusUpdateRequest) -> Answer[ItemStatusResult]: ...
 
     def end_session(self, request: EndSessionRequest) -> Answer[bool]: ...
+
+
+@runtime_checkable
+class BoundsItsTime(Protocol):
+    """A backend that answers or refuses every request within :attr:`answers_within` seconds on
+    its own (the ``sip2`` backend's pool watches each request's deadline). The ACS sets no timer
+    of its own for it when the institution's ``timeout`` is no shorter: one timer a request is
+    cheaper than two, and the refusal comes as timely. An optional capability: a backend without
+    it is bounded by the ACS's timer, as before."""
+
+    @property
+    def answers_within(self) -> float: ...
+
+
+def answers_within(backend: object) -> float | None:
+    """The seconds within which ``backend`` answers every request by itself, None when unbounded."""
+    bound = getattr(backend, "answers_within", None)
+    return float(bound) if isinstance(bound, int | float) else None
+

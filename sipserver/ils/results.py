@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import attrs
@@ -269,12 +270,52 @@ class ItemStatusResult:
     item: Item | None = None
 
 
-@attrs.frozen
 class Relayed(Generic[R]):
     """A result together with the SIP2 reply another server gave for it, from a backend that
     relays to that server: the ACS answers the terminal with that reply (its screen messages, dates
     and fields this daemon does not know, as sent) rather than with one of its own built from
-    ``result`` (``sipserver.acs.relayed``). A relaying backend may answer any request with one."""
+    ``result`` (``sipserver.acs.relayed``). A relaying backend may answer any request with one.
 
-    result: R
-    reply: Message
+    ``Relayed.read_later(reply, read, glance)`` reads the typed result from the reply only when
+    something asks for it: passing a complete reply on needs no more than how it went, which
+    ``glance`` reads (see :attr:`glance`), and reading every field of every relayed reply into a
+    result would be a good part of the relay's own work.
+    """
+
+    __slots__ = ("_glance", "_read", "_result", "reply")
+
+    def __init__(self, result: R, reply: Message) -> None:
+        self._result = result
+        self._read: Callable[[], R] | None = None
+        self._glance: Callable[[], R] | None = None
+        self.reply = reply
+
+    @classmethod
+    def read_later(cls, reply: Message, read: Callable[[], R], glance: Callable[[], R] | None = None) -> Relayed[R]:
+        relayed = cls.__new__(cls)
+        relayed.reply = reply
+        relayed._read = read
+        relayed._glance = glance
+        return relayed
+
+    @property
+    def glance(self) -> R:
+        """The result with only what says how the request went (``ok``, ``refusal``) read from the
+        reply, the rest left at its defaults, when the backend can read that for less than the
+        whole; else the whole result. For the ACS's outlines of relayed answers
+        (``sipserver.acs.core.outline_when_relayed``), which read no more than that."""
+        glance = self._glance
+        if glance is not None and self._read is not None:
+            return glance()
+        return self.result
+
+    @property
+    def result(self) -> R:
+        read = self._read
+        if read is not None:
+            self._result = read()
+            self._read = None
+        return self._result
+
+    def __repr__(self) -> str:
+        return f"Relayed({self.reply!r})"

@@ -286,10 +286,10 @@ def encode(
         raise EncodeError(f"unknown message code {message.code!r}")
     if encoding == "ascii":
         message = _transliterated(message)  # before cleaning: "ß" -> "ss" lengthens a value
-    required = layout.required - leave_out if leave_out else None
-    text = _fast_text(message, layout, delimiter) if required is None else None
+    required = layout.required - leave_out if leave_out else layout.required
+    text = _fast_text(message, layout, delimiter, required)
     if text is None:
-        text = _careful_text(message, layout, delimiter, layout.required if required is None else required)
+        text = _careful_text(message, layout, delimiter, required)
     data = encode_text(text, encoding)
     if sequence is not None:
         data += b"AY" + sequence.encode("ascii") + b"AZ"
@@ -310,9 +310,10 @@ def _transliterated(message: Message) -> Message:
     return Message(message.code, message.fixed, spelt, message.sequence, message.checksum)
 
 
-def _fast_text(message: Message, layout: _Layout, delimiter: str) -> str | None:
+def _fast_text(message: Message, layout: _Layout, delimiter: str, required: frozenset[str]) -> str | None:
     """The common case in one pass: every fixed field given at its width, string values that need
-    no cleaning, known ids. Returns None to hand anything unusual to :func:`_careful_text`."""
+    no cleaning, known ids. Returns None to hand anything unusual to :func:`_careful_text`.
+    ``required``: the ids written empty when absent (the table's, less any left out)."""
     fixed = message.fixed
     fields = message.fields
     try:
@@ -323,7 +324,7 @@ def _fast_text(message: Message, layout: _Layout, delimiter: str) -> str | None:
         for fid in ids:
             values = fields.get(fid)
             if not values:
-                if fid in layout.required:
+                if fid in required:
                     parts.append(fid + delimiter)
                     count += 1
                 continue

@@ -26,7 +26,7 @@ from sipserver.sip2.codes import AlertType, flag, format_date, parse_date
 
 from .. import place, screen_texts, sip_values
 from ..context import Reply, RequestContext
-from ..core import ACS, handles
+from ..core import ACS, Outline, handles, outline_when_relayed
 from .common import due_text, outcome_of, pin_of
 
 
@@ -121,6 +121,11 @@ def checkout(acs: ACS, request: Message, ctx: RequestContext) -> Reply | Deferre
     return acs.call(ctx, asked, _checkout_reply, request, ctx)
 
 
+def _checkout_outline(result: CheckoutResult, request: Message, ctx: RequestContext) -> Outline:
+    return Outline("12", ctx.institution.id, outcome_of(result))
+
+
+@outline_when_relayed(_checkout_outline)
 def _checkout_reply(result: CheckoutResult, request: Message, ctx: RequestContext) -> Reply:
     text = "Renewed." if result.renewal else "Checked out."
     return _circulation_reply("12", ctx, request, result, result.renewal, result.desensitize, text)
@@ -143,6 +148,11 @@ def renew(acs: ACS, request: Message, ctx: RequestContext) -> Reply | Deferred[R
     return acs.call(ctx, asked, _renew_reply, request, ctx)
 
 
+def _renew_outline(result: RenewResult, request: Message, ctx: RequestContext) -> Outline:
+    return Outline("30", ctx.institution.id, outcome_of(result))
+
+
+@outline_when_relayed(_renew_outline)
 def _renew_reply(result: RenewResult, request: Message, ctx: RequestContext) -> Reply:
     return _circulation_reply("30", ctx, request, result, True, False, "Renewed.")
 
@@ -203,6 +213,18 @@ def checkin(acs: ACS, request: Message, ctx: RequestContext) -> Reply | Deferred
     return acs.call(ctx, asked, _checkin_reply, request, ctx)
 
 
+def _checkin_outcome(result: CheckinResult) -> str:
+    """``ok``, ``not_on_loan`` (routed, but it was not on loan), or why not."""
+    if result.ok:
+        return "ok" if result.was_on_loan else "not_on_loan"
+    return outcome_of(result)
+
+
+def _checkin_outline(result: CheckinResult, request: Message, ctx: RequestContext) -> Outline:
+    return Outline("10", ctx.institution.id, _checkin_outcome(result))
+
+
+@outline_when_relayed(_checkin_outline)
 def _checkin_reply(result: CheckinResult, request: Message, ctx: RequestContext) -> Reply:
     item = result.item
     fields: dict[str, Any] = {
@@ -238,10 +260,8 @@ def _checkin_reply(result: CheckinResult, request: Message, ctx: RequestContext)
         alert_type = _ALERT_TYPE.get(result.alert_kind)
         if result.alert and alert_type:
             fields["CV"] = alert_type.value
-        outcome = "ok" if on_loan else "not_on_loan"
     else:
         messages.append(screen_texts.refusal_text(result.refusal, result.message))
-        outcome = outcome_of(result)
     fields["AF"] = messages
     reply = make(
         "10",
@@ -252,4 +272,4 @@ def _checkin_reply(result: CheckinResult, request: Message, ctx: RequestContext)
         alert=result.alert or not result.ok,
         transaction_date=ctx.now,
     )
-    return Reply(reply, outcome)
+    return Reply(reply, _checkin_outcome(result))

@@ -37,7 +37,7 @@ from sipserver.sip2 import Message
 
 from .options import UpstreamSettings, read_settings
 from .pool import UpstreamPool
-from .translate import request_message, result_of
+from .translate import glance_of, request_message, result_of
 
 
 class SIP2Backend:
@@ -58,6 +58,13 @@ class SIP2Backend:
         #: Terminals' own connections, by their login: bounded by the accounts in the config.
         self._own: dict[str, UpstreamPool] = {}
         self._started = False
+
+    @property
+    def answers_within(self) -> float:
+        """Every request is answered or refused within the upstream ``timeout`` (the pool watches
+        each one's deadline), so the ACS needs no timer of its own when the institution's
+        timeout is no shorter (:class:`sipserver.ils.interface.BoundsItsTime`)."""
+        return self.settings.timeout
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -166,16 +173,14 @@ class SIP2Backend:
 
     def _relay(self, request: BackendRequest[Any]) -> defer.Deferred[Any]:
         message = request_message(request, self.settings.upstream_institution)
-        terminal = request.terminal
-        what = f"{request.operation} ({message.code}) for {terminal.login or '?'} at {terminal.institution}"
         try:
-            pool = self._pool_for(terminal)
+            pool = self._pool_for(request.terminal)
         except BackendUnavailable:
             return defer.fail()
-        d = pool.submit(message, change=isinstance(request, ChangeRequest), what=what)
+        d = pool.submit(message, change=isinstance(request, ChangeRequest), what=_What(request, message.code))
         if pool is not self.pool:  # the terminal's own connection: its trouble is not the institution's
             d.addErrback(_own_trouble)
-        return d.addCallback(lambda reply: Relayed(result_of(request, reply), reply))
+        return d.addCallback(_relayed, request)
 
     def patron(self, request: PatronRequest) -> defer.Deferred[Any]:
         return self._relay(request)
@@ -212,6 +217,24 @@ class SIP2Backend:
 
     def end_session(self, request: EndSessionRequest) -> defer.Deferred[Any]:
         return self._relay(request)
+
+
+class _What:
+    """A request in words for the pool's log lines and errors, written only when one is."""
+
+    __slots__ = ("code", "request")
+
+    def __init__(self, request: BackendRequest[Any], code: str) -> None:
+        self.request = request
+        self.code = code
+
+    def __str__(self) -> str:
+        terminal = self.request.terminal
+        return f"{self.request.operation} ({self.code}) for {terminal.login or '?'} at {terminal.institution}"
+
+
+def _relayed(reply: Message, request: BackendRequest[Any]) -> Relayed[Any]:
+    return Relayed.read_later(reply, lambda: result_of(request, reply), lambda: glance_of(request, reply))
 
 
 def _own_trouble(failure: Failure) -> Failure:

@@ -9,6 +9,11 @@ more on another link. A request that waits ``timeout`` seconds for a link, or th
 full or no link up, fails with :class:`~sipserver.ils.interface.BackendUnavailable`, having not
 been sent. Links that break are connected again with backoff; idle ones are kept open with 99,
 which also refreshes what the upstream last said about itself (its 98).
+
+Every request's deadline is watched by one timer per pool, set for the oldest deadline still open,
+rather than by a timer per request: a relayed message pays for no ``callLater`` and no cancel, and
+the refusal still comes at its deadline. So the pool answers every request within ``timeout``
+seconds, which :attr:`SIP2Backend.answers_within` tells the ACS (it then sets no timer of its own).
 """
 
 from __future__ import annotations
@@ -42,12 +47,13 @@ class Job:
 
     message: Message
     change: bool
-    what: str  # for log lines: the operation and the terminal
+    what: object  # for log lines and errors, as str(): the operation and the terminal
     done: defer.Deferred[Message]
-    queued_at: float
-    timer: Any = None
+    #: When the request gets its refusal if no reply came (the reactor's clock).
+    deadline: float
     link: UpstreamLink | None = None
     tries: int = 0
+    started: float = 0.0  # when it was last written upstream (perf_counter), for the latency figure
 
 
 @attrs.define
@@ -89,6 +95,9 @@ class UpstreamPool:
         self._keepalive.clock = reactor
         self._stopped = False
         self._attempting = 0  # connection attempts under way
+        #: Requests not answered yet, oldest first, and the one timer set for the oldest deadline.
+        self._open: dict[Job, None] = {}
+        self._watch: Any = None
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -120,6 +129,9 @@ class UpstreamPool:
             self._keepalive.stop()
         if self._reconnect is not None and self._reconnect.active():
             self._reconnect.cancel()
+        if self._watch is not None and self._watch.active():
+            self._watch.cancel()
+        self._watch = None
         while self._queue:
             self._fail(self._queue.popleft(), BackendUnavailable(f"{self.name}: stopping"))
         for link in list(self._ready):
@@ -239,10 +251,10 @@ class UpstreamPool:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def submit(self, message: Message, *, change: bool, what: str) -> defer.Deferred[Message]:
+    def submit(self, message: Message, *, change: bool, what: object) -> defer.Deferred[Message]:
         """The upstream's reply to ``message`` (see the module docstring for the failures)."""
         done: defer.Deferred[Message] = defer.Deferred(lambda d: self._cancelled(job))
-        job = Job(message, change, what, done, self.reactor.seconds())
+        job = Job(message, change, what, done, self.reactor.seconds() + self.settings.timeout)
         self.figures.requests += 1
         if not self._ready and not self._attempting and self._reconnect is not None:
             self.figures.errors += 1
@@ -251,10 +263,31 @@ class UpstreamPool:
             self.figures.refused_queue_full += 1
             self.figures.errors += 1
             return defer.fail(BackendUnavailable(f"{self.name}: the upstream queue is full"))
-        job.timer = self.reactor.callLater(self.settings.timeout, self._late, job)
+        self._open[job] = None
+        watch = self._watch
+        if watch is None:
+            self._watch = self.reactor.callLater(self.settings.timeout, self._sweep)
+        elif job.deadline < watch.getTime():  # the clock went back: this one is due first
+            watch.reset(self.settings.timeout)
         self._queue.append(job)
         self._dispatch()
         return done
+
+    def _sweep(self) -> None:
+        """The oldest deadline came: every request past its deadline gets its refusal (see
+        :meth:`_late`), and the timer is set again for the oldest one left."""
+        self._watch = None
+        now = self.reactor.seconds() + _SLACK
+        due = [job for job in self._open if job.deadline <= now]
+        for job in due:
+            self._late(job)
+        if self._open and self._watch is None and not self._stopped:
+            first = min(job.deadline for job in self._open)
+            self._watch = self.reactor.callLater(max(0.0, first - self.reactor.seconds()), self._sweep)
+
+    def _close(self, job: Job) -> None:
+        """The request is answered or refused: its deadline is no longer watched."""
+        self._open.pop(job, None)
 
     def _dispatch(self) -> None:
         for link in self._ready:
@@ -267,14 +300,12 @@ class UpstreamPool:
         link.busy = True
         job.link = link
         job.tries += 1
-        started = time.perf_counter()
+        job.started = time.perf_counter()
         try:
-            d = link.exchange(job.message)
+            link.ask(job.message, self._answered, self._broken, job)
         except Exception as exc:  # the request could not be written (never sent): this request's fault
             job.link, link.busy = None, False
             self._fail(job, BackendError(f"{self.name}: {job.what} could not be sent: {exc}"))
-            return
-        d.addCallbacks(self._answered, self._broken, callbackArgs=(job, link, started), errbackArgs=(job, link))
 
     def _free(self, link: UpstreamLink) -> None:
         link.busy = False
@@ -282,35 +313,34 @@ class UpstreamPool:
         if link in self._ready:
             self._dispatch()
 
-    def _answered(self, reply: Message, job: Job, link: UpstreamLink, started: float) -> None:
-        self.figures.latency_sum += time.perf_counter() - started
-        self.figures.latency_count += 1
+    def _answered(self, link: UpstreamLink, job: Job, reply: Message) -> None:
+        figures = self.figures
+        figures.latency_sum += time.perf_counter() - job.started
+        figures.latency_count += 1
         job.link = None
         self._free(link)
-        if job.timer is not None and job.timer.active():
-            job.timer.cancel()
+        self._open.pop(job, None)
         if not job.done.called:
             job.done.callback(reply)
 
-    def _broken(self, failure: Failure, job: Job, link: UpstreamLink) -> None:
+    def _broken(self, link: UpstreamLink, job: Job, broken: LinkBroken) -> None:
         job.link = None
         link.busy = False
         if job.done.called:
             return
-        broken = failure.value
-        sent = not isinstance(broken, LinkBroken) or broken.sent
-        why = failure.getErrorMessage()
+        sent = broken.sent
+        why = str(broken)
         if job.change and sent:
             self._outcome_unknown(job, why)
             return
-        if not sent and isinstance(broken, LinkBroken) and broken.resend_refused:
+        if not sent and broken.resend_refused:
             # The upstream could not read it, again and again: a fault of this request, not an outage.
             self._fail(job, BackendError(f"{self.name}: {job.what}: {why}"))
             self._free(link)
             return
         if job.tries < 2 and not self._stopped:  # a read, or a change never written: once more
             log.info("upstream {backend}: {what} is asked again on another connection ({why})",
-                     backend=self.name, what=job.what, why=why)  # fmt: skip
+                     backend=self.name, what=str(job.what), why=why)  # fmt: skip
             self._queue.appendleft(job)
             self._dispatch()
             return
@@ -322,13 +352,13 @@ class UpstreamPool:
             "upstream {backend}: OUTCOME UNKNOWN for {what}: it was sent and {why}; it is not sent again, "
             "the terminal is told to check and try again",
             backend=self.name,
-            what=job.what,
+            what=str(job.what),
             why=why,
         )
         self._fail(job, OutcomeUnknown(f"{self.name}: {job.what}: {why}"))
 
     def _late(self, job: Job) -> None:
-        job.timer = None
+        self._close(job)
         if job.done.called:
             return
         if job.link is None:
@@ -346,8 +376,7 @@ class UpstreamPool:
 
     def _cancelled(self, job: Job) -> None:
         """The caller gave up (the ACS's own timeout): out of the queue, or its link given up."""
-        if job.timer is not None and job.timer.active():
-            job.timer.cancel()
+        self._close(job)
         if job in self._queue:
             self._queue.remove(job)
         elif job.link is not None:
@@ -355,13 +384,12 @@ class UpstreamPool:
             if job.change:
                 self.figures.outcome_unknown += 1
                 log.error("upstream {backend}: OUTCOME UNKNOWN for {what}: it was sent and the answer was too late",
-                          backend=self.name, what=job.what)  # fmt: skip
+                          backend=self.name, what=str(job.what))  # fmt: skip
             link.abandon("the answer was too late for the terminal")
 
     def _fail(self, job: Job, error: Exception) -> None:
         self.figures.errors += 1
-        if job.timer is not None and job.timer.active():
-            job.timer.cancel()
+        self._close(job)
         if not job.done.called:
             job.done.errback(error)
 
@@ -382,6 +410,11 @@ class UpstreamPool:
             )
             d = link.exchange(_status_request()).addCallback(self._note_status)
             d.addBoth(_after_keepalive, timer, link, self._free)
+
+
+#: Seconds early a deadline may be met: the timer's clock and the deadline's are one, but a sum of
+#: floats may land just short of it.
+_SLACK = 1e-6
 
 
 def _after_keepalive(result: Any, timer: Any, link: UpstreamLink, free: Callable[[UpstreamLink], None]) -> None:

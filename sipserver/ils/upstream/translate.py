@@ -41,7 +41,7 @@ from sipserver.ils.interface import (
     RenewRequest,
     RenewResult,
 )
-from sipserver.sip2 import Message, make
+from sipserver.sip2 import MESSAGES, Message, make
 from sipserver.sip2.codes import CirculationStatus as Code
 from sipserver.sip2.codes import FeeType, PaymentType, format_date, parse_date
 
@@ -60,6 +60,8 @@ _STATES = {
     Code.CLAIMED_RETURNED: CirculationStatus.CLAIMED_RETURNED, Code.LOST: CirculationStatus.LOST,
     Code.MISSING: CirculationStatus.MISSING,
 }  # fmt: skip
+#: The same by the code's two characters, as they come (read for every item a reply describes).
+_STATE_OF_CODE = {code.value: state for code, state in _STATES.items()}
 
 
 def _when(request: BackendRequest[Any]) -> str:
@@ -75,6 +77,17 @@ def _nb_due(due: datetime.datetime | None, now: str) -> str:
     """The nb due date: the one given, else the transaction date, which servers ignore when the
     request is not store and forward (some refuse the 18 blanks the reference allows)."""
     return format_date(due) if due else now
+
+
+_YN = {True: "Y", False: "N"}
+
+
+def _built(code: str, fields: dict[str, Any], **fixed: str) -> Message:
+    """``make(code, fields, **fixed)`` when every fixed field is given and every value is a
+    string (the callers' are: typed requests' strings, "Y", or None to leave a field out)."""
+    if len(fixed) != len(MESSAGES[code].fixed):
+        return make(code, fields, **fixed)
+    return Message(code, fixed, {field_id: [value] for field_id, value in fields.items() if value is not None})
 
 
 def request_message(request: BackendRequest[Any], institution: Institutions) -> Message:
@@ -98,24 +111,26 @@ def request_message(request: BackendRequest[Any], institution: Institutions) -> 
         return make("63", fields, language=language, transaction_date=now, summary="".join(summary))
     if isinstance(request, ItemRequest):
         return make("17", fields, transaction_date=now, AB=request.item, AC="")
+    # Checkout, checkin and renew, most of what a relay sends, are built directly: every fixed
+    # field is given, every value a string (what ``make`` would give, for less).
     if isinstance(request, CheckoutRequest):
         _pin(fields, request.pin)
         fields.update(AA=request.patron, AB=request.item, AC="", BO="Y" if request.fee_acknowledged else None,
                       BI="Y" if request.cancel else None)  # fmt: skip
-        return make("11", fields, sc_renewal_policy=request.renewal_allowed, no_block=request.no_block,
-                    transaction_date=now, nb_due_date=_nb_due(request.nb_due, now))  # fmt: skip
+        return _built("11", fields, sc_renewal_policy=_YN[request.renewal_allowed], no_block=_YN[request.no_block],
+                      transaction_date=now, nb_due_date=_nb_due(request.nb_due, now))  # fmt: skip
     if isinstance(request, CheckinRequest):
         # Without an AP the upstream would take the gateway's own location: where the terminal is goes instead.
         where = request.current_location or request.branch or request.terminal.location
         fields.update(AP=where, AB=request.item, AC="", BI="Y" if request.cancel else None)
-        return make("09", fields, no_block=request.no_block, transaction_date=now,
-                    return_date=format_date(request.return_date) if request.return_date else now)  # fmt: skip
+        return _built("09", fields, no_block=_YN[request.no_block], transaction_date=now,
+                      return_date=format_date(request.return_date) if request.return_date else now)  # fmt: skip
     if isinstance(request, RenewRequest):
         _pin(fields, request.pin)
         fields.update(AA=request.patron, AB=request.item or None, AJ=request.title or None, AC="",
                       BO="Y" if request.fee_acknowledged else None)  # fmt: skip
-        return make("29", fields, third_party_allowed=False, no_block=request.no_block, transaction_date=now,
-                    nb_due_date=_nb_due(request.nb_due, now))  # fmt: skip
+        return _built("29", fields, third_party_allowed="N", no_block=_YN[request.no_block], transaction_date=now,
+                      nb_due_date=_nb_due(request.nb_due, now))  # fmt: skip
     if isinstance(request, RenewAllRequest):
         _pin(fields, request.pin)
         fields.update(AA=request.patron, AC="", BO="Y" if request.fee_acknowledged else None)
@@ -172,10 +187,8 @@ def item_of(reply: Message, barcode: str = "") -> Item | None:
     barcode = reply.get("AB") or barcode
     if not barcode:
         return None
-    code = reply.fixed.get("circulation_status", "")
-    try:
-        status = _STATES[Code(code)]
-    except ValueError:
+    status = _STATE_OF_CODE.get(reply.fixed.get("circulation_status", ""))
+    if status is None:
         status = CirculationStatus.CHARGED if reply.code in ("12", "30") else CirculationStatus.OTHER
     return Item(
         barcode=barcode, title=reply.get("AJ"), status=status, call_number=reply.get("CS"),
@@ -219,9 +232,24 @@ def _refusal(ok: bool) -> Refusal | None:
     return None if ok else Refusal.NOT_PERMITTED
 
 
+def _ok(reply: Message) -> bool:
+    return reply.fixed.get("ok", "") == "1"
+
+
+def glance_of(request: BackendRequest[Any], reply: Message) -> Any:
+    """What :func:`result_of` gives for ``reply`` with only ``ok`` and ``refusal`` read (the
+    rest at its defaults), for the requests the ACS passes on with an outline; else the whole
+    result (see :attr:`sipserver.ils.results.Relayed.glance`)."""
+    kind = _GLANCED.get(type(request))
+    if kind is None:
+        return result_of(request, reply)
+    ok = _ok(reply)
+    return kind(ok=ok, refusal=_refusal(ok))
+
+
 def result_of(request: BackendRequest[Any], reply: Message) -> Any:
     """The typed result ``request`` answers with, read from the upstream's ``reply``."""
-    ok = reply.fixed.get("ok", "") == "1"
+    ok = _ok(reply)
     text = _text(reply)
     if isinstance(request, PatronRequest | BlockPatronRequest | EnablePatronRequest):
         return patron_of(reply)
@@ -259,4 +287,10 @@ def result_of(request: BackendRequest[Any], reply: Message) -> Any:
     raise TypeError(f"no result for {type(request).__name__}")
 
 
-__all__ = ["item_of", "patron_of", "request_message", "result_of"]
+_GLANCED: dict[type, Callable[..., Any]] = {
+    CheckoutRequest: CheckoutResult,
+    RenewRequest: RenewResult,
+    CheckinRequest: CheckinResult,
+}
+
+__all__ = ["glance_of", "item_of", "patron_of", "request_message", "result_of"]
