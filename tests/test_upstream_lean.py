@@ -81,7 +81,7 @@ def test_a_relayed_answers_outline_from_a_glance_is_the_one_from_the_whole_resul
     glanced = outline(glance_of(request, reply), decode(encode(make(asked, AO="MAIN", AB="i"))), ctx)
     whole = outline(result_of(request, reply), decode(encode(make(asked, AO="MAIN", AB="i"))), ctx)
     assert glanced == whole and glanced.code == reply_code
-    assert glanced.outcome == ("ok" if ok == b"1" else "not_permitted")
+    assert glanced.outcome == ("ok" if ok == b"1" else "refused_upstream")
 
 
 # -- one deadline timer per pool -------------------------------------------------------------------

@@ -36,6 +36,7 @@ REFUSAL_TEXT: dict[Refusal, str] = {
     Refusal.NO_BALANCE: "There is nothing to pay.",
     Refusal.AMOUNT_INVALID: "The amount is not valid or is more than you owe.",
     Refusal.NOT_PERMITTED: "This terminal may not do that. Please see staff.",
+    Refusal.REFUSED_UPSTREAM: "The library system could not do this. Please see staff.",
 }
 
 UNAVAILABLE = "The library system is not available right now. Please try again later or see staff."

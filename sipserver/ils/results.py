@@ -47,6 +47,8 @@ class Refusal(enum.Enum):
     NO_BALANCE = "no_balance"
     AMOUNT_INVALID = "amount_invalid"
     NOT_PERMITTED = "not_permitted"
+    #: The library system behind a relaying backend said no; its own screen message says why.
+    REFUSED_UPSTREAM = "refused_upstream"
 
 
 class CirculationStatus(enum.Enum):

@@ -229,7 +229,9 @@ def _number(text: str) -> int:
 
 
 def _refusal(ok: bool) -> Refusal | None:
-    return None if ok else Refusal.NOT_PERMITTED
+    """A refusal as far as SIP2 says it: ok=0, the reason only in the ILS's own words (AF), which
+    the terminal gets as sent; the log says the library system refused, not why."""
+    return None if ok else Refusal.REFUSED_UPSTREAM
 
 
 def _ok(reply: Message) -> bool:
