@@ -26,6 +26,15 @@ def test_a_failing_provider_spoils_only_its_own_snapshot():
     assert taken["good"] == {"n": 1} and "ZeroDivisionError" in taken["bad"]["error"]
 
 
+def test_a_merge_that_fails_spoils_only_its_own_name():
+    snapshots = Snapshots()
+    snapshots.register("metrics", lambda: {"n": 1})
+    snapshots.register("console", lambda: {"terminals": []}, lambda parts: {"taken": max(p["taken"] for p in parts)})
+    merged = snapshots.merged([snapshots.take(), snapshots.take()])
+    assert merged["metrics"] == {"n": 2}
+    assert "KeyError" in merged["console"]["error"]
+
+
 def test_metrics_of_two_processes_add_up_through_their_snapshots():
     first, second = Metrics(), Metrics()
     first.messages[("checkout", "ok")] += 2

@@ -180,12 +180,7 @@ class Hub:
                     parts.append(json.loads(zlib.decompress(answer["data"])))
                 except (ValueError, zlib.error, KeyError):
                     continue
-            names = set().union(*parts)
-            together = {
-                name: self.snapshots.merger(name)(part[name] for part in parts if name in part)
-                for name in sorted(names)
-            }
-            return Gathered(together, processes=self.processes, answered=len(parts))
+            return Gathered(self.snapshots.merged(parts), processes=self.processes, answered=len(parts))
 
         return defer.gatherResults(calls).addCallback(merged)
 

@@ -43,6 +43,18 @@ class Snapshots:
         """How the snapshots called ``name`` are merged (:func:`merge` unless registered)."""
         return self._mergers.get(name, merge)
 
+    def merged(self, parts: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+        """Several processes' :meth:`take` merged name by name; a merge that fails (a worker's
+        snapshot of another shape) gives ``{"error": ...}`` for its name only, so that one part's
+        bug cannot take ``/metrics`` and ``/health`` down with it."""
+        together: dict[str, dict[str, Any]] = {}
+        for name in sorted(set().union(*parts)):
+            try:
+                together[name] = self.merger(name)(part[name] for part in parts if name in part)
+            except Exception as exc:
+                together[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        return together
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self._providers)
