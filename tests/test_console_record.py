@@ -206,3 +206,32 @@ def test_backends_show_their_state_and_last_probe_time() -> None:
     other = json.loads(json.dumps(snap))
     other["backends"]["ils"] |= {"up": False, "probe_ms": 900.0, "errors": 2}
     assert merge([snap, other])["backends"]["ils"] == {"up": False, "errors": 2, "timeouts": 0, "probe_ms": 900.0}
+
+
+class RelayingBackend(SlowHealth):
+    """A backend that relays to another SIP2 server, reporting its pool as the sip2 backend does."""
+
+    def __init__(self, logged_in: int, refused: bool = False) -> None:
+        super().__init__()
+        self.logged_in, self.refused = logged_in, refused
+
+    def upstream_report(self) -> dict[str, object]:
+        return {"endpoint_reachable": self.logged_in > 0, "logged_in": self.logged_in, "pool_size": 4,
+                "login_refused": self.refused, "queue_depth": 1, "requests": 10, "errors": 1, "outcome_unknown": 0,
+                "reconnects": 0, "latency_sum": 0.05, "latency_count": 10,
+                "problem": "" if self.logged_in else "connection refused"}  # fmt: skip
+
+
+def test_a_relaying_backend_shows_its_upstream_added_over_the_workers() -> None:
+    health = BackendHealth({"ils": RelayingBackend(4), "db": SlowHealth()}, TwistedClock())
+    snap = snapshot(ConsoleRecord(clock=Clock()), health=health)
+    assert "upstream" not in snap["backends"]["db"]
+    assert snap["backends"]["ils"]["upstream"] == {
+        "logged_in": 4, "pool_size": 4, "queue": 1, "requests": 10, "errors": 1, "latency_sum": 0.05,
+        "latency_count": 10, "problem": "", "latency_ms": 5.0,
+    }  # fmt: skip
+    refused = BackendHealth({"ils": RelayingBackend(0, refused=True)}, TwistedClock())
+    other = json.loads(json.dumps(snapshot(ConsoleRecord(clock=Clock()), health=refused)))
+    upstream = merge([snap, other])["backends"]["ils"]["upstream"]
+    assert (upstream["logged_in"], upstream["pool_size"], upstream["requests"]) == (4, 8, 20)
+    assert upstream["problem"] == "the upstream refuses this gateway's login" and upstream["latency_ms"] == 5.0

@@ -80,6 +80,9 @@ def snapshot(
                 "timeouts": health.timeouts.get(name, 0),
                 "probe_ms": _ms(health.probe_seconds.get(name)),
             }
+        for name, report in health.upstreams().items():  # a sip2 backend: the ILS's own SIP2 server
+            if name in backends:
+                backends[name]["upstream"] = _upstream(report)
     return {
         "version": VERSION,
         "taken": now,
@@ -140,7 +143,39 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             probe = state.get("probe_ms")
             if probe is not None and (into["probe_ms"] is None or probe > into["probe_ms"]):
                 into["probe_ms"] = probe  # the slowest process's last probe
+            upstream = state.get("upstream")
+            if upstream is not None:  # each process has its own pool: their figures add up
+                ours = into.setdefault("upstream", dict.fromkeys(_UPSTREAM_COUNTS, 0) | {"problem": ""})
+                for key in _UPSTREAM_COUNTS:
+                    ours[key] += upstream[key]
+                ours["problem"] = ours["problem"] or upstream["problem"]
+    for into in backends.values():
+        if "upstream" in into:
+            into["upstream"]["latency_ms"] = _mean_ms(into["upstream"])
     return merged
+
+
+#: The figures of a sip2 backend's pool that the console shows, added over the processes.
+_UPSTREAM_COUNTS = ("logged_in", "pool_size", "queue", "requests", "errors", "latency_sum", "latency_count")
+
+
+def _upstream(report: Mapping[str, Any]) -> dict[str, Any]:
+    """What the console shows of a sip2 backend's upstream: logged-in connections of the pool,
+    the queue, requests, errors, mean latency, and what keeps it from logging in (never a secret:
+    the report carries none)."""
+    shown = {
+        "logged_in": report["logged_in"], "pool_size": report["pool_size"], "queue": report["queue_depth"],
+        "requests": report["requests"], "errors": report["errors"], "latency_sum": report["latency_sum"],
+        "latency_count": report["latency_count"],
+        "problem": "the upstream refuses this gateway's login" if report["login_refused"] else report["problem"],
+    }  # fmt: skip
+    shown["latency_ms"] = _mean_ms(shown)
+    return shown
+
+
+def _mean_ms(figures: Mapping[str, Any]) -> float | None:
+    count = figures["latency_count"]
+    return round(figures["latency_sum"] / count * 1000, 3) if count else None
 
 
 def _ms(seconds: float | None) -> float | None:

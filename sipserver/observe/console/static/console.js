@@ -196,7 +196,16 @@ function drawActivity() {
 function drawBackends() {
   fill("backend-rows", Object.entries(state.backends).map(([name, b]) =>
     row([name, el("span", b.up ? "up" : "down", b.up ? "ok" : "bad"),
-      b.probe_ms === null || b.probe_ms === undefined ? "–" : b.probe_ms.toFixed(1) + " ms", b.errors, b.timeouts])));
+      b.probe_ms === null || b.probe_ms === undefined ? "–" : b.probe_ms.toFixed(1) + " ms", b.errors, b.timeouts,
+      upstreamText(b.upstream)])));
+}
+
+function upstreamText(u) {
+  if (!u) return "–";
+  const latency = u.latency_ms === null || u.latency_ms === undefined ? "" : ", " + u.latency_ms.toFixed(1) + " ms mean";
+  const state = u.logged_in + "/" + u.pool_size + " logged in, queue " + u.queue + ", " + u.requests + " requests, " +
+    u.errors + " errors" + latency;
+  return u.problem ? state + " (" + u.problem + ")" : state;
 }
 
 function draw() {
