@@ -1,6 +1,6 @@
 """The 24 is built without :func:`make` (authentication services send 23 by the thousand): for
-every shape of patron and request it is the same message, and the same bytes, as ``make`` builds
-from the handler's own field mapping."""
+every shape of patron and request it is the same message, and the same bytes, as ``make`` built
+from the handler's field mapping by names (AA, BL and CQ as values, converted by ``make``)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,9 @@ import itertools
 
 import attrs
 
+from sipserver.acs import sip_values
 from sipserver.acs.context import RequestContext
-from sipserver.acs.handlers.patrons import (
-    _patron_fields,
-    _patron_status_reply,
-    _status_string,
-    patron_messages,
-)
+from sipserver.acs.handlers.patrons import _patron_status_reply, _status_string, patron_messages
 from sipserver.config import AccountConfig, InstitutionConfig
 from sipserver.ils.results import Patron, PatronStatusFlags
 from sipserver.sip2 import decode, encode, make
@@ -23,11 +19,28 @@ from sipserver.sip2 import decode, encode, make
 NOW = datetime.datetime(2026, 12, 7, 9, 30, 10)
 
 
+def fields_by_name(ctx: RequestContext, request, patron: Patron | None) -> dict:
+    """The shared fields as the handler wrote them before, values for ``make`` to convert."""
+    fields = {"AO": ctx.institution.id, "AA": request.get("AA")}
+    if patron is None:
+        fields.update(AE="", BL=False)
+        if "AD" in request:
+            fields["CQ"] = False
+        return fields
+    fields.update(AE=patron.name, BL=True)
+    if "AD" in request:
+        fields["CQ"] = bool(patron.pin_ok)
+    fields["BH"] = ctx.institution.currency
+    if sip_values.nonzero(patron.fee_balance):
+        fields["BV"] = sip_values.money(patron.fee_balance)
+    return fields
+
+
 def by_make(patron: Patron | None, request, ctx: RequestContext, language: str):
     """The 24 as the handler built it before: through ``make`` by names."""
     return make(
         "24",
-        _patron_fields(ctx, request, patron),
+        fields_by_name(ctx, request, patron),
         patron_status=_status_string(patron),
         language=language,
         transaction_date=ctx.now,

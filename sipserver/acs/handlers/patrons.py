@@ -32,19 +32,22 @@ from .common import pin_of
 
 
 def _patron_fields(ctx: RequestContext, request: Message, patron: Patron | None) -> dict[str, Any]:
-    """The fields 24, 26 and 64 share: AO, AA, AE, BL, CQ (whenever AD came in), BH, BV."""
-    fields: dict[str, Any] = {"AO": ctx.institution.id, "AA": request.get("AA")}
+    """The fields 24, 26 and 64 share: AO, AA, AE, BL, CQ (whenever AD came in), BH, BV, in wire
+    form (each a list of its values, as :class:`Message` holds them and :func:`make` takes them),
+    so that the 24, sent by the thousand, is a Message without make's by-name conversions."""
+    fields: dict[str, Any] = {"AO": [ctx.institution.id], "AA": [request.get("AA")]}
+    pin_given = "AD" in request
     if patron is None:
-        fields.update(AE="", BL=False)
-        if "AD" in request:
-            fields["CQ"] = False
+        fields["AE"], fields["BL"] = [""], ["N"]
+        if pin_given:
+            fields["CQ"] = ["N"]
         return fields
-    fields.update(AE=patron.name, BL=True)
-    if "AD" in request:
-        fields["CQ"] = bool(patron.pin_ok)
-    fields["BH"] = ctx.institution.currency
+    fields["AE"], fields["BL"] = [patron.name], ["Y"]
+    if pin_given:
+        fields["CQ"] = ["Y" if patron.pin_ok else "N"]
+    fields["BH"] = [ctx.institution.currency]
     if sip_values.nonzero(patron.fee_balance):
-        fields["BV"] = sip_values.money(patron.fee_balance)
+        fields["BV"] = [sip_values.money(patron.fee_balance)]
     return fields
 
 
@@ -115,24 +118,7 @@ def patron_status(acs: ACS, request: Message, ctx: RequestContext) -> Reply | De
 
 
 def _patron_status_reply(patron: Patron | None, request: Message, ctx: RequestContext, language: str) -> Reply:
-    """The 24, built as :func:`make` would build it from :func:`_patron_fields`, without its
-    by-name conversions: authentication services send 23 by the thousand."""
-    fields: dict[str, list[str]] = {"AO": [ctx.institution.id]}
-    patron_id = request.get("AA")
-    if patron_id is not None:
-        fields["AA"] = [patron_id]
-    pin_given = "AD" in request
-    if patron is None:
-        fields["AE"], fields["BL"] = [""], ["N"]
-        if pin_given:
-            fields["CQ"] = ["N"]
-    else:
-        fields["AE"], fields["BL"] = [patron.name], ["Y"]
-        if pin_given:
-            fields["CQ"] = ["Y" if patron.pin_ok else "N"]
-        fields["BH"] = [ctx.institution.currency]
-        if sip_values.nonzero(patron.fee_balance):
-            fields["BV"] = [sip_values.money(patron.fee_balance)]
+    fields = _patron_fields(ctx, request, patron)
     fields["AF"] = patron_messages(patron, request)
     fixed = {"patron_status": _status_string(patron), "language": language, "transaction_date": format_date(ctx.now)}
     return Reply(Message("24", fixed, fields), _patron_outcome(patron, request), patron)
